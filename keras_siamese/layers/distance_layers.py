@@ -1,0 +1,139 @@
+"""Keras layers that turn a pair of embeddings into one distance per pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_siamese import distances
+
+
+def _split_pair(layer_name: str, inputs: Any) -> tuple[Any, Any]:
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(
+            f"{layer_name} expects a list or tuple of two tensors [a, b]; got a "
+            f"single {type(inputs).__name__}."
+        )
+    if len(inputs) != 2:
+        raise ValueError(
+            f"{layer_name} expects exactly two tensors [a, b]; got {len(inputs)}."
+        )
+    return inputs[0], inputs[1]
+
+
+class _PairDistance(keras.layers.Layer):
+    """Base of the distance layers: validates `[a, b]` and keeps float32 math.
+
+    Inputs are not autocast to the layer's compute dtype, and half-precision
+    embeddings are upcast to float32 before the distance is taken, so a model
+    under `mixed_float16` gets float32 distances without overflow.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
+    def _distance(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def call(self, inputs: Any) -> Any:
+        a, b = _split_pair(type(self).__name__, inputs)
+        return self._distance(a, b)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        shape_a, _ = _split_pair(type(self).__name__, input_shape)
+        return (*tuple(shape_a)[:-1], 1)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class EuclideanDistance(_PairDistance):
+    """Euclidean distance between two embeddings: `[a, b] -> (batch, 1)`.
+
+    The replacement for the `Lambda(euclidean_distance)` layer of the classic
+    Keras `mnist_siamese` recipe, which cannot be reloaded with
+    `safe_mode=True`. The gradient is finite everywhere, including for two
+    identical embeddings.
+
+    Args:
+        squared: output the squared distance instead.
+        epsilon: if given, output `sqrt(max(d**2, epsilon))` as the seed recipe
+            did with `K.epsilon()`; if `None` (default), the exact distance.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: if `epsilon` is not positive, or the two inputs differ in
+            shape.
+        TypeError: if called on a single tensor instead of `[a, b]`.
+
+    Example:
+    >>> import numpy as np
+    >>> a = np.array([[0.0, 3.0]], "float32")
+    >>> b = np.array([[4.0, 0.0]], "float32")
+    >>> float(EuclideanDistance()([a, b])[0, 0])
+    5.0
+    """
+
+    def __init__(
+        self, squared: bool = False, epsilon: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.squared = bool(squared)
+        self.epsilon = distances.check_epsilon(epsilon)
+
+    def _distance(self, a: Any, b: Any) -> Any:
+        return distances.euclidean_distance(
+            a, b, squared=self.squared, epsilon=self.epsilon
+        )
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "squared": self.squared,
+            "epsilon": self.epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class CosineDistance(_PairDistance):
+    """Cosine distance `1 - cos(a, b)`, in `[0, 2]`: `[a, b] -> (batch, 1)`.
+
+    Args:
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: if the two inputs differ in shape.
+        TypeError: if called on a single tensor instead of `[a, b]`.
+
+    Example:
+    >>> import numpy as np
+    >>> a = np.array([[1.0, 0.0]], "float32")
+    >>> float(CosineDistance()([a, -a])[0, 0])
+    2.0
+    """
+
+    def _distance(self, a: Any, b: Any) -> Any:
+        return distances.cosine_distance(a, b)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class ManhattanDistance(_PairDistance):
+    """Manhattan (L1) distance `sum(|a - b|)`: `[a, b] -> (batch, 1)`.
+
+    Args:
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: if the two inputs differ in shape.
+        TypeError: if called on a single tensor instead of `[a, b]`.
+
+    Example:
+    >>> import numpy as np
+    >>> a = np.array([[1.0, -1.0]], "float32")
+    >>> b = np.array([[0.0, 1.0]], "float32")
+    >>> float(ManhattanDistance()([a, b])[0, 0])
+    3.0
+    """
+
+    def _distance(self, a: Any, b: Any) -> Any:
+        return distances.manhattan_distance(a, b)

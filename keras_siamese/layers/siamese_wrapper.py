@@ -1,0 +1,205 @@
+"""`SiameseWrapper`: one shared layer applied to N inputs, one set of weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+MERGE_MODES = ("stack", "concat")
+
+
+def _batch_dependent_sublayers(layer: keras.layers.Layer) -> list[str]:
+    """Names of sublayers whose output for one sample depends on the others.
+
+    Running all branches as one batch is exact only when no such layer is
+    active: batch normalisation in training mixes samples through its batch
+    statistics, and a stateful RNN carries state per batch row.
+    """
+    found = []
+    for sublayer in [layer, *layer._flatten_layers(include_self=False)]:
+        if isinstance(sublayer, keras.layers.BatchNormalization) or getattr(
+            sublayer, "stateful", False
+        ):
+            found.append(sublayer.name)
+    return found
+
+
+def _check_merge(merge: Any) -> Any:
+    if merge is None or isinstance(merge, keras.layers.Layer):
+        return merge
+    if isinstance(merge, str):
+        if merge not in MERGE_MODES:
+            raise ValueError(
+                f"`merge` must be None, one of {MERGE_MODES}, or a Keras layer; "
+                f"got {merge!r}."
+            )
+        return merge
+    raise TypeError(
+        f"`merge` must be None, one of {MERGE_MODES}, or a Keras layer; got "
+        f"{type(merge).__name__}. Wrap custom code in a registered Layer "
+        "subclass so that the model can be saved and reloaded safely."
+    )
+
+
+def _describe_shapes(branches: list) -> str:
+    return ", ".join(
+        str(keras.tree.map_structure(lambda t: tuple(t.shape), branch))
+        for branch in branches
+    )
+
+
+def _shapes_agree(reference: Any, other: Any) -> bool:
+    if len(reference.shape) != len(other.shape):
+        return False
+    return all(
+        x is None or y is None or x == y for x, y in zip(reference.shape, other.shape)
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class SiameseWrapper(keras.layers.Layer):
+    """Applies one shared layer to each of N >= 2 inputs, with one set of weights.
+
+    Every branch calls the very same `layer` object, so there is exactly one
+    copy of each weight: the wrapper's weights *are* the wrapped layer's, and
+    training sums the gradients of all branches into that one copy. There is
+    nothing to tie or copy.
+
+    Args:
+        layer: the shared encoder, any Keras layer or model (an MLP, a CNN, an
+            LSTM encoder, ...). Each branch input may be a tensor or, for a
+            multi-input encoder, a tuple or dict of tensors.
+        merge: how the N outputs are returned. `None` (default): a list, in
+            input order. `"stack"`: one tensor with a new axis 1,
+            `(batch, N, ...)`, the layout `TripletLoss` expects. `"concat"`:
+            concatenated on the last axis. A Keras layer: called on the list,
+            e.g. `EuclideanDistance()` for a pair model.
+        fuse_branches: run the N branches as one call of `layer` on the inputs
+            concatenated along the batch axis, then split the result. Same
+            math, fewer and larger kernels; whether it is faster depends on the
+            encoder and device (see `benchmarks/`). While training, layers whose
+            output depends on the rest of the batch (`BatchNormalization`,
+            stateful RNNs) make the wrapper fall back to separate calls.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Raises:
+        TypeError: at construction if `layer` is not a Keras layer or `merge`
+            is of the wrong type; when called on a single tensor instead of a
+            list or tuple.
+        ValueError: at construction for an unknown `merge` string; when called
+            with fewer than two inputs or with inputs whose shapes disagree.
+
+    Example:
+    >>> import keras
+    >>> encoder = keras.Sequential([keras.layers.Dense(8)])
+    >>> siamese = SiameseWrapper(encoder, merge=EuclideanDistance())
+    >>> a = keras.Input((4,))
+    >>> b = keras.Input((4,))
+    >>> model = keras.Model([a, b], siamese([a, b]))
+    >>> len(model.trainable_weights) == len(encoder.trainable_weights)
+    True
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        merge: str | keras.layers.Layer | None = None,
+        fuse_branches: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a Keras layer or model; got "
+                f"{type(layer).__name__}."
+            )
+        if not isinstance(fuse_branches, bool):
+            raise TypeError(
+                f"`fuse_branches` must be True or False; got {fuse_branches!r}."
+            )
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.merge = _check_merge(merge)
+        self.fuse_branches = fuse_branches
+        self._batch_dependent = _batch_dependent_sublayers(layer)
+
+    def _branches(self, inputs: Any) -> list:
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(
+                f"{self.name} expects a list or tuple of N >= 2 inputs, one per "
+                f"branch; got a single {type(inputs).__name__}. Pass "
+                "[x1, x2] (or [anchor, positive, negative])."
+            )
+        branches = list(inputs)
+        if len(branches) < 2:
+            raise ValueError(
+                f"{self.name} needs at least two inputs, one per branch; got "
+                f"{len(branches)}."
+            )
+        reference = keras.tree.flatten(branches[0])
+        for branch in branches[1:]:
+            leaves = keras.tree.flatten(branch)
+            if len(leaves) != len(reference) or not all(
+                _shapes_agree(r, o) for r, o in zip(reference, leaves)
+            ):
+                raise ValueError(
+                    f"All inputs of {self.name} must have the same structure and "
+                    f"shape, since one layer encodes them all; got "
+                    f"{_describe_shapes(branches)}."
+                )
+        return branches
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape[0])
+        self.built = True
+
+    def _can_fuse(self, training: Any) -> bool:
+        return self.fuse_branches and not (self._batch_dependent and training)
+
+    def _fused_call(self, branches: list) -> list:
+        stacked = keras.tree.map_structure(
+            lambda *parts: ops.concatenate(parts, axis=0), *branches
+        )
+        encoded = self.layer(stacked)
+        leaves = keras.tree.flatten(encoded)
+        parts = [ops.split(leaf, len(branches), axis=0) for leaf in leaves]
+        return [
+            keras.tree.pack_sequence_as(encoded, [part[i] for part in parts])
+            for i in range(len(branches))
+        ]
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        branches = self._branches(inputs)
+        if self._can_fuse(training):
+            outputs = self._fused_call(branches)
+        else:
+            outputs = [self.layer(branch) for branch in branches]
+        if self.merge is None:
+            return outputs
+        if self.merge == "stack":
+            return ops.stack(outputs, axis=1)
+        if self.merge == "concat":
+            return ops.concatenate(outputs, axis=-1)
+        return self.merge(outputs)
+
+    def get_config(self) -> dict:
+        merge = self.merge
+        if isinstance(merge, keras.layers.Layer):
+            merge = keras.saving.serialize_keras_object(merge)
+        return {
+            **super().get_config(),
+            "layer": keras.saving.serialize_keras_object(self.layer),
+            "merge": merge,
+            "fuse_branches": self.fuse_branches,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> SiameseWrapper:
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        merge = config.pop("merge", None)
+        if isinstance(merge, dict):
+            merge = keras.saving.deserialize_keras_object(merge)
+        return cls(layer, merge=merge, **config)

@@ -1,0 +1,47 @@
+"""Test-only helpers that need to know the backend (gradients, conversion)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def value_and_grad(fn: Callable[..., Any], *args: np.ndarray) -> tuple:
+    """Value of scalar `fn(*args)` and its gradient w.r.t. every argument.
+
+    Arguments are NumPy arrays; results are NumPy. Uses the selected
+    backend's own autodiff, so the package's gradients are checked on each.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.Variable(a) for a in args]
+        with tf.GradientTape() as tape:
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+        grads = [np.zeros_like(a) if g is None else g.numpy() for a, g in zip(args, grads)]
+        return to_numpy(value), grads
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+        return to_numpy(value), [np.asarray(g) for g in grads]
+    if backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        grads = [
+            np.zeros_like(a) if g is None else g.detach().cpu().numpy()
+            for a, g in zip(args, grads)
+        ]
+        return value.detach().cpu().numpy(), grads
+    raise NotImplementedError(f"No gradient helper for backend {backend!r}.")
