@@ -284,7 +284,9 @@ def pairwise_distances(embeddings: Any, metric: str = "euclidean") -> Any:
     squared_norms = ops.sum(ops.square(x), axis=1)
     gram = ops.matmul(x, ops.transpose(x))
     squares = (
-        ops.expand_dims(squared_norms, 1) - 2.0 * gram + ops.expand_dims(squared_norms, 0)
+        ops.expand_dims(squared_norms, 1)
+        - 2.0 * gram
+        + ops.expand_dims(squared_norms, 0)
     )
     squares = ops.where(diagonal, 0.0, ops.maximum(squares, 0.0))
     if metric == "squared_euclidean":

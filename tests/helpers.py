@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -26,7 +27,9 @@ def value_and_grad(fn: Callable[..., Any], *args: np.ndarray) -> tuple:
         with tf.GradientTape() as tape:
             value = fn(*tensors)
         grads = tape.gradient(value, tensors)
-        grads = [np.zeros_like(a) if g is None else g.numpy() for a, g in zip(args, grads)]
+        grads = [
+            np.zeros_like(a) if g is None else g.numpy() for a, g in zip(args, grads)
+        ]
         return to_numpy(value), grads
     if backend == "jax":
         import jax

@@ -18,7 +18,11 @@ def test_import_loads_only_the_selected_backend():
     )
     env = {**os.environ, "KERAS_BACKEND": selected}
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     backend_line, loaded_line = result.stdout.strip().splitlines()[-2:]
     assert backend_line == selected

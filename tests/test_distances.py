@@ -84,7 +84,9 @@ def test_pair_distance_matches_numpy(name, batch):
         actual, expected = actual[keep], expected[keep]
         np.testing.assert_allclose(actual, expected, atol=1e-4)
     else:
-        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=tolerance(expected))
+        np.testing.assert_allclose(
+            actual, expected, rtol=1e-4, atol=tolerance(expected)
+        )
 
 
 @pytest.mark.parametrize("name", sorted(PAIR_FUNCTIONS))
@@ -110,9 +112,7 @@ def test_identical_inputs_give_zero_or_sqrt_epsilon(x):
 
 
 @pytest.mark.parametrize("name", ["euclidean", "manhattan"])
-@given(
-    xyz=hnp.arrays("float32", (3, 3, 4), elements=st.floats(-10, 10, width=32))
-)
+@given(xyz=hnp.arrays("float32", (3, 3, 4), elements=st.floats(-10, 10, width=32)))
 def test_triangle_inequality(name, xyz):
     fn, _ = PAIR_FUNCTIONS[name]
     x, y, z = xyz
@@ -162,7 +162,9 @@ def test_gradient_finite_on_identical_inputs(name, x):
 def test_gradient_finite_for_zero_vectors():
     zeros = np.zeros((2, 3), "float32")
     for fn, _ in PAIR_FUNCTIONS.values():
-        _, grads = value_and_grad(lambda a, b, fn=fn: keras.ops.sum(fn(a, b)), zeros, zeros)
+        _, grads = value_and_grad(
+            lambda a, b, fn=fn: keras.ops.sum(fn(a, b)), zeros, zeros
+        )
         assert all(np.isfinite(g).all() for g in grads)
 
 
@@ -223,7 +225,9 @@ def test_paired_distances_agree_with_pairwise_rows():
         np.testing.assert_allclose(row, full[np.arange(5), np.arange(-1, 4)], atol=1e-4)
 
 
-@pytest.mark.parametrize("layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance])
+@pytest.mark.parametrize(
+    "layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance]
+)
 def test_layers_match_functions_and_keep_dims(layer_cls):
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(2, 6, 4)).astype("float32")
@@ -248,7 +252,9 @@ def test_euclidean_layer_options():
     )
 
 
-@pytest.mark.parametrize("layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance])
+@pytest.mark.parametrize(
+    "layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance]
+)
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_layers_compute_in_float32_under_mixed_precision(layer_cls, policy):
     rng = np.random.default_rng(3)
@@ -265,7 +271,9 @@ def test_layers_compute_in_float32_under_mixed_precision(layer_cls, policy):
     np.testing.assert_allclose(out, expected, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance])
+@pytest.mark.parametrize(
+    "layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance]
+)
 def test_layers_reject_bad_inputs(layer_cls):
     x = np.zeros((2, 3), "float32")
     with pytest.raises(TypeError, match=r"list or tuple of two tensors"):

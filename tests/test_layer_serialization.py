@@ -17,12 +17,18 @@ from keras_siamese import (
 
 def mlp_encoder():
     return keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(4),
+        ]
     )
 
 
 def lstm_encoder():
-    return keras.Sequential([keras.Input((6,)), keras.layers.Reshape((3, 2)), keras.layers.LSTM(4)])
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Reshape((3, 2)), keras.layers.LSTM(4)]
+    )
 
 
 ENCODERS = {"mlp": mlp_encoder, "lstm": lstm_encoder}
@@ -30,7 +36,9 @@ ENCODERS = {"mlp": mlp_encoder, "lstm": lstm_encoder}
 
 def pair_model(encoder):
     inputs = [keras.Input((6,)), keras.Input((6,))]
-    return keras.Model(inputs, SiameseWrapper(encoder, merge=EuclideanDistance())(inputs))
+    return keras.Model(
+        inputs, SiameseWrapper(encoder, merge=EuclideanDistance())(inputs)
+    )
 
 
 def triplet_model(encoder):
@@ -51,10 +59,15 @@ def test_keras_round_trip_in_safe_mode(tmp_path, encoder_name, build):
     model.save(path)
     restored = keras.saving.load_model(path)  # no custom_objects, safe_mode=True
     np.testing.assert_allclose(
-        restored.predict(xs, verbose=0), model.predict(xs, verbose=0), rtol=1e-6, atol=1e-6
+        restored.predict(xs, verbose=0),
+        model.predict(xs, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
     )
     assert len(restored.trainable_weights) == len(model.trainable_weights)
-    wrapper = next(l for l in restored.layers if isinstance(l, SiameseWrapper))
+    wrapper = next(
+        layer for layer in restored.layers if isinstance(layer, SiameseWrapper)
+    )
     assert len(wrapper.trainable_weights) == len(wrapper.layer.trainable_weights)
 
 
@@ -82,14 +95,18 @@ def test_distance_layer_config_round_trip(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    revived = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
     assert type(revived) is type(layer)
     assert revived.get_config() == config
 
 
 @pytest.mark.parametrize("merge", [None, "stack", "concat", ManhattanDistance()])
 def test_wrapper_config_round_trip(merge):
-    wrapper = SiameseWrapper(mlp_encoder(), merge=merge, fuse_branches=True, name="twins")
+    wrapper = SiameseWrapper(
+        mlp_encoder(), merge=merge, fuse_branches=True, name="twins"
+    )
     config = wrapper.get_config()
     clone = SiameseWrapper.from_config(config)
     assert clone.get_config() == config
@@ -106,12 +123,14 @@ def test_seed_lambda_model_fails_in_safe_mode_but_ours_loads(tmp_path):
     encoder = mlp_encoder()
     left, right = encoder(inputs[0]), encoder(inputs[1])
     distance = keras.layers.Lambda(
-        lambda v: keras.ops.sqrt(keras.ops.sum((v[0] - v[1]) ** 2, axis=1, keepdims=True)),
+        lambda v: keras.ops.sqrt(
+            keras.ops.sum((v[0] - v[1]) ** 2, axis=1, keepdims=True)
+        ),
         output_shape=(1,),
     )([left, right])
     lambda_path = tmp_path / "lambda.keras"
     keras.Model(inputs, distance).save(lambda_path)
-    with pytest.raises(ValueError, match="(?i)lambda"):
+    with pytest.raises(ValueError, match=r"(?i)lambda"):
         keras.saving.load_model(lambda_path)
 
     ours_path = tmp_path / "ours.keras"

@@ -13,9 +13,13 @@ def mlp(in_dim=5, hidden=7, out=3, seed=0):
         [
             keras.Input((in_dim,)),
             keras.layers.Dense(
-                hidden, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)
+                hidden,
+                activation="tanh",
+                kernel_initializer=keras.initializers.GlorotUniform(seed),
             ),
-            keras.layers.Dense(out, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+            keras.layers.Dense(
+                out, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)
+            ),
         ]
     )
 
@@ -76,7 +80,9 @@ def test_gradient_of_shared_kernel_is_sum_over_branches():
     _, (second,) = value_and_grad(lambda k: loss(k, use_first=False), kernel)
     np.testing.assert_allclose(both, first + second, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(first, 2 * x1.T @ (x1 @ kernel), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(second, x2.T @ np.full((8, 3), 3.0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        second, x2.T @ np.full((8, 3), 3.0), rtol=1e-4, atol=1e-4
+    )
 
     # A real optimizer step moves the one kernel by the summed gradient.
     layer.kernel.assign(kernel)
@@ -119,13 +125,17 @@ def test_reproduce_predictions_by_hand_after_training():
         return np.tanh(x @ w1 + b1) @ w2 + b2
 
     by_hand = np.concatenate([encode(x1), encode(x2)], axis=1) @ w_head + b_head
-    np.testing.assert_allclose(model.predict([x1, x2], verbose=0), by_hand, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict([x1, x2], verbose=0), by_hand, rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_merge_modes_shapes_and_values(n):
     encoder = mlp()
-    xs = [np.random.default_rng(i).normal(size=(4, 5)).astype("float32") for i in range(n)]
+    xs = [
+        np.random.default_rng(i).normal(size=(4, 5)).astype("float32") for i in range(n)
+    ]
     expected = [to_numpy(encoder(x)) for x in xs]
     listed = SiameseWrapper(encoder)(xs)
     assert isinstance(listed, list) and len(listed) == n
@@ -162,7 +172,9 @@ def test_works_in_sequential_and_subclassed_models():
             return self.siamese(inputs)
 
     subclassed = PairNet(encoder)
-    np.testing.assert_allclose(to_numpy(subclassed([x1, x2]))[:, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(subclassed([x1, x2]))[:, 0], expected, rtol=1e-5
+    )
     assert len(subclassed.trainable_weights) == 4
 
     sequential = keras.Sequential([SiameseWrapper(encoder, merge="stack")])

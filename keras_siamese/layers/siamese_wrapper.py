@@ -111,8 +111,7 @@ class SiameseWrapper(keras.layers.Layer):
     ) -> None:
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
-                "`layer` must be a Keras layer or model; got "
-                f"{type(layer).__name__}."
+                f"`layer` must be a Keras layer or model; got {type(layer).__name__}."
             )
         if not isinstance(fuse_branches, bool):
             raise TypeError(
