@@ -220,7 +220,7 @@ def paired_distances(a: Any, b: Any, metric: str = "euclidean") -> Any:
     Example:
     >>> import numpy as np
     >>> d = paired_distances(np.ones((4, 8)), np.zeros((4, 8)), "squared_euclidean")
-    >>> d.shape
+    >>> tuple(d.shape)
     (4,)
     """
     metric = check_metric(metric)

@@ -23,9 +23,11 @@ finite = st.floats(-100, 100, allow_nan=False, width=32)
 
 
 @st.composite
-def pair_batches(draw, max_batch=6, max_dim=8):
-    batch = draw(st.integers(1, max_batch))
-    dim = draw(st.integers(1, max_dim))
+def pair_batches(draw):
+    # A few fixed sizes (not every integer): JAX compiles once per shape, and
+    # the edge cases (batch of 1, 1-d embeddings) are still covered.
+    batch = draw(st.sampled_from((1, 2, 6)))
+    dim = draw(st.sampled_from((1, 3, 8)))
     shape = (batch, dim)
     a = draw(hnp.arrays("float32", shape, elements=finite))
     b = draw(hnp.arrays("float32", shape, elements=finite))
@@ -33,9 +35,9 @@ def pair_batches(draw, max_batch=6, max_dim=8):
 
 
 @st.composite
-def embedding_batches(draw, max_batch=8, max_dim=6):
-    batch = draw(st.integers(1, max_batch))
-    dim = draw(st.integers(1, max_dim))
+def embedding_batches(draw):
+    batch = draw(st.sampled_from((1, 2, 7)))
+    dim = draw(st.sampled_from((1, 3, 6)))
     x = draw(hnp.arrays("float32", (batch, dim), elements=finite))
     # Duplicate some rows: zero distances off the diagonal must be safe too.
     if batch > 1 and draw(st.booleans()):

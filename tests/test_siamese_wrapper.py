@@ -284,3 +284,21 @@ def test_bad_arguments_raise_clear_errors():
         SiameseWrapper(lambda x: x)
     with pytest.raises(TypeError, match="fuse_branches"):
         SiameseWrapper(mlp(), fuse_branches="yes")
+
+
+def test_fused_branches_in_functional_model_train_like_separate_ones():
+    xs = data(12)
+    target = np.zeros((12, 3, 3), "float32")
+    results = []
+    for fuse in (False, True):
+        keras.utils.set_random_seed(0)
+        inputs = [keras.Input((5,)) for _ in range(3)]
+        wrapper = SiameseWrapper(mlp(), merge="stack", fuse_branches=fuse)
+        model = keras.Model(inputs, wrapper(inputs))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        history = model.fit(
+            xs, target, epochs=3, batch_size=4, shuffle=False, verbose=0
+        )
+        results.append((history.history["loss"], model.predict(xs, verbose=0)))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)

@@ -93,6 +93,7 @@ class SiameseWrapper(keras.layers.Layer):
 
     Example:
     >>> import keras
+    >>> from keras_siamese import EuclideanDistance, SiameseWrapper
     >>> encoder = keras.Sequential([keras.layers.Dense(8)])
     >>> siamese = SiameseWrapper(encoder, merge=EuclideanDistance())
     >>> a = keras.Input((4,))
