@@ -1,0 +1,23 @@
+"""Data: pair, triplet and class-balanced datasets, and fixed pairs.
+
+The datasets are `keras.utils.PyDataset`s that draw fresh random batches every
+epoch from precomputed per-class indices, gathering only the rows of each
+batch, so they work on arrays larger than memory (`np.memmap`) and keep pace
+with the accelerator. Batch `i` of epoch `e` depends only on
+`(seed, e, i)`: results do not change with the number of workers or with
+multiprocessing.
+"""
+
+from keras_siamese.data.base import SampledDataset
+from keras_siamese.data.class_balanced_dataset import ClassBalancedDataset
+from keras_siamese.data.pair_dataset import PairDataset
+from keras_siamese.data.pairs import make_pairs
+from keras_siamese.data.triplet_dataset import TripletDataset
+
+__all__ = [
+    "ClassBalancedDataset",
+    "PairDataset",
+    "SampledDataset",
+    "TripletDataset",
+    "make_pairs",
+]
