@@ -1,0 +1,290 @@
+"""Time and peak memory of the online triplet miners against the batch size.
+
+For every mining mode and batch size, each implementation runs in a fresh
+subprocess, so the peak resident memory (`ru_maxrss`) of one configuration is
+not hidden by an earlier, larger one:
+
+- `keras_siamese`: `online_triplet_loss` plus its gradient on the backend in
+  `KERAS_BACKEND` (jitted on JAX, a `tf.function` on TensorFlow, eager on
+  PyTorch, as in `model.fit`);
+- `naive`: the textbook `(B, B, B)` formulation, on the same backend and with
+  the same gradient; skipped where its cubic tensors would not fit in
+  `--naive-limit-gib`;
+- `numpy`: an `O(B^2)`-memory NumPy loop over anchors (forward only, no
+  gradient), also a check of the loss value; its peak is `tracemalloc`'s.
+
+Prints a table and writes `benchmarks/results/bench_mining_<backend>.json`.
+
+    KERAS_BACKEND=jax python benchmarks/bench_mining.py
+    KERAS_BACKEND=torch python benchmarks/bench_mining.py --sizes 256 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("batch_hard", "batch_all", "semi_hard")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_batch(size: int, dim: int, per_class: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(size) % max(size // per_class, 1))
+    embeddings = rng.normal(size=(size, dim)).astype("float32")
+    return labels.astype("int32"), embeddings
+
+
+def numpy_loss(labels, x, mode: str, margin: float) -> float:
+    """Forward-only reference, one anchor at a time (O(B^2) memory)."""
+    x = x.astype("float64")
+    squares = (x * x).sum(1)
+    d = np.sqrt(np.maximum(squares[:, None] - 2 * x @ x.T + squares[None], 0.0))
+    np.fill_diagonal(d, 0.0)
+    total, count = 0.0, 0
+    for a in range(len(labels)):
+        same = labels == labels[a]
+        same[a] = False
+        negatives = np.sort(d[a, labels != labels[a]])
+        positives = d[a, same]
+        if positives.size == 0 or negatives.size == 0:
+            continue
+        if mode == "batch_hard":
+            total += max(positives.max() - negatives[0] + margin, 0.0)
+            count += 1
+        elif mode == "semi_hard":
+            after = np.searchsorted(negatives, positives, side="right")
+            chosen = negatives[np.minimum(after, negatives.size - 1)]
+            chosen = np.where(after < negatives.size, chosen, negatives[-1])
+            total += np.maximum(positives - chosen + margin, 0.0).sum()
+            count += positives.size
+        else:
+            below = np.searchsorted(negatives, positives + margin, side="left")
+            prefix = np.concatenate([[0.0], np.cumsum(negatives)])
+            total += (below * (positives + margin) - prefix[below]).sum()
+            count += int(below.sum())
+    return total / max(count, 1)
+
+
+def naive_loss(labels, x, mode: str, margin: float):
+    """The (B, B, B) formulation, in keras.ops."""
+    from keras import ops
+
+    from keras_siamese import pairwise_distances
+    from keras_siamese.losses.mining import label_masks
+
+    d = pairwise_distances(x)
+    positive, negative = label_masks(ops.convert_to_tensor(labels))
+    valid = ops.logical_and(
+        ops.expand_dims(positive, 2), ops.expand_dims(negative, 1)
+    )  # (a, p, n)
+    d_ap, d_an = ops.expand_dims(d, 2), ops.expand_dims(d, 1)
+    if mode == "batch_all":
+        losses = ops.where(valid, ops.relu(d_ap - d_an + margin), 0.0)
+        count = ops.sum(ops.cast(losses > 0, "float32"))
+        return ops.sum(losses) / ops.maximum(count, 1.0)
+    if mode == "batch_hard":
+        gap = ops.max(ops.where(valid, d_ap - d_an, -1e9), axis=(1, 2))
+        anchors = ops.any(valid, axis=(1, 2))
+        losses = ops.where(anchors, ops.relu(gap + margin), 0.0)
+        return ops.sum(losses) / ops.maximum(ops.sum(ops.cast(anchors, "float32")), 1.0)
+    farther = ops.logical_and(ops.expand_dims(negative, 1), d_an > d_ap)
+    nearest = ops.min(ops.where(farther, d_an, 1e9), axis=2)
+    farthest = ops.max(ops.where(negative, d, -1.0), axis=1, keepdims=True)
+    chosen = ops.where(ops.any(farther, axis=2), nearest, farthest)
+    pairs = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
+    losses = ops.where(pairs, ops.relu(d - chosen + margin), 0.0)
+    return ops.sum(losses) / ops.maximum(ops.sum(ops.cast(pairs, "float32")), 1.0)
+
+
+def value_and_grad_runner(fn, x):
+    """Return (prepare_seconds, run) where run() gives (value, grad) as NumPy."""
+    import keras
+
+    backend = keras.backend.backend()
+    start = time.perf_counter()
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(jax.value_and_grad(fn)).lower(x).compile()
+        prepare = time.perf_counter() - start
+
+        def run():
+            value, grad = compiled(x)
+            grad.block_until_ready()
+            return float(value), np.asarray(grad)
+
+        return prepare, run
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.constant(x)
+
+        @tf.function
+        def step(e):
+            with tf.GradientTape() as tape:
+                tape.watch(e)
+                value = fn(e)
+            return value, tape.gradient(value, e)
+
+        step.get_concrete_function(tensor)
+        prepare = time.perf_counter() - start
+
+        def run():
+            value, grad = step(tensor)
+            return float(value), grad.numpy()
+
+        return prepare, run
+    if backend == "torch":
+        import torch
+
+        def run():
+            e = torch.tensor(x, requires_grad=True)
+            value = fn(e)
+            (grad,) = torch.autograd.grad(value, [e])
+            return float(value), grad.numpy()
+
+        return 0.0, run
+    raise SystemExit(f"unsupported backend {backend!r}")
+
+
+def worker(impl: str, mode: str, size: int, args) -> dict:
+    labels, x = make_batch(size, args.dim, args.per_class)
+    repeats = args.repeats if size <= 1024 else 1
+    if impl == "numpy":
+        tracemalloc.start()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            value = numpy_loss(labels, x, mode, args.margin)
+            times.append(time.perf_counter() - start)
+        peak = tracemalloc.get_traced_memory()[1]
+        return {"value": value, "seconds": min(times), "peak_mib": peak / 2**20}
+    from keras_siamese import online_triplet_loss
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if impl == "keras_siamese":
+
+        def fn(e):
+            return online_triplet_loss(labels, e, mining=mode, margin=args.margin)
+    else:
+
+        def fn(e):
+            return naive_loss(labels, e, mode, args.margin)
+
+    prepare, run = value_and_grad_runner(fn, x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value, grad = run()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "value": value,
+        "seconds": min(times),
+        "compile_seconds": prepare,
+        "grad_finite": bool(np.isfinite(grad).all()),
+        "peak_rss_mib": peak / 1024,
+        "peak_mib": (peak - baseline) / 1024,
+    }
+
+
+def run_config(impl: str, mode: str, size: int, args) -> dict:
+    command = [sys.executable, __file__, "--worker", impl, mode, str(size)]
+    command += ["--dim", str(args.dim), "--per-class", str(args.per_class)]
+    command += ["--margin", str(args.margin), "--repeats", str(args.repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096]
+    )
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--per-class", type=int, default=8)
+    parser.add_argument("--margin", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-limit-gib", type=float, default=2.0)
+    parser.add_argument("--skip-numpy", action="store_true")
+    parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODE", "SIZE"))
+    args = parser.parse_args()
+    if args.worker:
+        impl, mode, size = args.worker
+        print(json.dumps(worker(impl, mode, int(size), args)))
+        return
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    header = (
+        f"{'mode':<11}{'B':>6}  {'impl':<14}{'loss+grad s':>12}{'compile s':>10}"
+        f"{'peak MiB':>10}{'loss':>12}"
+    )
+    print(
+        f"backend={backend}  dim={args.dim}  {args.per_class} per class  "
+        f"margin={args.margin}  {os.cpu_count()} CPUs  {platform.processor() or ''}"
+    )
+    print(
+        "peak MiB: RSS growth over the process after imports (backends), "
+        "tracemalloc peak (numpy); numpy times the forward pass only"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for mode in args.modes:
+        for size in args.sizes:
+            impls = ["keras_siamese", "naive"] + ([] if args.skip_numpy else ["numpy"])
+            for impl in impls:
+                cubic_gib = 3 * 4 * size**3 / 2**30
+                if impl == "naive" and cubic_gib > args.naive_limit_gib:
+                    result = {"skipped": f"(B,B,B) tensors ~{cubic_gib:.0f} GiB"}
+                else:
+                    result = run_config(impl, mode, size, args)
+                rows.append(
+                    {
+                        "backend": backend,
+                        "mode": mode,
+                        "batch": size,
+                        "impl": impl,
+                        **result,
+                    }
+                )
+                if "seconds" in result:
+                    print(
+                        f"{mode:<11}{size:>6}  {impl:<14}{result['seconds']:>12.3f}"
+                        f"{result.get('compile_seconds', 0.0):>10.2f}"
+                        f"{result['peak_mib']:>10.0f}{result['value']:>12.6f}"
+                    )
+                else:
+                    reason = result.get("skipped") or result.get("error")
+                    print(f"{mode:<11}{size:>6}  {impl:<14}  skipped: {reason}")
+                sys.stdout.flush()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench_mining_{backend}.json"
+    meta = {
+        "dim": args.dim,
+        "per_class": args.per_class,
+        "margin": args.margin,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Contrastive loss for pairs of embeddings (Hadsell, Chopra and LeCun, 2006)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese.distances import as_float
+from keras_siamese.losses._checks import as_vector, check_margin, check_same_batch
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
+    """Per-pair contrastive loss `y * d**2 + (1 - y) * max(margin - d, 0)**2`.
+
+    Label convention: **`y_true = 1` means the pair is similar** (same class)
+    and `y_true = 0` means dissimilar. Similar pairs are pulled together
+    (`d**2`); dissimilar pairs are pushed apart until they are `margin` away.
+    This is the formula of the classic Keras `mnist_siamese` recipe and of
+    TensorFlow Addons' `contrastive_loss`; some other libraries use the
+    opposite convention (0 = similar), so check your labels.
+
+    Args:
+        y_true: pair labels, 1 (similar) or 0 (dissimilar), shape `(batch,)` or
+            `(batch, 1)`.
+        y_pred: distances between the two embeddings of each pair (for example
+            the output of `EuclideanDistance`), shape `(batch,)` or
+            `(batch, 1)`.
+        margin: the distance beyond which dissimilar pairs cost nothing.
+            Defaults to 1.0, the value of the seed recipe and of TensorFlow
+            Addons.
+
+    Returns:
+        The loss of every pair, shape `(batch,)`, in float32 for
+        half-precision inputs.
+
+    Raises:
+        ValueError: if a shape is not `(batch,)` or `(batch, 1)`, the batch
+            sizes differ, or `margin` is negative.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = contrastive_loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))
+    >>> [round(float(v), 4) for v in loss]
+    [0.25, 0.5625]
+    """
+    margin = check_margin(margin)
+    distances = as_vector(as_float(y_pred), "y_pred")
+    labels = as_vector(
+        ops.cast(ops.convert_to_tensor(y_true), distances.dtype), "y_true"
+    )
+    check_same_batch(labels, distances, "y_true", "y_pred")
+    shortfall = ops.relu(margin - distances)
+    return labels * ops.square(distances) + (1.0 - labels) * ops.square(shortfall)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss of pair distances, averaged over the batch.
+
+    Label convention: **`y_true = 1` means similar, 0 means dissimilar**. Per
+    pair the loss is `y * d**2 + (1 - y) * max(margin - d, 0)**2`; see
+    `contrastive_loss`. `y_pred` is the `(batch, 1)` output of a distance
+    layer (or `(batch,)`); both shapes are handled without broadcasting
+    against `(batch,)` labels.
+
+    Args:
+        margin: distance beyond which dissimilar pairs cost nothing. Defaults
+            to 1.0 (the classic Keras recipe and TensorFlow Addons).
+        reduction: Keras loss reduction; the default averages over pairs.
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`
+            so mixed-precision models still compute the loss in float32.
+
+    Raises:
+        ValueError: if `margin` is negative (at construction), or shapes are
+            wrong (at the first call).
+
+    Example:
+    >>> import numpy as np
+    >>> loss = ContrastiveLoss(margin=1.0)
+    >>> round(float(loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))), 4)
+    0.4062
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        reduction: str = "sum_over_batch_size",
+        name: str = "contrastive_loss",
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = check_margin(margin)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return contrastive_loss(y_true, y_pred, margin=self.margin)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "margin": self.margin,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self.dtype,
+        }

@@ -1,0 +1,176 @@
+"""In-batch triplet mining on a `(B, B)` distance matrix, in `O(B^2)` memory.
+
+Each miner takes the pairwise distances and the label masks of a batch and
+returns the scalar loss. None of them builds a `(B, B, B)` or `(B^2, B)`
+tensor: the hardest positive and negative are row reductions, and the
+semi-hard negative and the batch-all sums come from sorting each anchor's row
+once and reading counts and prefix sums off the sorted order
+(`O(B^2 log B)` time).
+
+Sorting only chooses indices; the losses are then read from the distance
+matrix through `take_along_axis`, so gradients reach exactly the chosen
+distances. Ties are resolved by value, never by position in a sort, so the
+result does not depend on whether a backend's sort is stable.
+
+Every miner averages with `sum / max(count, 1)`: a batch without a valid
+triplet gives a loss of 0 and a zero gradient, never `0 / 0`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras import ops
+
+from keras_siamese.losses._checks import hinge_or_softplus
+
+
+def masked_mean(values: Any, mask: Any) -> Any:
+    """Mean of `values` where `mask` holds; 0 (not NaN) where it never does."""
+    count = ops.sum(ops.cast(mask, values.dtype))
+    total = ops.sum(ops.where(mask, values, ops.zeros_like(values)))
+    return total / ops.maximum(count, 1.0)
+
+
+def label_masks(labels: Any) -> tuple[Any, Any]:
+    """Boolean `(B, B)` masks of anchor-positive and anchor-negative pairs."""
+    same = ops.expand_dims(labels, 1) == ops.expand_dims(labels, 0)
+    indices = ops.arange(ops.shape(labels)[0])
+    diagonal = ops.expand_dims(indices, 1) == ops.expand_dims(indices, 0)
+    return ops.logical_and(same, ops.logical_not(diagonal)), ops.logical_not(same)
+
+
+def batch_hard(
+    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+) -> Any:
+    """Farthest positive against nearest negative, per anchor (Hermans 2017).
+
+    Averaged over the anchors that have at least one positive and one
+    negative.
+    """
+    # Fill values strictly outside [0, max]: a tie between a real distance
+    # and a fill would split the gradient of max/min with a constant.
+    ceiling = ops.max(ops.stop_gradient(distances)) + 1.0
+    hardest_positive = ops.max(ops.where(positive, distances, -1.0), axis=1)
+    hardest_negative = ops.min(ops.where(negative, distances, ceiling), axis=1)
+    valid = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
+    losses = hinge_or_softplus(hardest_positive - hardest_negative, margin, soft)
+    return masked_mean(losses, valid)
+
+
+def _tie_groups(sorted_rows: Any) -> tuple[Any, Any]:
+    """Group index of every entry of row-sorted values, and group starts.
+
+    Equal values form one group. Returns `group` `(B, N)` (0-based group of
+    each sorted position) and `starts` `(B, N + 1)`: `starts[g]` is the first
+    position of group `g`, padded with `N` so `starts[g + 1]` always exists.
+    """
+    rows, size = ops.shape(sorted_rows)
+    first = ops.ones((rows, 1), dtype="bool")
+    new_group = ops.concatenate([first, sorted_rows[:, 1:] > sorted_rows[:, :-1]], 1)
+    group = ops.cumsum(ops.cast(new_group, "int32"), axis=1) - 1
+    positions = ops.broadcast_to(ops.arange(size, dtype="int32"), (rows, size))
+    starts = ops.sort(ops.where(new_group, positions, size), axis=1)
+    padding = ops.full((rows, 1), size, dtype="int32")
+    return group, ops.concatenate([starts, ops.cast(padding, starts.dtype)], 1)
+
+
+def _count_prefix(mask: Any) -> Any:
+    """`(B, N + 1)` number of true entries of each row before each position."""
+    counts = ops.cumsum(ops.cast(mask, "int32"), axis=1)
+    return ops.concatenate([ops.zeros_like(counts[:, :1]), counts], axis=1)
+
+
+def _negatives_by_distance(fixed: Any, negative: Any) -> Any:
+    """Per row, column order: the negatives by increasing distance, then the rest."""
+    beyond = ops.max(fixed) + 1.0
+    return ops.argsort(ops.where(negative, fixed, beyond), axis=1)
+
+
+def semi_hard(
+    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+) -> Any:
+    """FaceNet semi-hard mining, as TensorFlow Addons' `TripletSemiHardLoss`.
+
+    For every anchor-positive pair, the negative is the nearest one strictly
+    farther from the anchor than the positive; if there is none, the farthest
+    negative. Averaged over anchor-positive pairs whose anchor has a negative.
+    """
+    fixed = ops.stop_gradient(distances)
+    size = ops.shape(distances)[1]
+    order = ops.argsort(fixed, axis=1)
+    sorted_fixed = ops.take_along_axis(fixed, order, axis=1)
+    group, starts = _tie_groups(sorted_fixed)
+    # Everything before the next tie group is <= d(a, p): the negatives in
+    # there are not farther than the positive.
+    next_group = ops.take_along_axis(starts, group + 1, axis=1)
+    sorted_negative = ops.take_along_axis(negative, order, axis=1)
+    closer = ops.take_along_axis(_count_prefix(sorted_negative), next_group, axis=1)
+    negative_count = ops.sum(ops.cast(negative, closer.dtype), axis=1, keepdims=True)
+    # The (closer)-th nearest negative is the nearest one beyond d(a, p).
+    by_distance = _negatives_by_distance(fixed, negative)
+    rank = ops.minimum(closer, size - 1)
+    semi_hard_column = ops.take_along_axis(by_distance, rank, axis=1)
+    semi_hard_distance = ops.take_along_axis(distances, semi_hard_column, axis=1)
+    farthest = ops.max(ops.where(negative, distances, -1.0), axis=1, keepdims=True)
+    negative_distance = ops.where(closer < negative_count, semi_hard_distance, farthest)
+    positive_distance = ops.take_along_axis(distances, order, axis=1)
+    pairs = ops.logical_and(
+        ops.take_along_axis(positive, order, axis=1), negative_count > 0
+    )
+    losses = hinge_or_softplus(positive_distance - negative_distance, margin, soft)
+    return masked_mean(losses, pairs)
+
+
+def batch_all(
+    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+) -> Any:
+    """Every valid triplet, averaged over those with a loss above zero.
+
+    For an anchor `a` and positive `p`, the triplets with a positive loss are
+    the negatives with `d(a, n) < d(a, p) + margin`; with `c` of them and
+    `S` the sum of their distances, their total loss is
+    `c * (d(a, p) + margin) - S`. `c` comes from one sort of the anchor's
+    negatives merged with its thresholds and `S` from a prefix sum, so no
+    per-triplet tensor is built. The hinge is what makes this possible:
+    there is no soft variant.
+    """
+    if soft:
+        raise ValueError('`soft=True` is not supported with mining="batch_all".')
+    fixed = ops.stop_gradient(distances)
+    rows, size = ops.shape(distances)
+    by_distance = _negatives_by_distance(fixed, negative)
+    # Non-negatives sort last, so prefix sums up to a count of negatives only
+    # ever add negative distances.
+    sorted_negatives = ops.take_along_axis(distances, by_distance, axis=1)
+    prefix_sums = ops.concatenate(
+        [ops.zeros_like(sorted_negatives[:, :1]), ops.cumsum(sorted_negatives, axis=1)],
+        axis=1,
+    )
+    # Merge each row's negative distances with its thresholds d(a, p) + margin
+    # and sort once; a threshold counts the negatives in the tie groups before
+    # its own, i.e. the negatives strictly below it.
+    beyond = ops.max(fixed) + margin + 1.0
+    merged = ops.concatenate(
+        [ops.where(negative, fixed, beyond), fixed + margin], axis=1
+    )
+    order = ops.argsort(merged, axis=1)
+    group, starts = _tie_groups(ops.take_along_axis(merged, order, axis=1))
+    group_start = ops.take_along_axis(starts, group, axis=1)
+    is_negative = ops.concatenate(
+        [negative, ops.zeros((rows, size), dtype="bool")], axis=1
+    )
+    sorted_is_negative = ops.take_along_axis(is_negative, order, axis=1)
+    below = ops.take_along_axis(_count_prefix(sorted_is_negative), group_start, axis=1)
+    # Back from merged positions to positive columns; negative slots are masked.
+    column = ops.clip(order - size, 0, size - 1)
+    is_threshold = order >= size
+    pairs = ops.logical_and(is_threshold, ops.take_along_axis(positive, column, axis=1))
+    positive_distance = ops.take_along_axis(distances, column, axis=1)
+    hits = ops.cast(below, distances.dtype)
+    totals = hits * (positive_distance + margin) - ops.take_along_axis(
+        prefix_sums, below, axis=1
+    )
+    active = ops.sum(ops.where(pairs, hits, ops.zeros_like(hits)))
+    total = ops.sum(ops.where(pairs, totals, ops.zeros_like(totals)))
+    return total / ops.maximum(active, 1.0)

@@ -1,0 +1,202 @@
+"""Triplet loss with triplets mined inside each batch of labelled embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese.distances import as_float, check_metric, pairwise_distances
+from keras_siamese.losses import mining as miners
+from keras_siamese.losses._checks import (
+    as_vector,
+    check_bool,
+    check_margin,
+    check_mining,
+    check_same_batch,
+)
+
+_MINERS = {
+    "batch_hard": miners.batch_hard,
+    "batch_all": miners.batch_all,
+    "semi_hard": miners.semi_hard,
+}
+
+
+def _check_soft(soft: bool, mining_mode: str) -> bool:
+    soft = check_bool(soft, "soft")
+    if soft and mining_mode == "batch_all":
+        raise ValueError(
+            '`soft=True` is not supported with mining="batch_all": the soft '
+            "margin has no hinge, so every triplet would have to be "
+            "materialised. Use batch_hard or semi_hard with soft=True."
+        )
+    return soft
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def online_triplet_loss(
+    labels: Any,
+    embeddings: Any,
+    mining: str = "batch_hard",
+    margin: float = 1.0,
+    distance: str = "euclidean",
+    soft: bool = False,
+) -> Any:
+    """Triplet loss over the triplets mined from one batch of embeddings.
+
+    A triplet is `(a, p, n)` with `a != p` of one class and `n` of another.
+    Mining modes:
+
+    - `"batch_hard"` (Hermans et al. 2017): per anchor with at least one
+      positive and one negative, its farthest positive against its nearest
+      negative; mean over those anchors.
+    - `"batch_all"`: every valid triplet; mean over the triplets whose loss is
+      above zero.
+    - `"semi_hard"` (FaceNet, Schroff et al. 2015): per anchor-positive pair,
+      the nearest negative strictly farther from the anchor than the
+      positive, or the farthest negative where there is none; mean over
+      anchor-positive pairs. With the defaults (`margin=1.0`, plain
+      Euclidean distance) this gives the numbers of TensorFlow Addons'
+      `TripletSemiHardLoss()`, whose default metric is also the plain L2
+      distance, except that anchors without any negative are left out here
+      (TensorFlow Addons charges them `margin + d(a, p)`).
+
+    A batch with no valid triplet (a batch of one class, or of all-distinct
+    labels) has loss 0 and zero gradients. Memory is `O(B^2)`: a batch of
+    4096 is fine on a CPU.
+
+    Args:
+        labels: integer class labels, shape `(batch,)` or `(batch, 1)`.
+            Keras losses cast labels to float32, which keeps integers exact
+            up to 2**24.
+        embeddings: shape `(batch, dim)`.
+        mining: `"batch_hard"` (default), `"batch_all"` or `"semi_hard"`.
+        margin: the required gap between negative and positive distances.
+            Default 1.0 with the plain Euclidean distance, as TensorFlow
+            Addons' `TripletHardLoss` and `TripletSemiHardLoss`. FaceNet used
+            0.2 with squared distances of unit-norm embeddings; scale the
+            margin with the distance. Ignored when `soft=True`.
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`.
+        soft: softplus instead of the hinge (Hermans et al.'s soft margin);
+            for `batch_hard` and `semi_hard` only.
+
+    Returns:
+        A scalar, float32 for half-precision embeddings.
+
+    Raises:
+        ValueError: for an unknown `mining` or `distance`, a negative margin,
+            `soft=True` with `batch_all`, or badly shaped inputs.
+
+    Example:
+    >>> import numpy as np
+    >>> embeddings = np.array([[0.0], [0.5], [3.0], [3.25]])
+    >>> labels = np.array([0, 0, 1, 1])
+    >>> float(online_triplet_loss(labels, embeddings, mining="batch_hard"))
+    0.0
+    """
+    mining_mode = check_mining(mining)
+    margin = check_margin(margin)
+    distance = check_metric(distance, "distance")
+    soft = _check_soft(soft, mining_mode)
+    embeddings = as_float(embeddings)
+    if len(embeddings.shape) != 2:
+        raise ValueError(
+            "`embeddings` (y_pred) must have shape (batch, dim); got "
+            f"{tuple(embeddings.shape)}."
+        )
+    labels = as_vector(ops.convert_to_tensor(labels), "labels")
+    check_same_batch(labels, embeddings, "labels", "embeddings")
+    if embeddings.shape[0] == 0:
+        # An empty batch has no triplet, so its loss is 0 like any batch
+        # without one; the miners' reductions have no identity on empty input.
+        return ops.sum(embeddings) * 0.0
+    positive, negative = miners.label_masks(labels)
+    distances = pairwise_distances(embeddings, distance)
+    return _MINERS[mining_mode](distances, positive, negative, margin, soft)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class OnlineTripletLoss(keras.losses.Loss):
+    """Triplet loss with in-batch mining: `y_true` labels, `y_pred` embeddings.
+
+    Fit an embedding model directly on `(x, class_label)` batches; triplets
+    are mined in each batch (see `online_triplet_loss` for the three modes).
+    The loss is a batch-level scalar, so `sample_weight` is not supported.
+    Batches need several examples per class for there to be triplets.
+
+    Args:
+        mining: `"batch_hard"` (default), `"batch_all"` or `"semi_hard"`.
+        margin: default 1.0 with the plain Euclidean distance (TensorFlow
+            Addons' defaults, so migrating users get the same numbers).
+            Ignored when `soft=True`.
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`.
+        soft: softplus instead of the hinge (not with `batch_all`).
+        reduction: Keras loss reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+
+    Raises:
+        ValueError: for an unknown mode or distance, a negative margin, or
+            `soft=True` with `batch_all` (at construction); for badly shaped
+            inputs or a `sample_weight` (at call).
+
+    Example:
+    >>> import numpy as np
+    >>> loss = OnlineTripletLoss(mining="semi_hard", margin=1.0)
+    >>> embeddings = np.array([[0.0], [0.5], [1.0], [1.25]])
+    >>> float(loss(np.array([0, 0, 1, 1]), embeddings))
+    0.625
+    """
+
+    def __init__(
+        self,
+        mining: str = "batch_hard",
+        margin: float = 1.0,
+        distance: str = "euclidean",
+        soft: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str = "online_triplet_loss",
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.mining = check_mining(mining)
+        self.margin = check_margin(margin)
+        self.distance = check_metric(distance, "distance")
+        self.soft = _check_soft(soft, self.mining)
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        if sample_weight is not None:
+            raise ValueError(
+                "OnlineTripletLoss is computed over the whole batch and does "
+                "not take a `sample_weight`."
+            )
+        return super().__call__(y_true, y_pred)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        loss = online_triplet_loss(
+            y_true,
+            y_pred,
+            mining=self.mining,
+            margin=self.margin,
+            distance=self.distance,
+            soft=self.soft,
+        )
+        # Keras divides a reduced loss by the number of replicas under
+        # tf.distribute, but returns a scalar unreduced; as a scalar, the loss
+        # and its gradients would come out num_replicas times too large.
+        return ops.reshape(loss, (1,))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "mining": self.mining,
+            "margin": self.margin,
+            "distance": self.distance,
+            "soft": self.soft,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self.dtype,
+        }

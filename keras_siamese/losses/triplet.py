@@ -1,0 +1,131 @@
+"""Triplet loss for explicit (anchor, positive, negative) triplets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_siamese.distances import as_float, check_metric, paired_distances
+from keras_siamese.losses._checks import (
+    check_bool,
+    check_margin,
+    check_triplets,
+    hinge_or_softplus,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def triplet_loss(
+    y_true: Any,
+    y_pred: Any,
+    margin: float = 1.0,
+    distance: str = "euclidean",
+    soft: bool = False,
+) -> Any:
+    """Per-triplet loss `max(d(a, p) - d(a, n) + margin, 0)`.
+
+    Args:
+        y_true: ignored (the triplet layout carries the labels); pass any
+            array with the batch size, for example `np.zeros(batch)`.
+        y_pred: stacked embeddings of shape `(batch, 3, dim)`: anchor,
+            positive, negative, as `SiameseWrapper(..., merge="stack")`
+            produces.
+        margin: the required gap between `d(a, n)` and `d(a, p)`. Defaults to
+            1.0 with the plain Euclidean distance, the default of TensorFlow
+            Addons' triplet losses. FaceNet used 0.2 with squared distances
+            between unit-norm embeddings; rescale the margin with the
+            distance. Ignored when `soft=True`.
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`.
+        soft: use the soft margin `softplus(d(a, p) - d(a, n))` of Hermans et
+            al. (2017) instead of the hinge.
+
+    Returns:
+        The loss of every triplet, shape `(batch,)`, in float32 for
+        half-precision inputs.
+
+    Raises:
+        ValueError: if `y_pred` is not `(batch, 3, dim)`, `margin` is negative
+            or `distance` is unknown.
+
+    Example:
+    >>> import numpy as np
+    >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
+    >>> [float(v) for v in triplet_loss(np.zeros(1), triplets, margin=1.0)]
+    [0.0]
+    """
+    del y_true
+    margin = check_margin(margin)
+    distance = check_metric(distance, "distance")
+    soft = check_bool(soft, "soft")
+    y_pred = as_float(y_pred)
+    check_triplets(y_pred)
+    anchor, positive, negative = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
+    positive_distance = paired_distances(anchor, positive, distance)
+    negative_distance = paired_distances(anchor, negative, distance)
+    return hinge_or_softplus(positive_distance - negative_distance, margin, soft)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class TripletLoss(keras.losses.Loss):
+    """Triplet loss of explicit triplets, averaged over the batch.
+
+    `y_pred` is `(batch, 3, dim)` (anchor, positive, negative), the output of
+    `SiameseWrapper(embedding_model, merge="stack")` on three inputs; `y_true`
+    is ignored, so fit with dummy targets such as `np.zeros(batch)`.
+
+    Args:
+        margin: required gap between `d(a, n)` and `d(a, p)`; default 1.0 with
+            the Euclidean distance (TensorFlow Addons' default). Ignored when
+            `soft=True`.
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`.
+        soft: use `softplus(d(a, p) - d(a, n))` instead of the hinge.
+        reduction: Keras loss reduction; the default averages over triplets.
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+
+    Raises:
+        ValueError: for a negative margin or unknown distance (at
+            construction), or a `y_pred` that is not `(batch, 3, dim)`.
+
+    Example:
+    >>> import numpy as np
+    >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [1.5, 0.0]]])
+    >>> float(TripletLoss(margin=1.0)(np.zeros(1), triplets))
+    0.5
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        distance: str = "euclidean",
+        soft: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str = "triplet_loss",
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = check_margin(margin)
+        self.distance = check_metric(distance, "distance")
+        self.soft = check_bool(soft, "soft")
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return triplet_loss(
+            y_true,
+            y_pred,
+            margin=self.margin,
+            distance=self.distance,
+            soft=self.soft,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "margin": self.margin,
+            "distance": self.distance,
+            "soft": self.soft,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self.dtype,
+        }

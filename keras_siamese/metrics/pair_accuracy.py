@@ -1,0 +1,88 @@
+"""Accuracy of same/different decisions made by thresholding pair distances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese.distances import as_float
+from keras_siamese.losses._checks import as_vector, check_same_batch, check_threshold
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def pair_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> Any:
+    """Per-pair correctness of predicting "similar" where distance < threshold.
+
+    Label convention as in `contrastive_loss`: `y_true = 1` similar, 0
+    dissimilar (labels above 0.5 count as similar).
+
+    Args:
+        y_true: pair labels, shape `(batch,)` or `(batch, 1)`.
+        y_pred: pair distances, shape `(batch,)` or `(batch, 1)`; both shapes
+            are flattened so they never broadcast to `(batch, batch)`.
+        threshold: distances strictly below it are predicted similar.
+
+    Returns:
+        A float `(batch,)` tensor of 1.0 (correct) and 0.0 (wrong).
+
+    Raises:
+        ValueError: for shapes other than `(batch,)` / `(batch, 1)` or
+            different batch sizes.
+
+    Example:
+    >>> import numpy as np
+    >>> hits = pair_accuracy(np.array([1, 0]), np.array([[0.2], [0.4]]))
+    >>> [float(v) for v in hits]
+    [1.0, 0.0]
+    """
+    threshold = check_threshold(threshold)
+    distances = as_vector(as_float(y_pred), "y_pred")
+    labels = as_vector(ops.convert_to_tensor(y_true), "y_true")
+    check_same_batch(labels, distances, "y_true", "y_pred")
+    similar = ops.cast(labels, distances.dtype) > 0.5
+    predicted = distances < threshold
+    return ops.cast(predicted == similar, distances.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class PairAccuracy(keras.metrics.MeanMetricWrapper):
+    """Fraction of pairs classified correctly by `distance < threshold`.
+
+    `y_true = 1` means similar. Unlike the seed recipe's `accuracy` function,
+    a `(batch, 1)` distance against `(batch,)` labels is compared pair by
+    pair, not broadcast to `(batch, batch)`.
+
+    Args:
+        threshold: distances strictly below it are predicted similar; 0.5 by
+            default (the seed recipe's value, half the contrastive margin of
+            1.0). Use `verification_accuracy` on validation distances to pick
+            the best one.
+        name: name of the metric.
+        dtype: dtype of the metric result.
+
+    Example:
+    >>> import numpy as np
+    >>> metric = PairAccuracy(threshold=0.5)
+    >>> metric.update_state(np.array([1, 0, 0]), np.array([[0.2], [0.4], [0.9]]))
+    >>> round(float(metric.result()), 4)
+    0.6667
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        name: str = "pair_accuracy",
+        dtype: str | None = None,
+    ) -> None:
+        self.threshold = check_threshold(threshold)
+        super().__init__(
+            fn=pair_accuracy, name=name, dtype=dtype, threshold=self.threshold
+        )
+        # Tells callbacks in mode="auto" (EarlyStopping, ModelCheckpoint)
+        # that higher is better, whatever the metric is named.
+        self._direction = "up"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

@@ -1,0 +1,88 @@
+"""Fraction of triplets whose positive is nearer to the anchor than the negative."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese.distances import as_float, check_metric, paired_distances
+from keras_siamese.losses._checks import check_triplets
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> Any:
+    """Per-triplet 1.0 where `d(a, p) < d(a, n)`, else 0.0.
+
+    Args:
+        y_true: ignored.
+        y_pred: stacked triplets `(batch, 3, dim)`: anchor, positive,
+            negative.
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`.
+
+    Returns:
+        A float `(batch,)` tensor.
+
+    Raises:
+        ValueError: if `y_pred` is not `(batch, 3, dim)` or `distance` is
+            unknown.
+
+    Example:
+    >>> import numpy as np
+    >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
+    >>> [float(v) for v in triplet_accuracy(None, triplets)]
+    [1.0, 0.0]
+    """
+    del y_true
+    distance = check_metric(distance, "distance")
+    y_pred = as_float(y_pred)
+    check_triplets(y_pred)
+    anchor, positive, negative = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
+    closer = paired_distances(anchor, positive, distance) < paired_distances(
+        anchor, negative, distance
+    )
+    return ops.cast(closer, y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class TripletAccuracy(keras.metrics.MeanMetricWrapper):
+    """Fraction of `(batch, 3, dim)` triplets with `d(a, p) < d(a, n)`.
+
+    Ties count as wrong. `y_true` is ignored.
+
+    Args:
+        distance: `"euclidean"` (default), `"squared_euclidean"` or
+            `"cosine"`; use the distance the loss uses.
+        name: name of the metric.
+        dtype: dtype of the metric result.
+
+    Raises:
+        ValueError: if `distance` is unknown.
+
+    Example:
+    >>> import numpy as np
+    >>> metric = TripletAccuracy()
+    >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
+    >>> metric.update_state(np.zeros(2), triplets)
+    >>> float(metric.result())
+    0.5
+    """
+
+    def __init__(
+        self,
+        distance: str = "euclidean",
+        name: str = "triplet_accuracy",
+        dtype: str | None = None,
+    ) -> None:
+        self.distance = check_metric(distance, "distance")
+        super().__init__(
+            fn=triplet_accuracy, name=name, dtype=dtype, distance=self.distance
+        )
+        # Tells callbacks in mode="auto" (EarlyStopping, ModelCheckpoint)
+        # that higher is better, whatever the metric is named.
+        self._direction = "up"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"distance": self.distance, "name": self.name, "dtype": self.dtype}

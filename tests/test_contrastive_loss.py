@@ -1,0 +1,125 @@
+"""ContrastiveLoss against a per-pair NumPy loop, and its properties."""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from keras_siamese import ContrastiveLoss, contrastive_loss
+from tests.helpers import to_numpy, value_and_grad
+
+BATCHES = (1, 4, 9)
+
+
+def reference(labels, distances, margin):
+    losses = []
+    for y, d in zip(labels.reshape(-1), distances.reshape(-1).astype("float64")):
+        if y == 1:
+            losses.append(d * d)
+        else:
+            losses.append(max(margin - d, 0.0) ** 2)
+    return np.array(losses)
+
+
+@st.composite
+def pair_batches(draw):
+    batch = draw(st.sampled_from(BATCHES))
+    labels = draw(hnp.arrays("float32", batch, elements=st.sampled_from([0.0, 1.0])))
+    distances = draw(hnp.arrays("float32", batch, elements=st.floats(0, 4, width=32)))
+    column = draw(st.booleans())
+    return labels, distances[:, None] if column else distances
+
+
+@given(data=pair_batches(), margin=st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+def test_matches_reference_per_pair_and_mean(data, margin):
+    labels, distances = data
+    want = reference(labels, distances, margin)
+    per_pair = to_numpy(contrastive_loss(labels, distances, margin=margin))
+    assert per_pair.shape == (len(labels),)
+    np.testing.assert_allclose(per_pair, want, rtol=1e-5, atol=1e-6)
+    mean = to_numpy(ContrastiveLoss(margin=margin)(labels, distances))
+    np.testing.assert_allclose(mean, want.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_by_one_prediction_does_not_broadcast_against_labels():
+    labels = np.array([1.0, 0.0, 1.0, 0.0], "float32")
+    distances = np.array([[0.0], [2.0], [0.0], [2.0]], "float32")
+    # Broadcasting (batch, 1) against (batch,) would average a 4 x 4 matrix
+    # mixing every label with every distance, and not give 0.
+    assert float(to_numpy(ContrastiveLoss()(labels, distances))) == 0.0
+    assert float(to_numpy(ContrastiveLoss()(labels[:, None], distances))) == 0.0
+
+
+@given(data=pair_batches(), seed=st.integers(0, 2**16))
+def test_non_negative_and_permutation_invariant(data, seed):
+    labels, distances = data
+    value = float(to_numpy(ContrastiveLoss()(labels, distances)))
+    perm = np.random.default_rng(seed).permutation(len(labels))
+    permuted = float(to_numpy(ContrastiveLoss()(labels[perm], distances[perm])))
+    assert value >= 0
+    np.testing.assert_allclose(value, permuted, rtol=1e-6, atol=1e-7)
+
+
+def test_zero_when_similar_pairs_coincide_and_dissimilar_pairs_clear_margin():
+    labels = np.array([1, 1, 0, 0], "float32")
+    distances = np.array([0.0, 0.0, 1.0, 3.0], "float32")
+    assert float(to_numpy(ContrastiveLoss(margin=1.0)(labels, distances))) == 0.0
+
+
+def test_gradients_finite_through_a_distance_of_identical_embeddings():
+    from keras_siamese import euclidean_distance
+
+    labels = np.array([1.0, 0.0], "float32")
+    a = np.array([[1.0, 2.0], [0.0, 0.0]], "float32")
+
+    def loss(x, y):
+        return ContrastiveLoss()(labels, euclidean_distance(x, y))
+
+    value, grads = value_and_grad(loss, a, a.copy())
+    assert np.isfinite(value)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_close_to_float32(policy):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 64).astype("float32")
+    distances = rng.uniform(0, 2, (64, 1)).astype("float32")
+    want = float(to_numpy(ContrastiveLoss()(labels, distances)))
+    keras.config.set_dtype_policy(policy)
+    half = keras.ops.cast(distances, keras.config.dtype_policy().compute_dtype)
+    direct = to_numpy(keras.ops.mean(contrastive_loss(labels, half)))
+    value = to_numpy(ContrastiveLoss()(labels, half))
+    assert value.dtype == np.float32 and direct.dtype == np.float32
+    np.testing.assert_allclose([value, direct], want, rtol=1e-2)
+
+
+def test_config_round_trip():
+    loss = ContrastiveLoss(margin=2.5, reduction="sum", name="c")
+    config = loss.get_config()
+    assert config["margin"] == 2.5 and config["reduction"] == "sum"
+    assert ContrastiveLoss.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert isinstance(restored, ContrastiveLoss) and restored.get_config() == config
+
+
+@pytest.mark.parametrize(
+    ("margin", "error"),
+    [(-1.0, ValueError), (float("inf"), ValueError), (None, TypeError)],
+)
+def test_bad_margin_raises(margin, error):
+    with pytest.raises(error, match="margin"):
+        ContrastiveLoss(margin=margin)
+
+
+def test_wrong_shapes_raise():
+    with pytest.raises(ValueError, match="y_pred"):
+        contrastive_loss(np.zeros(2), np.zeros((2, 2), "float32"))
+    with pytest.raises(ValueError, match="y_true"):
+        contrastive_loss(np.zeros((2, 3)), np.zeros((2, 1), "float32"))
+    with pytest.raises(ValueError, match="batch size"):
+        contrastive_loss(np.zeros(3), np.zeros((2, 1), "float32"))
