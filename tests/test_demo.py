@@ -1,0 +1,167 @@
+"""The demo: argument parsing, data loading, and short end-to-end runs."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_siamese import __main__ as cli
+from keras_siamese import demo
+
+
+def test_parser_defaults():
+    args = cli.build_parser().parse_args([])
+    assert args.dataset == "digits"
+    assert args.data is None
+    assert args.loss == "contrastive"
+    assert args.backend is None
+    assert (args.epochs, args.batch_size, args.seed) == (20, 128, 0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--loss", "hinge"],
+        ["--backend", "numpy"],
+        ["--epochs", "0"],
+        ["--dataset", "x"],
+    ],
+)
+def test_parser_rejects_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.build_parser().parse_args(argv)
+    assert raised.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_stratified_split_keeps_class_proportions():
+    y = np.repeat(np.arange(4), [40, 20, 8, 3])
+    x = np.arange(len(y))[:, None]
+    x_train, y_train, x_test, y_test = demo.stratified_split(x, y, 0.25, seed=1)
+    np.testing.assert_array_equal(np.bincount(y_test), [10, 5, 2, 1])
+    np.testing.assert_array_equal(np.bincount(y_train), [30, 15, 6, 2])
+    # Disjoint, complete, and rows still carry their own labels.
+    rows = np.concatenate([x_train[:, 0], x_test[:, 0]])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(y)))
+    np.testing.assert_array_equal(y[x_test[:, 0]], y_test)
+    again = demo.stratified_split(x, y, 0.25, seed=1)
+    np.testing.assert_array_equal(again[2], x_test)
+
+
+def test_stratified_split_rejects_bad_input():
+    with pytest.raises(ValueError, match="test_fraction"):
+        demo.stratified_split(np.zeros((4, 1)), np.array([0, 0, 1, 1]), 1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        demo.stratified_split(np.zeros((3, 1)), np.array([0, 0, 1]), 0.5)
+
+
+def test_load_digits_is_stratified_and_scaled():
+    x_train, y_train, x_test, y_test = demo.load_data("digits", seed=0)
+    assert x_train.shape == (1347, 64) and x_test.shape == (450, 64)
+    assert x_train.dtype == np.float32
+    assert 0.0 <= x_train.min() and x_train.max() == 1.0
+    ratio = np.bincount(y_test) / np.bincount(y_train)
+    np.testing.assert_allclose(ratio, 1 / 3, atol=0.03)
+
+
+def test_load_npz_in_keras_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    images = rng.integers(0, 256, size=(12, 4, 4), dtype=np.uint8)
+    images[0, 0, 0] = 255
+    np.savez(
+        path,
+        x_train=images,
+        y_train=np.arange(12) % 3,
+        x_test=images[:6],
+        y_test=np.arange(6) % 3,
+    )
+    x_train, y_train, x_test, _ = demo.load_data(path=str(path))
+    assert x_train.shape == (12, 16) and x_test.shape == (6, 16)
+    np.testing.assert_allclose(x_train, images.reshape(12, 16) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y_train, np.arange(12) % 3)
+
+    np.savez(tmp_path / "bad.npz", x=images)
+    with pytest.raises(ValueError, match="x_train"):
+        demo.load_data(path=str(tmp_path / "bad.npz"))
+
+
+def test_unknown_loss_and_dataset_raise():
+    encoder = demo.build_encoder(4, 2)
+    with pytest.raises(ValueError, match="`loss`"):
+        demo.build_training("hinge", encoder, np.zeros((4, 4)), np.array([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="`dataset`"):
+        demo.load_data("cifar")
+
+
+def test_other_backend_restarts_the_interpreter(monkeypatch):
+    other = next(name for name in cli.BACKENDS if name != keras.backend.backend())
+    calls = []
+    monkeypatch.delenv(cli._RESTARTED, raising=False)
+    monkeypatch.setattr(
+        subprocess, "call", lambda command, env: calls.append((command, env)) or 7
+    )
+    assert cli.main(["--backend", other, "--epochs", "1"]) == 7
+    ((command, env),) = calls
+    assert command == [
+        sys.executable,
+        "-m",
+        "keras_siamese",
+        "--backend",
+        other,
+        "--epochs",
+        "1",
+    ]
+    assert env["KERAS_BACKEND"] == other
+    assert env[cli._RESTARTED] == "1"
+
+
+def test_restart_happens_only_once(monkeypatch, capsys):
+    other = next(name for name in cli.BACKENDS if name != keras.backend.backend())
+    monkeypatch.setenv(cli._RESTARTED, "1")
+    monkeypatch.setattr(subprocess, "call", pytest.fail)
+    assert cli.main(["--backend", other]) == 2
+    assert other in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "batch-hard", "semi-hard"])
+def test_demo_runs_end_to_end(loss, tmp_path, capsys):
+    output = tmp_path / "out"
+    argv = ["--loss", loss, "--epochs", "1", "--batch-size", "32", "--max-train", "400"]
+    argv += ["--output", str(output), "--verbose", "0", "--embedding-dim", "8"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    for label in ("Test pair accuracy:", "Test ROC AUC:", "Test recall@1:"):
+        line = next(line for line in printed.splitlines() if line.startswith(label))
+        value = float(line.split(":")[1].split()[0])
+        assert 0.0 <= value <= 1.0
+    assert (output / "embeddings.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "embedding_plots" / "embeddings_grid.png").exists()
+
+    model = keras.saving.load_model(output / "model.keras")
+    x = np.random.default_rng(0).random((3, 64)).astype("float32")
+    if loss == "contrastive":
+        prediction = model.predict([x, x[::-1]], verbose=0)
+        assert prediction.shape == (3, 1)
+    elif loss == "triplet":
+        assert model.predict([x, x, x], verbose=0).shape == (3, 3, 8)
+    else:
+        assert model.predict(x, verbose=0).shape == (3, 8)
+
+
+@pytest.mark.slow
+def test_module_entry_point_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_siamese", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--loss" in result.stdout and "batch-hard" in result.stdout
