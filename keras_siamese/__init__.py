@@ -4,6 +4,13 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
+from keras_siamese.callbacks import EmbeddingPlot, pca_project
+from keras_siamese.data import (
+    ClassBalancedDataset,
+    PairDataset,
+    TripletDataset,
+    make_pairs,
+)
 from keras_siamese.distances import (
     cosine_distance,
     euclidean_distance,
@@ -17,17 +24,55 @@ from keras_siamese.layers import (
     ManhattanDistance,
     SiameseWrapper,
 )
+from keras_siamese.losses import (
+    ContrastiveLoss,
+    OnlineTripletLoss,
+    TripletLoss,
+    contrastive_loss,
+    online_triplet_loss,
+    triplet_loss,
+)
+from keras_siamese.metrics import (
+    PairAccuracy,
+    TripletAccuracy,
+    map_at_r,
+    pair_accuracy,
+    recall_at_k,
+    roc_auc,
+    triplet_accuracy,
+    verification_accuracy,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassBalancedDataset",
+    "ContrastiveLoss",
     "CosineDistance",
+    "EmbeddingPlot",
     "EuclideanDistance",
     "ManhattanDistance",
+    "OnlineTripletLoss",
+    "PairAccuracy",
+    "PairDataset",
     "SiameseWrapper",
+    "TripletAccuracy",
+    "TripletDataset",
+    "TripletLoss",
+    "contrastive_loss",
     "cosine_distance",
     "euclidean_distance",
+    "make_pairs",
     "manhattan_distance",
+    "map_at_r",
+    "online_triplet_loss",
+    "pair_accuracy",
     "paired_distances",
     "pairwise_distances",
+    "pca_project",
+    "recall_at_k",
+    "roc_auc",
+    "triplet_accuracy",
+    "triplet_loss",
+    "verification_accuracy",
 ]
