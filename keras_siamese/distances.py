@@ -27,8 +27,15 @@ def compute_dtype_of(x: Any) -> str:
 
     Half-precision and integer inputs are computed in float32 (the backend's
     `floatx` for integers); float32 and float64 inputs keep their dtype.
+
+    Raises:
+        TypeError: for strings, complex numbers and other non-real dtypes,
+            which a cast would silently garble (or, on TensorFlow, fail with a
+            backend-specific error).
     """
     dtype = keras.backend.standardize_dtype(x.dtype)
+    if not (dtype == "bool" or "int" in dtype or "float" in dtype):
+        raise TypeError(f"Embeddings must be real numbers; got dtype {dtype}.")
     if dtype in _HALF_PRECISION:
         return "float32"
     if "float" not in dtype:
@@ -77,12 +84,12 @@ def _pair(a: Any, b: Any) -> tuple[Any, Any]:
     a, b = as_float(a), as_float(b)
     if len(a.shape) < 1 or len(b.shape) < 1:
         raise ValueError(
-            "Distances need embeddings with at least one axis; got shapes "
-            f"{tuple(a.shape)} and {tuple(b.shape)}."
+            "Distances need embeddings `a` and `b` with at least one axis; got "
+            f"shapes {tuple(a.shape)} and {tuple(b.shape)}."
         )
     if not _shapes_compatible(a.shape, b.shape):
         raise ValueError(
-            "Both embeddings of a pair must have the same shape; got "
+            "Both embeddings of a pair, `a` and `b`, must have the same shape; got "
             f"{tuple(a.shape)} and {tuple(b.shape)}."
         )
     dtype = a.dtype if a.dtype == b.dtype else "float32"

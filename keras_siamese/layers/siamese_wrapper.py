@@ -78,10 +78,15 @@ class SiameseWrapper(keras.layers.Layer):
             e.g. `EuclideanDistance()` for a pair model.
         fuse_branches: run the N branches as one call of `layer` on the inputs
             concatenated along the batch axis, then split the result. Same
-            math, fewer and larger kernels; whether it is faster depends on the
-            encoder and device (see `benchmarks/`). While training, layers whose
-            output depends on the rest of the batch (`BatchNormalization`,
-            stateful RNNs) make the wrapper fall back to separate calls.
+            math, fewer and larger kernels. `None` (default) fuses on the
+            PyTorch backend, which runs eagerly: one call instead of N halves
+            Keras' per-layer Python overhead, the main cost of small encoders
+            there. JAX and TensorFlow compile the step, so separate calls cost
+            no Python time and measured no slower (fused was slower for a CNN
+            and an LSTM on JAX's CPU); see `benchmarks/bench_branches.py`.
+            While training, layers whose output depends on the rest of the
+            batch (`BatchNormalization`, stateful RNNs) make the wrapper fall
+            back to separate calls.
         **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
@@ -107,21 +112,26 @@ class SiameseWrapper(keras.layers.Layer):
         self,
         layer: keras.layers.Layer,
         merge: str | keras.layers.Layer | None = None,
-        fuse_branches: bool = False,
+        fuse_branches: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"`layer` must be a Keras layer or model; got {type(layer).__name__}."
             )
-        if not isinstance(fuse_branches, bool):
+        if fuse_branches is not None and not isinstance(fuse_branches, bool):
             raise TypeError(
-                f"`fuse_branches` must be True or False; got {fuse_branches!r}."
+                f"`fuse_branches` must be True, False or None; got {fuse_branches!r}."
             )
         super().__init__(**kwargs)
         self.layer = layer
         self.merge = _check_merge(merge)
         self.fuse_branches = fuse_branches
+        self._fuse = (
+            keras.backend.backend() == "torch"
+            if fuse_branches is None
+            else fuse_branches
+        )
         self._batch_dependent = _batch_dependent_sublayers(layer)
 
     def _branches(self, inputs: Any) -> list:
@@ -138,6 +148,11 @@ class SiameseWrapper(keras.layers.Layer):
                 f"{len(branches)}."
             )
         reference = keras.tree.flatten(branches[0])
+        if any(len(getattr(leaf, "shape", ())) == 0 for leaf in reference):
+            raise ValueError(
+                f"The `inputs` of {self.name} must be tensors with a batch axis; "
+                f"got {_describe_shapes(branches)}."
+            )
         for branch in branches[1:]:
             leaves = keras.tree.flatten(branch)
             if len(leaves) != len(reference) or not all(
@@ -151,12 +166,22 @@ class SiameseWrapper(keras.layers.Layer):
         return branches
 
     def build(self, input_shape: Any) -> None:
+        # A single tensor arrives here as one shape tuple of ints, before
+        # `call` can check its `inputs`; building the encoder on its batch
+        # size would fail with an unrelated error.
+        if isinstance(input_shape, dict) or not (
+            input_shape and isinstance(input_shape[0], (list, tuple, dict))
+        ):
+            raise TypeError(
+                f"{self.name} expects `inputs` to be a list or tuple of N >= 2 "
+                f"inputs, one per branch; got a single input of shape {input_shape}."
+            )
         if not self.layer.built:
             self.layer.build(input_shape[0])
         self.built = True
 
     def _can_fuse(self, training: Any) -> bool:
-        return self.fuse_branches and not (self._batch_dependent and training)
+        return self._fuse and not (self._batch_dependent and training)
 
     def _fused_call(self, branches: list) -> list:
         stacked = keras.tree.map_structure(
