@@ -40,6 +40,25 @@ def check_mining(mining: str) -> str:
     return mining
 
 
+def check_real(x: Any, argument: str) -> None:
+    """Refuse strings, complex numbers and other non-real inputs by name.
+
+    Keras casts metric inputs to the metric's dtype before any of our code
+    runs; on TensorFlow a string tensor then fails deep inside the cast.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return
+    kind = getattr(dtype, "kind", None)  # NumPy dtypes
+    name = (
+        str(dtype)
+        if kind is None
+        else {"b": "bool", "i": "int", "u": "int", "f": "float"}.get(kind, str(dtype))
+    )
+    if not any(real in name for real in ("bool", "int", "float")):
+        raise TypeError(f"`{argument}` must hold real numbers; got dtype {dtype}.")
+
+
 def as_vector(x: Any, argument: str) -> Any:
     """Flatten a `(batch,)` or `(batch, 1)` tensor to `(batch,)`.
 

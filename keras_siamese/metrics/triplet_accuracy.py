@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_siamese.distances import as_float, check_metric, paired_distances
-from keras_siamese.losses._checks import check_triplets
+from keras_siamese.losses._checks import check_real, check_triplets
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -83,6 +83,11 @@ class TripletAccuracy(keras.metrics.MeanMetricWrapper):
         # Tells callbacks in mode="auto" (EarlyStopping, ModelCheckpoint)
         # that higher is better, whatever the metric is named.
         self._direction = "up"
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        check_real(y_true, "y_true")
+        check_real(y_pred, "y_pred")
+        super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {"distance": self.distance, "name": self.name, "dtype": self.dtype}
