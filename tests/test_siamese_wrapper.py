@@ -302,3 +302,11 @@ def test_fused_branches_in_functional_model_train_like_separate_ones():
         results.append((history.history["loss"], model.predict(xs, verbose=0)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_branches_default_is_chosen_per_backend_and_saved_as_none():
+    wrapper = SiameseWrapper(mlp())
+    # Measured in benchmarks/bench_branches.py: fusing only pays on eager torch.
+    assert wrapper._can_fuse(training=True) == (keras.backend.backend() == "torch")
+    assert wrapper.get_config()["fuse_branches"] is None
+    assert SiameseWrapper(mlp(), fuse_branches=False)._can_fuse(training=None) is False
