@@ -6,7 +6,10 @@ Compares, at each batch size, on MNIST-sized float32 data (60000 x 784):
   below as the baseline: a Python loop that scans all labels twice per
   triplet with `np.where`.
 * `TripletDataset`, `PairDataset`, `ClassBalancedDataset`: one
-  `dataset[i]` call per batch, sampling included.
+  `dataset[i]` call per batch, sampling included. The datasets draw the
+  indices of a block of consecutive batches at once; the calls cycle through
+  every batch of the epoch, so each block's draw is counted once per pass,
+  as in `fit`.
 * `raw np.take`: one `np.take` of as many rows as the batch holds, at indices
   drawn beforehand: the cost of the copy alone, the physical limit.
 

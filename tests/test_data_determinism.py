@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_siamese import ClassBalancedDataset, PairDataset, TripletDataset
+from keras_siamese.data import base
 
 Y = np.random.default_rng(0).permutation(np.repeat(np.array(["a", "b", "c", "d"]), 12))
 X = np.arange(len(Y), dtype=np.float32)[:, None]
@@ -155,3 +156,86 @@ def test_process_workers_give_the_same_batches(kind):
     for epoch in range(3):
         assert np.array_equal(processes[epoch], expected_rows(reference, epoch))
     assert not np.array_equal(processes[1], processes[2])
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of two batches, so that an epoch spans four of them."""
+    monkeypatch.setattr(base, "_BLOCK_ITEMS", 12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(seed=st.integers(0, 2**64), order=st.randoms(use_true_random=False))
+def test_cached_blocks_match_uncached_draws(kind, seed, order):
+    # Not a fixture: hypothesis runs every example under one fixture call.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base, "_BLOCK_ITEMS", 12)
+        dataset = make(kind, seed)
+        assert dataset._block_batches == 2
+        requests = [(e, i) for e in range(3) for i in range(len(dataset))]
+        order.shuffle(requests)
+        for epoch, index in requests:
+            # A fresh instance holds no block: it draws this one from scratch.
+            expected = flat_rows(make(kind, seed), index, epoch)
+            dataset.set_epoch(epoch)
+            inputs, _ = dataset[index]
+            gathered = np.concatenate(inputs) if isinstance(inputs, tuple) else inputs
+            assert np.array_equal(gathered[:, 0], expected)
+            assert np.array_equal(flat_rows(dataset, index, epoch), expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_blocks_of_an_epoch_are_independent(kind, small_blocks):
+    dataset = make(kind)
+    batches = whole_epoch(dataset, 0)
+    # Batch `j` of one block is not batch `j` of another: each block draws
+    # from its own stream, seeded with its own number.
+    for first in range(0, len(batches), 2):
+        for second in range(first + 2, len(batches), 2):
+            assert not np.array_equal(batches[first], batches[second])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_writing_into_a_batch_leaves_later_batches_unchanged(kind):
+    dataset = make(kind)
+    expected = dataset.batch_indices(2)
+    _, targets = dataset[2]
+    targets[...] = -1
+    rows, _ = dataset.batch_indices(2)
+    for side in rows if isinstance(rows, tuple) else [rows]:
+        side[...] = 0
+    again_rows, again_targets = dataset.batch_indices(2)
+    assert np.array_equal(again_targets, expected[1])
+    for side, original in zip(
+        again_rows if isinstance(again_rows, tuple) else [again_rows],
+        expected[0] if isinstance(expected[0], tuple) else [expected[0]],
+    ):
+        assert np.array_equal(side, original)
+    assert np.array_equal(dataset[2][1], expected[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pickles_leave_the_drawn_block_behind(kind):
+    dataset = make(kind)
+    size = len(pickle.dumps(dataset))
+    dataset[0]
+    assert len(pickle.dumps(dataset)) == size
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_thread_workers_agree_across_blocks(kind, small_blocks):
+    reference, serial = predicted_rows(kind, workers=1)
+    _, threaded = predicted_rows(kind, workers=3, max_queue_size=2)
+    for epoch in range(2):
+        assert np.array_equal(serial[epoch], expected_rows(reference, epoch))
+        assert np.array_equal(threaded[epoch], serial[epoch])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_process_workers_agree_across_blocks(small_blocks):
+    reference, processes = predicted_rows(
+        "pairs", epochs=2, workers=2, use_multiprocessing=True
+    )
+    for epoch in range(2):
+        assert np.array_equal(processes[epoch], expected_rows(reference, epoch))

@@ -106,11 +106,13 @@ class ClassBalancedDataset(SampledDataset):
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
 
-    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(
+        self, rng: np.random.Generator, num_batches: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         rows, codes = self._labels.sample_class_blocks(
-            rng, self.classes_per_batch, self.samples_per_class
+            rng, self.classes_per_batch, self.samples_per_class, num_batches
         )
-        return rows, self._labels.batch_labels(codes)
+        return rows[None], self._labels.batch_labels(codes)
 
     def get_config(self) -> dict:
         return {

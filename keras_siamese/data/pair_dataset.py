@@ -87,18 +87,22 @@ class PairDataset(SampledDataset):
         self.batch_size = batch_size
         self.positive_fraction = positive_fraction
 
-    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(
+        self, rng: np.random.Generator, num_batches: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         labels = self._labels
         size = self.batch_size
         expected = size * self.positive_fraction
-        u = rng.random((3, size))
+        u = rng.random((3, num_batches * size))
         # Stochastic rounding keeps the fraction unbiased for any batch size.
-        num_positive = math.floor(expected) + int(rng.random() < expected % 1)
-        positive = rng.permutation(size) < num_positive
+        num_positive = math.floor(expected) + (rng.random(num_batches) < expected % 1)
+        # Each batch's positives sit at the first `num_positive` places of a
+        # random permutation of the batch.
+        places = rng.permuted(np.tile(np.arange(size), (num_batches, 1)), axis=1)
+        positive = (places < num_positive[:, None]).reshape(-1)
         left = floor_scaled(u[0], labels.num_examples)
         right = np.where(positive, *labels.partner_positions(left, u[1:]))
-        rows = labels.order[np.concatenate([left, right])]
-        return rows, positive.astype(np.float32)
+        return labels.order[np.stack([left, right])], positive.astype(np.float32)
 
     def get_config(self) -> dict:
         return {

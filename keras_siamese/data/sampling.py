@@ -128,18 +128,6 @@ def _take(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return rows.view(np.ndarray) if type(rows) is not np.ndarray else rows
 
 
-def split(x: Any, parts: int) -> list:
-    """Split every array in `x` into `parts` equal views along axis 0."""
-    if isinstance(x, dict):
-        pieces = {key: split(value, parts) for key, value in x.items()}
-        return [{key: pieces[key][i] for key in x} for i in range(parts)]
-    if isinstance(x, tuple):
-        pieces = [split(value, parts) for value in x]
-        return [tuple(piece[i] for piece in pieces) for i in range(parts)]
-    size = len(x) // parts
-    return [x[i * size : (i + 1) * size] for i in range(parts)]
-
-
 def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     try:
         classes, codes = np.unique(y, return_inverse=True)
@@ -265,23 +253,32 @@ class LabelIndex:
         return same, draw + (draw >= start) * count
 
     def sample_class_blocks(
-        self, rng: np.random.Generator, num_classes: int, per_class: int
+        self,
+        rng: np.random.Generator,
+        num_classes: int,
+        per_class: int,
+        num_batches: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`num_classes` distinct classes with `per_class` examples each.
+        """Per batch, `num_classes` distinct classes with `per_class` examples each.
 
-        Classes are drawn uniformly, without replacement. Within a class the
-        examples are distinct when the class has at least `per_class` of them;
-        a smaller class contributes all its examples once and fills the rest
-        of its block by drawing from them again.
+        Each batch draws its classes uniformly, without replacement. Within a
+        class the examples are distinct when the class has at least
+        `per_class` of them; a smaller class contributes all its examples once
+        and fills the rest of its block by drawing from them again.
 
         Returns:
-            `(indices, codes)`: `(num_classes * per_class,)` example indices,
-            class by class, and the class code of each.
+            `(indices, codes)`: `num_batches * num_classes * per_class` example
+            indices, batch by batch and class by class, and the class code of
+            each.
         """
         if self.num_classes <= _PERMUTE_CLASSES_UP_TO:
-            classes = rng.permutation(self.num_classes)[:num_classes]
+            every_class = np.tile(np.arange(self.num_classes), (num_batches, 1))
+            classes = rng.permuted(every_class, axis=1)[:, :num_classes]
         else:
-            classes = distinct_draws(rng, np.array([self.num_classes]), num_classes)[0]
+            classes = distinct_draws(
+                rng, np.full(num_batches, self.num_classes), num_classes
+            )
+        classes = classes.reshape(-1)
         local = distinct_draws(rng, self.counts[classes], per_class)
         positions = self.starts[classes][:, None] + local
         return self.order[positions.reshape(-1)], np.repeat(classes, per_class)

@@ -76,13 +76,16 @@ class TripletDataset(SampledDataset):
         )
         self.batch_size = batch_size
 
-    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(
+        self, rng: np.random.Generator, num_batches: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         labels = self._labels
-        u = rng.random((3, self.batch_size))
+        size = num_batches * self.batch_size
+        u = rng.random((3, size))
         anchors = floor_scaled(u[0], labels.num_examples)
         positives, negatives = labels.partner_positions(anchors, u[1:])
-        rows = labels.order[np.concatenate([anchors, positives, negatives])]
-        return rows, np.zeros(self.batch_size, dtype=np.float32)
+        rows = labels.order[np.stack([anchors, positives, negatives])]
+        return rows, np.zeros(size, dtype=np.float32)
 
     def get_config(self) -> dict:
         return {"batch_size": self.batch_size, **super().get_config()}
