@@ -4,7 +4,7 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
-from keras_siamese.callbacks import EmbeddingPlot, pca_project
+from keras_siamese.callbacks import EmbeddingPlot, EpochSync, pca_project
 from keras_siamese.data import (
     ClassBalancedDataset,
     PairDataset,
@@ -50,6 +50,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosineDistance",
     "EmbeddingPlot",
+    "EpochSync",
     "EuclideanDistance",
     "ManhattanDistance",
     "OnlineTripletLoss",

@@ -21,6 +21,7 @@ import pytest
 
 from keras_siamese import (
     CosineDistance,
+    EpochSync,
     EuclideanDistance,
     ManhattanDistance,
     SiameseWrapper,
@@ -56,9 +57,7 @@ class InterruptAt(keras.callbacks.Callback):
 
 def _epoch_sync(dataset: PairDataset) -> keras.callbacks.Callback:
     """Keep the dataset's epoch equal to Keras' epoch, also after a restore."""
-    return keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs=None: dataset.set_epoch(epoch)
-    )
+    return EpochSync(dataset)
 
 
 def _pair_data() -> tuple[np.ndarray, np.ndarray]:

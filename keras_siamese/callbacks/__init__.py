@@ -1,5 +1,6 @@
-"""Keras callbacks for watching a Siamese network learn."""
+"""Keras callbacks for watching a Siamese network learn and resuming it exactly."""
 
 from keras_siamese.callbacks.embedding_plot import EmbeddingPlot, pca_project
+from keras_siamese.callbacks.epoch_sync import EpochSync
 
-__all__ = ["EmbeddingPlot", "pca_project"]
+__all__ = ["EmbeddingPlot", "EpochSync", "pca_project"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 MINING_MODES = ("batch_hard", "batch_all", "semi_hard")
@@ -47,8 +48,8 @@ def check_real(x: Any, argument: str) -> None:
     runs; on TensorFlow a string tensor then fails deep inside the cast.
     """
     dtype = getattr(x, "dtype", None)
-    if dtype is None:
-        return
+    if dtype is None:  # lists and other array-likes
+        dtype = np.asarray(x).dtype
     kind = getattr(dtype, "kind", None)  # NumPy dtypes
     name = (
         str(dtype)
