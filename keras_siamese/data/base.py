@@ -59,10 +59,10 @@ class SampledDataset(keras.utils.PyDataset):
     after every epoch (use `make_pairs` for a fixed validation set); a
     process resuming training (`fit(initial_epoch=...)`,
     `keras.callbacks.BackupAndRestore`) starts again from 0. `set_epoch()`
-    sets it explicitly. Calling `dataset.set_epoch(epoch)` from a callback's
-    `on_epoch_begin(epoch)` ties batches to Keras' epoch index on every
-    backend, and is race-free: Keras runs callbacks before it starts the
-    workers. Custom loops should call `set_epoch()` (or `on_epoch_begin()`
+    sets it explicitly. The `keras_siamese.EpochSync(dataset)` callback calls
+    `dataset.set_epoch(epoch)` in `on_epoch_begin(epoch)`, which ties batches
+    to Keras' epoch index on every backend, and is race-free: Keras runs
+    callbacks before it starts the workers. Custom loops should call `set_epoch()` (or `on_epoch_begin()`
     and `on_epoch_end()`) themselves. Use the dataset's own
     `steps_per_epoch` rather than `fit(steps_per_epoch=...)`: with the
     latter, Keras carries one iterator across epochs, so batches are drawn
