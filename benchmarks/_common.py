@@ -338,6 +338,30 @@ def load_images(data: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def load_mnist(path: str | None) -> tuple[np.ndarray, ...]:
+    """MNIST train and test splits as float32 images in [0, 1] and int64 labels.
+
+    Args:
+        path: an `mnist.npz` in the Keras layout (x_train, y_train, x_test,
+            y_test); `None` uses Keras' loader, which downloads once.
+
+    Returns:
+        `(x_train, y_train, x_test, y_test)`, images of shape `(n, 28, 28)`.
+    """
+    if path is None:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    else:
+        with np.load(path) as archive:
+            x_train, y_train = archive["x_train"], archive["y_train"]
+            x_test, y_test = archive["x_test"], archive["y_test"]
+    return (
+        x_train.astype(np.float32) / 255.0,
+        y_train.astype(np.int64),
+        x_test.astype(np.float32) / 255.0,
+        y_test.astype(np.int64),
+    )
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Print and return a Markdown table; floats get 3 significant digits."""
 

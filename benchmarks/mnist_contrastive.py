@@ -29,7 +29,7 @@ import time
 
 import keras
 import numpy as np
-from _common import header, print_table, write_json
+from _common import header, load_mnist, print_table, write_json
 
 from keras_siamese import EuclideanDistance, SiameseWrapper
 from keras_siamese.data import make_pairs
@@ -52,22 +52,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
-
-
-def load_mnist(path: str | None) -> tuple:
-    """MNIST as float32 images in [0, 1]: from `path`, else Keras' loader."""
-    if path is None:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    else:
-        with np.load(path) as archive:
-            x_train, y_train = archive["x_train"], archive["y_train"]
-            x_test, y_test = archive["x_test"], archive["y_test"]
-    return (
-        x_train.astype("float32") / 255.0,
-        y_train.astype("int64"),
-        x_test.astype("float32") / 255.0,
-        y_test.astype("int64"),
-    )
 
 
 def base_network(input_shape: tuple) -> keras.Model:

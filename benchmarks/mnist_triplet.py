@@ -42,7 +42,7 @@ import time
 
 import keras
 import numpy as np
-from _common import header, print_table, write_json
+from _common import header, load_mnist, print_table, write_json
 
 from keras_siamese import SiameseWrapper
 from keras_siamese.data import ClassBalancedDataset, TripletDataset, make_pairs
@@ -55,19 +55,14 @@ BATCH_SIZE = 1024
 STEPS_PER_EPOCH = 60000 // BATCH_SIZE
 
 
-def load_mnist(path: str | None) -> tuple:
+def load_flat_mnist(path: str | None) -> tuple:
     """Flattened MNIST in [0, 1] (the notebook's preprocessing)."""
-    if path is None:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    else:
-        with np.load(path) as archive:
-            x_train, y_train = archive["x_train"], archive["y_train"]
-            x_test, y_test = archive["x_test"], archive["y_test"]
+    x_train, y_train, x_test, y_test = load_mnist(path)
     return (
-        x_train.reshape(len(x_train), -1).astype("float32") / 255.0,
-        y_train.astype("int64"),
-        x_test.reshape(len(x_test), -1).astype("float32") / 255.0,
-        y_test.astype("int64"),
+        x_train.reshape(len(x_train), -1),
+        y_train,
+        x_test.reshape(len(x_test), -1),
+        y_test,
     )
 
 
@@ -180,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
 
     header("MNIST triplet (seed notebook)")
-    data = load_mnist(args.data)
+    data = load_flat_mnist(args.data)
     x_train, y_train = data[0], data[1]
     rows, results = [], {}
     for name in args.recipes:
