@@ -185,6 +185,34 @@ def _distance_chunks(
         yield block, distances
 
 
+def _retrieval_blocks(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    gallery_embeddings: np.ndarray | None,
+    gallery_labels: np.ndarray | None,
+    metric: str,
+    chunk_bytes: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Blocks of query rows: `(distances, relevant, candidates)`.
+
+    `relevant[i, j]` says gallery item `j` shares query `i`'s class (never the
+    query itself under leave-one-out); `candidates` is how many gallery items
+    a query can retrieve.
+    """
+    metric = _check_metric(metric)
+    queries, query_labels, gallery, reference, leave_one_out = _retrieval_sets(
+        embeddings, labels, gallery_embeddings, gallery_labels
+    )
+    for block, distances in _distance_chunks(
+        queries, gallery, metric, leave_one_out, chunk_bytes
+    ):
+        relevant = reference[None, :] == query_labels[block, None]
+        if leave_one_out:
+            local = np.arange(block.stop - block.start)
+            relevant[local, local + block.start] = False
+        yield distances, relevant, gallery.shape[0] - int(leave_one_out)
+
+
 def recall_at_k(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -224,19 +252,11 @@ def recall_at_k(
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
-    metric = _check_metric(metric)
-    queries, query_labels, gallery, reference, leave_one_out = _retrieval_sets(
-        embeddings, labels, gallery_embeddings, gallery_labels
-    )
     hits, counted = 0, 0
-    for block, distances in _distance_chunks(
-        queries, gallery, metric, leave_one_out, chunk_bytes
+    for distances, relevant, candidates in _retrieval_blocks(
+        embeddings, labels, gallery_embeddings, gallery_labels, metric, chunk_bytes
     ):
-        relevant = reference[None, :] == query_labels[block, None]
-        if leave_one_out:
-            local = np.arange(block.stop - block.start)
-            relevant[local, local + block.start] = False
-        depth = min(k, gallery.shape[0] - int(leave_one_out))
+        depth = min(k, candidates)
         if depth < 1:
             continue
         kth = np.partition(distances, depth - 1, axis=1)[:, depth - 1 : depth]
@@ -288,18 +308,10 @@ def map_at_r(
     >>> map_at_r(x, np.array([0, 0, 1, 1]))
     1.0
     """
-    metric = _check_metric(metric)
-    queries, query_labels, gallery, reference, leave_one_out = _retrieval_sets(
-        embeddings, labels, gallery_embeddings, gallery_labels
-    )
     total, counted = 0.0, 0
-    for block, distances in _distance_chunks(
-        queries, gallery, metric, leave_one_out, chunk_bytes
+    for distances, relevant, _ in _retrieval_blocks(
+        embeddings, labels, gallery_embeddings, gallery_labels, metric, chunk_bytes
     ):
-        relevant = reference[None, :] == query_labels[block, None]
-        if leave_one_out:
-            local = np.arange(block.stop - block.start)
-            relevant[local, local + block.start] = False
         r = relevant.sum(1)
         depth = int(r.max()) if r.size else 0
         if depth == 0:
