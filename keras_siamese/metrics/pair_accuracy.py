@@ -10,10 +10,10 @@ from keras import ops
 from keras_siamese.distances import as_float
 from keras_siamese.losses._checks import (
     as_vector,
-    check_real,
     check_same_batch,
     check_threshold,
 )
+from keras_siamese.metrics._base import AccuracyMean
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -52,7 +52,7 @@ def pair_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class PairAccuracy(keras.metrics.MeanMetricWrapper):
+class PairAccuracy(AccuracyMean):
     """Fraction of pairs classified correctly by `distance < threshold`.
 
     `y_true = 1` means similar. Unlike the seed recipe's `accuracy` function,
@@ -85,14 +85,6 @@ class PairAccuracy(keras.metrics.MeanMetricWrapper):
         super().__init__(
             fn=pair_accuracy, name=name, dtype=dtype, threshold=self.threshold
         )
-        # Tells callbacks in mode="auto" (EarlyStopping, ModelCheckpoint)
-        # that higher is better, whatever the metric is named.
-        self._direction = "up"
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        check_real(y_true, "y_true")
-        check_real(y_pred, "y_pred")
-        super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

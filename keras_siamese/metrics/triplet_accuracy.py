@@ -8,7 +8,8 @@ import keras
 from keras import ops
 
 from keras_siamese.distances import as_float, check_metric, paired_distances
-from keras_siamese.losses._checks import check_real, check_triplets
+from keras_siamese.losses._checks import check_triplets
+from keras_siamese.metrics._base import AccuracyMean
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -47,7 +48,7 @@ def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> A
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class TripletAccuracy(keras.metrics.MeanMetricWrapper):
+class TripletAccuracy(AccuracyMean):
     """Fraction of `(batch, 3, dim)` triplets with `d(a, p) < d(a, n)`.
 
     Ties count as wrong. `y_true` is ignored.
@@ -80,14 +81,6 @@ class TripletAccuracy(keras.metrics.MeanMetricWrapper):
         super().__init__(
             fn=triplet_accuracy, name=name, dtype=dtype, distance=self.distance
         )
-        # Tells callbacks in mode="auto" (EarlyStopping, ModelCheckpoint)
-        # that higher is better, whatever the metric is named.
-        self._direction = "up"
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        check_real(y_true, "y_true")
-        check_real(y_pred, "y_pred")
-        super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {"distance": self.distance, "name": self.name, "dtype": self.dtype}
