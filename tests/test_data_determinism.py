@@ -184,6 +184,52 @@ def test_cached_blocks_match_uncached_draws(kind, seed, order):
             assert np.array_equal(flat_rows(dataset, index, epoch), expected)
 
 
+def count_draws(dataset, monkeypatch) -> list:
+    draws = []
+    sample = type(dataset)._sample
+
+    def counting(self, rng, count):
+        draws.append(count)
+        return sample(self, rng, count)
+
+    monkeypatch.setattr(type(dataset), "_sample", counting)
+    return draws
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shuffled_batch_order_draws_each_block_once(kind, small_blocks, monkeypatch):
+    # Keras' fit(shuffle=True) asks for an epoch's batches in random order.
+    dataset = make(kind)
+    draws = count_draws(dataset, monkeypatch)
+    order = np.random.default_rng(0).permutation(len(dataset))
+    for index in [*order, *order]:
+        dataset[int(index)]
+    blocks = -(-len(dataset) // dataset._block_batches)
+    assert blocks > 1
+    assert len(draws) == blocks
+    dataset.set_epoch(1)
+    dataset[0]
+    assert len(draws) == blocks + 1
+    # Blocks of a finished epoch are not kept.
+    assert {epoch for epoch, _ in dataset._blocks} == {1}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_block_cache_is_bounded(kind, small_blocks, monkeypatch):
+    monkeypatch.setattr(base, "_CACHED_ITEMS", 24)  # two blocks of 12 items
+    dataset = make(kind)
+    draws = count_draws(dataset, monkeypatch)
+    blocks = -(-len(dataset) // dataset._block_batches)
+    assert blocks > 2
+    for index in range(len(dataset)):
+        dataset[index]
+    assert len(dataset._blocks) == 2
+    # The two newest blocks are kept, the oldest is drawn again.
+    dataset[len(dataset) - 1]
+    dataset[0]
+    assert len(draws) == blocks + 1
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_blocks_of_an_epoch_are_independent(kind, small_blocks):
     dataset = make(kind)
