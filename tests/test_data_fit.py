@@ -87,7 +87,11 @@ def test_fit_on_pairs_of_multi_input_examples():
 
 
 class RecordingTriplets(TripletDataset):
-    """Logs the dataset epoch of each batch beside Keras' epoch at that time."""
+    """Logs the epoch of each draw beside Keras' epoch at that time.
+
+    `_block` serves every batch of `__getitem__` and, on TensorFlow, every
+    block of the `tf.data` pipeline that `fit` uses instead.
+    """
 
     keras_epoch = None
 
@@ -95,9 +99,9 @@ class RecordingTriplets(TripletDataset):
         super().__init__(*args, **kwargs)
         self.log = []
 
-    def __getitem__(self, index):
-        self.log.append((self.keras_epoch, self.epoch))
-        return super().__getitem__(index)
+    def _block(self, epoch, block):
+        self.log.append((self.keras_epoch, epoch))
+        return super()._block(epoch, block)
 
 
 class SyncEpoch(keras.callbacks.Callback):
@@ -134,7 +138,6 @@ def fit_recording(workers, initial_epoch, set_epoch):
 @pytest.mark.parametrize("initial_epoch", [0, 2])
 def test_set_epoch_from_a_callback_follows_keras_epochs(workers, initial_epoch):
     during_training = fit_recording(workers, initial_epoch, set_epoch=True)
-    assert len(during_training) == 3 * 4
     assert all(k == e for k, e in during_training)
     assert {k for k, _ in during_training} == set(
         range(initial_epoch, initial_epoch + 3)

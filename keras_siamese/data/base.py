@@ -17,6 +17,7 @@ from keras_siamese.data.sampling import (
     normalize_x,
     resolve_seed,
 )
+from keras_siamese.data.tf_pipeline import block_pipeline, keras_adapter_bases
 
 # Pairs, triplets or examples drawn at once, per block of consecutive batches:
 # enough for the per-call cost of the vectorised draw to vanish, few enough
@@ -34,7 +35,7 @@ _BLOCK_ITEMS = 2**14
 _CACHED_ITEMS = 2**21
 
 
-class SampledDataset(keras.utils.PyDataset):
+class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
     """Base of the datasets that draw fresh random batches every epoch.
 
     Batch `i` of epoch `e` is a pure function of `(seed, e, i)` (for given
@@ -137,6 +138,8 @@ class SampledDataset(keras.utils.PyDataset):
         )
         # `{(epoch, block): (rows, targets)}`, blocks of one epoch, oldest first.
         self._blocks: dict = {}
+        # Row gathers of `as_tf_dataset`, built at its first call.
+        self._tf_gathers = None
         self._epoch = 0
         self._epoch_open = False
 
@@ -204,6 +207,13 @@ class SampledDataset(keras.utils.PyDataset):
     def _rows(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Views of batch `index`'s `(parts, items)` rows and its targets."""
         block, offset = divmod(index, self._block_batches)
+        rows, targets = self._block(epoch, block)
+        start = offset * self._batch_items
+        stop = start + self._batch_items
+        return rows[:, start:stop], targets[start:stop]
+
+    def _block(self, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(rows, targets)` of all batches of block `block` of epoch `epoch`."""
         key = (epoch, block)
         # The cache is never mutated, only replaced by one attribute write:
         # threads that race here draw the same block, and at worst one of
@@ -219,11 +229,64 @@ class SampledDataset(keras.utils.PyDataset):
             rng = np.random.Generator(np.random.SFC64(entropy))
             cached = self._sample(rng, count)
             kept = [item for item in blocks.items() if item[0][0] == epoch]
-            self._blocks = dict([*kept[max(0, len(kept) + 1 - self._max_blocks) :], (key, cached)])
-        rows, targets = cached
-        start = offset * self._batch_items
-        stop = start + self._batch_items
-        return rows[:, start:stop], targets[start:stop]
+            self._blocks = dict(
+                [*kept[max(0, len(kept) + 1 - self._max_blocks) :], (key, cached)]
+            )
+        return cached
+
+    @property
+    def batch_size(self) -> int:
+        """Pairs, triplets or examples per batch."""
+        return self._batch_items
+
+    def as_tf_dataset(self) -> Any:
+        """The batches of the current epoch as a `tf.data.Dataset`.
+
+        Python is called once per block of batches, for the block's row
+        indices (the same as `__getitem__`'s), and the rows are gathered by
+        TensorFlow. Arrays of `x` that are not `np.memmap`s are copied into
+        tensors at the first call, so later in-place changes to them are not
+        seen by the pipeline. On the TensorFlow backend `fit`, `evaluate`
+        and `predict` use this pipeline by themselves (the dataset acts as
+        its own Keras data adapter), so `workers` and `use_multiprocessing`
+        have no effect there. Needs TensorFlow installed; with another
+        backend the result can be passed to `fit` like any `tf.data` input.
+
+        Each iteration yields the batches of the dataset's epoch when the
+        iteration reaches them: call `set_epoch()` (or `on_epoch_end()`)
+        between iterations, not during one.
+
+        Returns:
+            A `tf.data.Dataset` of `len(self)` elements, each the structure
+            of `self[i]` with tensors in place of arrays.
+
+        Example:
+        >>> import numpy as np
+        >>> from keras_siamese import PairDataset
+        >>> x = np.arange(40, dtype="float32")[:, None]
+        >>> pairs = PairDataset(x, np.arange(40) % 4, batch_size=4, seed=0)
+        >>> (left, right), same = next(iter(pairs.as_tf_dataset()))  # doctest: +SKIP
+        >>> bool((left.numpy() == pairs[0][0][0]).all())  # doctest: +SKIP
+        True
+        """
+        return block_pipeline(self)
+
+    # The rest of the Keras `DataAdapter` protocol, used on TensorFlow.
+
+    def get_tf_dataset(self) -> Any:
+        return self.as_tf_dataset()
+
+    def get_numpy_iterator(self) -> Any:
+        for index in range(len(self)):
+            yield self[index]
+
+    @property
+    def has_partial_batch(self) -> bool:
+        return False
+
+    @property
+    def partial_batch_size(self) -> None:
+        return None
 
     def _structure(self, parts: list, targets: np.ndarray) -> tuple:
         if self._parts == 1:
@@ -247,6 +310,7 @@ class SampledDataset(keras.utils.PyDataset):
         # draws its blocks itself rather than receiving them.
         state = self.__dict__.copy()
         state["_blocks"] = {}
+        state["_tf_gathers"] = None
         return state
 
     def get_config(self) -> dict:

@@ -84,7 +84,6 @@ class PairDataset(SampledDataset):
             self._labels.require_pairs_within_classes(
                 "PairDataset draws positive pairs (`positive_fraction > 0`)"
             )
-        self.batch_size = batch_size
         self.positive_fraction = positive_fraction
 
     def _sample(

@@ -74,7 +74,6 @@ class TripletDataset(SampledDataset):
         self._labels.require_pairs_within_classes(
             "TripletDataset pairs each anchor with a positive"
         )
-        self.batch_size = batch_size
 
     def _sample(
         self, rng: np.random.Generator, num_batches: int

@@ -1,0 +1,108 @@
+"""`as_tf_dataset`: the `tf.data` pipeline equals `__getitem__`, batch by batch.
+
+Runs wherever TensorFlow is installed (with any backend); the checks that
+`fit` uses the pipeline run on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_siamese import (
+    ClassBalancedDataset,
+    ContrastiveLoss,
+    EuclideanDistance,
+    PairDataset,
+    SiameseWrapper,
+    TripletDataset,
+)
+from keras_siamese.data import base
+
+tf = pytest.importorskip("tensorflow")
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(90, 5)).astype(np.float32)
+Y = np.arange(90) % 6
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+
+
+def make(kind, x=X, **kwargs):
+    if kind == "pairs":
+        return PairDataset(x, Y, batch_size=8, seed=1, **kwargs)
+    if kind == "triplets":
+        return TripletDataset(x, Y, batch_size=8, seed=1, **kwargs)
+    return ClassBalancedDataset(x, Y, 3, 2, seed=1, **kwargs)
+
+
+def leaves(batch_inputs):
+    if isinstance(batch_inputs, dict):
+        return [batch_inputs[key] for key in sorted(batch_inputs)]
+    if isinstance(batch_inputs, tuple):
+        return [leaf for side in batch_inputs for leaf in leaves(side)]
+    return [batch_inputs]
+
+
+def assert_same_epoch(dataset, pipeline):
+    batches = list(pipeline)
+    assert len(batches) == len(dataset)
+    for index, (inputs, targets) in enumerate(batches):
+        expected_inputs, expected_targets = dataset[index]
+        got, expected = leaves(inputs), leaves(expected_inputs)
+        assert len(got) == len(expected)
+        for tensor, array in zip(got, expected):
+            assert tensor.dtype == tf.as_dtype(array.dtype)
+            assert np.array_equal(tensor.numpy(), array)
+        assert tf.as_dtype(expected_targets.dtype) == targets.dtype
+        assert np.array_equal(targets.numpy(), expected_targets)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "triplets", "balanced"])
+def test_pipeline_yields_the_batches_of_getitem(kind, monkeypatch):
+    # Blocks of two batches: an epoch spans several, the last one partial.
+    monkeypatch.setattr(base, "_BLOCK_ITEMS", 16)
+    dataset = make(kind, steps_per_epoch=5)
+    pipeline = dataset.as_tf_dataset()
+    for epoch in (0, 1, 7):
+        # One pipeline, iterated again after each change of epoch.
+        dataset.set_epoch(epoch)
+        assert_same_epoch(dataset, pipeline)
+
+
+def test_dict_inputs_and_memmap_arrays(tmp_path):
+    memmap = np.lib.format.open_memmap(
+        tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(90, 2)
+    )
+    memmap[:] = X[:, :2]
+    x = {"kept": X[:, 2:], "mapped": memmap}
+    dataset = make("pairs", x=x, steps_per_epoch=3)
+    pipeline = dataset.as_tf_dataset()
+    (left, _), _ = pipeline.element_spec
+    assert left["mapped"].shape == (8, 2) and left["kept"].shape == (8, 3)
+    assert_same_epoch(dataset, pipeline)
+
+
+def test_element_spec_has_full_static_batch_shapes():
+    (left, right), labels = make("pairs").as_tf_dataset().element_spec
+    assert left.shape == right.shape == (8, 5)
+    assert labels.shape == (8,) and labels.dtype == tf.float32
+
+
+@pytest.mark.skipif(not ON_TENSORFLOW, reason="the TensorFlow backend's fit")
+def test_fit_on_tensorflow_uses_the_pipeline(monkeypatch):
+    dataset = make("pairs", steps_per_epoch=4)
+    inputs = [keras.Input((5,)), keras.Input((5,))]
+    encoder = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    model = keras.Model(
+        inputs, SiameseWrapper(encoder, merge=EuclideanDistance())(inputs)
+    )
+    model.compile(optimizer="sgd", loss=ContrastiveLoss())
+
+    def refuse(self, index):
+        raise AssertionError("fit read a batch through __getitem__")
+
+    monkeypatch.setattr(PairDataset, "__getitem__", refuse)
+    history = model.fit(dataset, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert dataset.epoch == 2
