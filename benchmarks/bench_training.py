@@ -16,6 +16,9 @@ MNIST-sized images, with the same number of pairs per epoch, by:
   arrays, which separates the cost of the layers from that of the data path.
 - `b_fused` / `b_separate` (optional): `b_package` with `fuse_branches=True`
   / `False` instead of the backend-dependent default.
+- `b_jit` (optional): `b_package` compiled with `jit_compile=True`, which
+  on PyTorch is `torch.compile` and on TensorFlow XLA (the default, "auto",
+  uses neither on a CPU); on JAX it is the default.
 - `c_native`: a loop in the backend's own framework (a `jax.jit` step, a
   PyTorch eager loop with `torch.optim.RMSprop`, a `tf.function` step) on the
   same arrays, with no Keras in the loop.
@@ -126,7 +129,7 @@ def _encoder_layers() -> list:
     layers = [keras.layers.Flatten()]
     for depth in range(DEPTH):
         layers.append(keras.layers.Dense(HIDDEN, activation="relu"))
-        if depth < DEPTH - 1:
+        if depth < DEPTH - 1 and DROPOUT > 0:
             layers.append(keras.layers.Dropout(DROPOUT))
     return layers
 
@@ -155,7 +158,7 @@ def build_recipe_model(input_shape: tuple) -> keras.Model:
 
 
 def build_package_model(
-    input_shape: tuple, fuse_branches: bool | None = None
+    input_shape: tuple, fuse_branches: bool | None = None, jit_compile: Any = "auto"
 ) -> keras.Model:
     """Variant b: the same model written with this package."""
     encoder = keras.Sequential([keras.Input(input_shape), *_encoder_layers()])
@@ -169,6 +172,7 @@ def build_package_model(
         loss=ContrastiveLoss(margin=1.0),
         optimizer=_optimizer(),
         metrics=[PairAccuracy(threshold=0.5)],
+        jit_compile=jit_compile,
     )
     return model
 
@@ -220,7 +224,7 @@ def native_jax(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch: int):
     def encode(params, h, key):
         for depth, (kernel, bias) in enumerate(params):
             h = jax.nn.relu(h @ kernel + bias)
-            if depth < DEPTH - 1:
+            if depth < DEPTH - 1 and DROPOUT > 0:
                 key, sub = jax.random.split(key)
                 keep = jax.random.bernoulli(sub, 1.0 - DROPOUT, h.shape)
                 h = jnp.where(keep, h / (1.0 - DROPOUT), 0.0)
@@ -283,7 +287,7 @@ def native_torch(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch: int)
             linear.weight.copy_(torch.from_numpy(kernel.T))
             linear.bias.copy_(torch.from_numpy(bias))
         layers += [linear, torch.nn.ReLU()]
-        if depth < DEPTH - 1:
+        if depth < DEPTH - 1 and DROPOUT > 0:
             layers.append(torch.nn.Dropout(DROPOUT))
     encoder = torch.nn.Sequential(*layers).to(device).train()
     optimizer = torch.optim.RMSprop(
@@ -329,7 +333,7 @@ def native_tensorflow(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch:
     def encode(h):
         for depth, (kernel, bias) in enumerate(params):
             h = tf.nn.relu(tf.matmul(h, kernel) + bias)
-            if depth < DEPTH - 1:
+            if depth < DEPTH - 1 and DROPOUT > 0:
                 h = tf.nn.dropout(h, rate=DROPOUT)
         return h
 
@@ -376,6 +380,7 @@ def forward_flops_per_pair(features: int) -> int:
 
 
 def main() -> None:
+    global DROPOUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
     parser.add_argument(
@@ -395,10 +400,18 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help=f"comma-separated, from {', '.join(VARIANTS)}, b_fused, b_separate "
+        help=f"comma-separated, from {', '.join(VARIANTS)}, b_fused, b_separate, b_jit "
         f"(default: {', '.join(VARIANTS)}).",
     )
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=DROPOUT,
+        help=f"dropout rate between the Dense layers (default: the recipe's "
+        f"{DROPOUT}); 0 removes the dropout layers, to measure their cost.",
+    )
     args = parser.parse_args()
+    DROPOUT = args.dropout
     common.set_threads(args.threads)
     variants = args.variants.split(",")
     batch = args.batch_size
@@ -412,7 +425,7 @@ def main() -> None:
     features = int(np.prod(input_shape))
     print(
         f"{pairs:,} pairs per epoch ({steps} batches of {batch}), data: "
-        f"{args.data}, {args.rounds} rounds, threads: {args.threads or 'default'}\n",
+        f"{args.data}, {args.rounds} rounds, dropout: {DROPOUT}, threads: {args.threads or 'default'}\n",
         flush=True,
     )
 
@@ -426,6 +439,9 @@ def main() -> None:
             runners[name] = keras_runner(model, lambda: arrays)
         elif name in PACKAGE_FUSE:
             model = build_package_model(input_shape, PACKAGE_FUSE[name])
+            runners[name] = keras_runner(model, lambda: {"x": pair_dataset})
+        elif name == "b_jit":
+            model = build_package_model(input_shape, jit_compile=True)
             runners[name] = keras_runner(model, lambda: {"x": pair_dataset})
         elif name == "b_arrays":
             model = build_package_model(input_shape)
@@ -493,6 +509,8 @@ def main() -> None:
             ("b_separate", "a_keras"),
             ("b_arrays", "a_keras"),
             ("b_package", "b_arrays"),
+            ("b_jit", "b_package"),
+            ("b_jit", "c_native"),
             ("b_package", "c_native"),
             ("b_fused", "c_native"),
             ("a_keras", "c_native"),
@@ -557,6 +575,7 @@ def main() -> None:
             "batch_size": batch,
             "data": args.data,
             "rounds": args.rounds,
+            "dropout": DROPOUT,
             "threads": args.threads,
             "epoch_seconds": wall,
             "epoch_cpu_seconds": cpu,

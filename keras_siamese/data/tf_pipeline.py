@@ -103,6 +103,7 @@ def _leaf_gather(tf: Any, leaf: np.ndarray, items: int) -> Any:
     if not isinstance(leaf, np.memmap):
         values = tf.convert_to_tensor(leaf)
         return lambda rows: tf.gather(values, rows)
+
     def take(rows: Any) -> Any:
         gathered = tf.numpy_function(
             lambda r: np.asarray(np.take(leaf, r, axis=0)), [rows], leaf.dtype
