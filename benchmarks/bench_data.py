@@ -7,9 +7,10 @@ Compares, at each batch size, on MNIST-sized float32 data (60000 x 784):
   triplet with `np.where`.
 * `TripletDataset`, `PairDataset`, `ClassBalancedDataset`: one
   `dataset[i]` call per batch, sampling included. The datasets draw the
-  indices of a block of consecutive batches at once; the calls cycle through
-  every batch of the epoch, so each block's draw is counted once per pass,
-  as in `fit`.
+  indices of a block of consecutive batches at once; the calls go through
+  every batch of an epoch in a random order, as `fit(shuffle=True)` (Keras'
+  default) asks for them, then on to the next epoch, so every block's draw
+  is counted once per epoch.
 * `raw np.take`: one `np.take` of as many rows as the batch holds, at indices
   drawn beforehand: the cost of the copy alone, the physical limit.
 
@@ -109,12 +110,18 @@ def raw_take(x: np.ndarray, rows: int, rng: np.random.Generator):
     return take
 
 
-def cycling(dataset):
-    state = {"i": 0}
+def cycling(dataset, rng: np.random.Generator):
+    """Batches as `fit(shuffle=True)` asks for them: each epoch in a new random
+    order, a new epoch (new draws) after the last batch."""
+    state = {"order": rng.permutation(len(dataset)), "i": 0}
 
     def get():
-        state["i"] = (state["i"] + 1) % len(dataset)
-        return dataset[state["i"]]
+        if state["i"] == len(dataset):
+            dataset.set_epoch(dataset.epoch + 1)
+            state["order"], state["i"] = rng.permutation(len(dataset)), 0
+        index = state["order"][state["i"]]
+        state["i"] += 1
+        return dataset[int(index)]
 
     return get
 
@@ -154,7 +161,7 @@ def main() -> None:
             ),
         ]
         for name, dataset, gathered_rows, items in cases:
-            fns = {"ours": cycling(dataset), "take": raw_take(x, gathered_rows, rng)}
+            fns = {"ours": cycling(dataset, rng), "take": raw_take(x, gathered_rows, rng)}
             if name == "triplets":
                 fns["seed"] = lambda b=batch: seed_create_batch(x, y, b)
             rounds = interleaved(fns, args.min_time, args.repeats)

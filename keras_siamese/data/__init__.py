@@ -5,7 +5,8 @@ epoch from precomputed per-class indices, gathering only the rows of each
 batch, so they work on arrays larger than memory (`np.memmap`) and keep pace
 with the accelerator. Batch `i` of epoch `e` depends only on
 `(seed, e, i)`: results do not change with the number of workers or with
-multiprocessing.
+multiprocessing. On TensorFlow, `fit` reads them through their own `tf.data`
+pipeline (`as_tf_dataset()`), which yields the same batches.
 """
 
 from keras_siamese.data.base import SampledDataset

@@ -78,6 +78,16 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
     latter, Keras carries one iterator across epochs, so batches are drawn
     without regard to epoch boundaries.
 
+    On the TensorFlow backend a dataset is also its own Keras data adapter:
+    `fit`, `evaluate` and `predict` read it through `as_tf_dataset()`, a
+    `tf.data` pipeline that calls Python once per block and gathers the rows
+    in TensorFlow, instead of Keras' generator route for a `PyDataset`
+    (about 1 ms per batch). The batches are the same; `workers`,
+    `use_multiprocessing`, `fit(shuffle=...)` and `fit(class_weight=...)`
+    do not apply there (Keras passes neither argument to a data adapter), so
+    balance pairs with the dataset's own arguments, such as
+    `positive_fraction`.
+
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, with the examples on axis 0. It is
