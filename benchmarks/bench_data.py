@@ -161,7 +161,10 @@ def main() -> None:
             ),
         ]
         for name, dataset, gathered_rows, items in cases:
-            fns = {"ours": cycling(dataset, rng), "take": raw_take(x, gathered_rows, rng)}
+            fns = {
+                "ours": cycling(dataset, rng),
+                "take": raw_take(x, gathered_rows, rng),
+            }
             if name == "triplets":
                 fns["seed"] = lambda b=batch: seed_create_batch(x, y, b)
             rounds = interleaved(fns, args.min_time, args.repeats)
