@@ -23,8 +23,9 @@ MNIST-sized images, with the same number of pairs per epoch, by:
   PyTorch eager loop with `torch.optim.RMSprop`, a `tf.function` step) on the
   same arrays, with no Keras in the loop.
 
-Variants are timed in interleaved rounds (one epoch of each per round) so
-that they share the machine's conditions; the tables report medians over
+Variants are timed in interleaved rounds (one epoch of each per round, the
+order rotated from round to round) so that they share the machine's
+conditions; the tables report medians over
 rounds, and the ratios are medians of per-round ratios. Each round also
 measures the device's float32 matmul rate, from which the roofline table
 gives the fraction of the compute limit each variant reaches: the epoch's
@@ -463,8 +464,12 @@ def main() -> None:
         rate, cpu_rate = common.matmul_flops()
         rates.append(rate)
         cpu_rates.append(cpu_rate)
-        for name, run in runners.items():
-            seconds, cpu_seconds = run()
+        # Each round starts with another variant, so that none always runs
+        # right after the matmul measurement or right before another one.
+        names = list(runners)
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds, cpu_seconds = runners[name]()
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
         summary = ", ".join(f"{n} {t[-1]:.2f}s" for n, t in wall.items())

@@ -4,7 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_siamese import EuclideanDistance, SiameseWrapper
+from keras_siamese import (
+    ContrastiveLoss,
+    EuclideanDistance,
+    PairAccuracy,
+    PairDataset,
+    SiameseWrapper,
+)
 from tests.helpers import to_numpy, value_and_grad
 
 
@@ -316,8 +322,6 @@ def test_fuse_branches_default_is_chosen_per_backend_and_saved_as_none():
 def test_jit_compiled_training_matches_the_default():
     # jit_compile=True is torch.compile on PyTorch and XLA on TensorFlow;
     # bench_training.py measures it 1.7x faster than eager on PyTorch.
-    from keras_siamese import ContrastiveLoss, PairDataset, PairAccuracy
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype("float32")
     pairs = PairDataset(x, np.arange(64) % 4, batch_size=8, steps_per_epoch=4, seed=0)

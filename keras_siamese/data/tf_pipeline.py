@@ -90,10 +90,18 @@ def block_pipeline(dataset: Any) -> Any:
         ]
         return dataset._structure(sides, targets)
 
+    options = tf.data.Options()
+    # As Keras' own array pipeline: tf.data's default graph rewrites only add
+    # work here, and a distribution strategy shards by batch.
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
     return (
         tf.data.Dataset.range(num_blocks)
         .flat_map(split)
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .with_options(options)
         .prefetch(tf.data.AUTOTUNE)
     )
 
