@@ -273,20 +273,27 @@ def test_model_checkpoint_reloads_every_public_layer_loss_and_metric(tmp_path):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SiameseWrapper.get_config pre-serializes `layer`; Keras then copies "
-    "that dict, so the first wrapper's copy lacks `shared_object_id` and the "
-    "reloaded wrappers get separate encoders (reported to the lead).",
-)
-def test_encoder_shared_by_two_wrappers_reloads(tmp_path):
+@pytest.mark.parametrize("second_use", ["wrapper", "direct_call"])
+def test_encoder_shared_by_two_wrappers_reloads(tmp_path, second_use):
     encoder = _encoder("shared")
     inputs = [keras.Input((6,)), keras.Input((6,))]
-    outputs = [
-        SiameseWrapper(encoder, merge=EuclideanDistance())(inputs),
-        SiameseWrapper(encoder, merge=CosineDistance())(inputs),
-    ]
+    outputs = [SiameseWrapper(encoder, merge=EuclideanDistance())(inputs)]
+    if second_use == "wrapper":
+        outputs.append(SiameseWrapper(encoder, merge=CosineDistance())(inputs))
+    else:
+        outputs.append(encoder(inputs[1]))
     model = keras.Model(inputs, outputs)
     model.save(tmp_path / "shared.keras")
     restored = keras.saving.load_model(tmp_path / "shared.keras")
     assert len(restored.weights) == len(model.weights)
+    pairs = [np.random.default_rng(i).normal(size=(5, 6)) for i in range(2)]
+    for got, expected in zip(
+        restored.predict(pairs, verbose=0), model.predict(pairs, verbose=0)
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    wrapped = [
+        layer.layer for layer in restored.layers if isinstance(layer, SiameseWrapper)
+    ]
+    direct = [layer for layer in restored.layers if layer.name == "shared"]
+    shared = wrapped + direct
+    assert len(shared) == 2 and shared[0] is shared[1]

@@ -107,14 +107,35 @@ def test_wrapper_config_round_trip(merge):
     wrapper = SiameseWrapper(
         mlp_encoder(), merge=merge, fuse_branches=True, name="twins"
     )
-    config = wrapper.get_config()
-    clone = SiameseWrapper.from_config(config)
-    assert clone.get_config() == config
+    clone = SiameseWrapper.from_config(wrapper.get_config())
+    serialized = keras.saving.serialize_keras_object(wrapper)
+    assert keras.saving.serialize_keras_object(clone) == serialized
+    # `from_config(get_config())` is how clone_model copies a layer: the
+    # clone must get an encoder of its own.
+    assert clone.layer is not wrapper.layer
     assert clone.fuse_branches is True
     if isinstance(merge, keras.layers.Layer):
         assert isinstance(clone.merge, ManhattanDistance)
+        assert clone.merge is not merge
     else:
         assert clone.merge == merge
+
+
+def test_clone_model_gives_the_wrapper_its_own_encoder():
+    inputs = [keras.Input((6,)), keras.Input((6,))]
+    model = keras.Model(
+        inputs, SiameseWrapper(mlp_encoder(), merge=EuclideanDistance())(inputs)
+    )
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    pairs = [np.ones((2, 6), "float32"), np.zeros((2, 6), "float32")]
+    np.testing.assert_allclose(
+        clone.predict(pairs, verbose=0), model.predict(pairs, verbose=0), rtol=1e-6
+    )
+    clone.set_weights([w + 1.0 for w in model.get_weights()])
+    assert not np.allclose(
+        clone.predict(pairs, verbose=0), model.predict(pairs, verbose=0)
+    )
 
 
 def test_seed_lambda_model_fails_in_safe_mode_but_ours_loads(tmp_path):

@@ -210,21 +210,35 @@ class SiameseWrapper(keras.layers.Layer):
         return self.merge(outputs)
 
     def get_config(self) -> dict:
-        merge = self.merge
-        if isinstance(merge, keras.layers.Layer):
-            merge = keras.saving.serialize_keras_object(merge)
+        # The layers themselves, not their configs: Keras serializes them when
+        # it serializes this config, which is when it records an encoder that
+        # several wrappers share (serializing it here, a copy of the config
+        # would be stored, and the record made on the original would be lost).
         return {
             **super().get_config(),
-            "layer": keras.saving.serialize_keras_object(self.layer),
-            "merge": merge,
+            "layer": self.layer,
+            "merge": self.merge,
             "fuse_branches": self.fuse_branches,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> SiameseWrapper:
         config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
-        merge = config.pop("merge", None)
-        if isinstance(merge, dict):
-            merge = keras.saving.deserialize_keras_object(merge)
+        layer, merge = config.pop("layer"), config.pop("merge", None)
+        if isinstance(layer, keras.layers.Layer):
+            # A config straight from `get_config`, as `keras.models.clone_model`
+            # passes it: the clone gets its own encoder, as from a saved file.
+            layer = _copy(layer)
+            merge = _copy(merge) if isinstance(merge, keras.layers.Layer) else merge
+        else:
+            layer = keras.saving.deserialize_keras_object(layer)
+            if isinstance(merge, dict):
+                merge = keras.saving.deserialize_keras_object(merge)
         return cls(layer, merge=merge, **config)
+
+
+def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new, independent layer with `layer`'s configuration (not its weights)."""
+    return keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
