@@ -8,7 +8,7 @@ row and reading counts and prefix sums off the sorted order (semi-hard), or
 binary-searching every positive's threshold in the anchor's sorted negatives
 (batch-all), in `O(B^2 log B)` time. Measured side by side (value and
 gradient, B = 512-2048), the search made batch-all 1.5-2.7x faster than a
-sort of each row merged with its thresholds, and semi-hard 1.1-1.7x slower
+sort of each row merged with its thresholds, and semi-hard 1.0-1.7x slower
 than its two extra `(B, B)` sorts, so each miner keeps the faster way.
 
 Sorting only chooses indices; the losses are then read from the distance
