@@ -47,8 +47,9 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
     by whichever thread or process first needs one of its batches, and kept
     for the rest of the epoch (up to `2**21` items of indices, about 40 MiB
     for pairs), so that the random batch order of `fit(shuffle=True)` draws
-    each block once; no random state is shared or mutated between blocks. So batches do not depend on which worker thread or
-    process builds them, nor on the order in which they are requested.
+    each block once; no random state is shared or mutated between blocks.
+    So batches do not depend on which worker thread or process builds them,
+    nor on the order in which they are requested.
 
     The epoch counter lives in the dataset and counts closed epochs: Keras
     calls `on_epoch_begin()` and `on_epoch_end()` around every pass of `fit`,
@@ -281,22 +282,11 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         """
         return block_pipeline(self)
 
-    # The rest of the Keras `DataAdapter` protocol, used on TensorFlow.
+    # What Keras' TensorFlow trainer asks of a `DataAdapter` beyond the
+    # `PyDataset` methods (`num_batches`, `on_epoch_begin`, `on_epoch_end`).
 
     def get_tf_dataset(self) -> Any:
         return self.as_tf_dataset()
-
-    def get_numpy_iterator(self) -> Any:
-        for index in range(len(self)):
-            yield self[index]
-
-    @property
-    def has_partial_batch(self) -> bool:
-        return False
-
-    @property
-    def partial_batch_size(self) -> None:
-        return None
 
     def _structure(self, parts: list, targets: np.ndarray) -> tuple:
         if self._parts == 1:
