@@ -85,14 +85,14 @@ def _count_prefix(mask: Any) -> Any:
     return ops.concatenate([ops.zeros_like(counts[:, :1]), counts], axis=1)
 
 
-def _count_below(sorted_rows: Any, thresholds: Any, inclusive: bool) -> Any:
+def _count_below(sorted_rows: Any, thresholds: Any) -> Any:
     """Per row, how many entries of `sorted_rows` are below each threshold.
 
     A binary search of every threshold at once: `sorted_rows` `(B, M)` holds
     each row in ascending order, `thresholds` is `(B, K)`; the result
-    `(B, K)` counts the entries `< threshold` (`<=` if `inclusive`). Ties are
-    decided by comparing values, so the count is exact whatever the order of
-    equal entries. `bit_length(M)` halvings of `[0, M]`, each one gather.
+    `(B, K)` counts the entries `< threshold`. Ties are decided by comparing
+    values, so the count is exact whatever the order of equal entries.
+    `bit_length(M)` halvings of `[0, M]`, each one gather.
     """
     size = ops.shape(sorted_rows)[1]
     steps = size.bit_length() if isinstance(size, int) else 32
@@ -101,23 +101,21 @@ def _count_below(sorted_rows: Any, thresholds: Any, inclusive: bool) -> Any:
     for _ in range(steps):
         middle = (low + high) // 2
         value = ops.take_along_axis(sorted_rows, ops.minimum(middle, size - 1), axis=1)
-        below = value <= thresholds if inclusive else value < thresholds
         # Once low == high the search is over: middle == high, no change.
-        below = ops.logical_and(below, middle < high)
+        below = ops.logical_and(value < thresholds, middle < high)
         low = ops.where(below, middle + 1, low)
         high = ops.where(below, high, middle)
     return low
 
 
 def _negatives_by_distance(fixed: Any, negative: Any, fill: Any) -> tuple[Any, Any]:
-    """Per row, the negatives by increasing distance, then the rest.
+    """Per row, the column order of the negatives by distance, then the rest.
 
-    Returns the column order and the sorted values, in which every
+    Returns that order and the row values it sorts, in which every
     non-negative reads `fill` (chosen above every value it is compared with).
     """
     values = ops.where(negative, fixed, fill)
-    order = ops.argsort(values, axis=1)
-    return order, ops.take_along_axis(values, order, axis=1)
+    return ops.argsort(values, axis=1), values
 
 
 def semi_hard(
@@ -172,7 +170,7 @@ def batch_all(
         raise ValueError('`soft=True` is not supported with mining="batch_all".')
     fixed = ops.stop_gradient(distances)
     # Non-negatives read above every threshold d(a, p) + margin: never counted.
-    by_distance, sorted_fixed = _negatives_by_distance(
+    by_distance, values = _negatives_by_distance(
         fixed, negative, ops.max(fixed) + margin + 1.0
     )
     # Non-negatives sort last, so prefix sums up to a count of negatives only
@@ -182,7 +180,8 @@ def batch_all(
         [ops.zeros_like(sorted_negatives[:, :1]), ops.cumsum(sorted_negatives, axis=1)],
         axis=1,
     )
-    below = _count_below(sorted_fixed, fixed + margin, inclusive=False)
+    sorted_values = ops.take_along_axis(values, by_distance, axis=1)
+    below = _count_below(sorted_values, fixed + margin)
     hits = ops.cast(below, distances.dtype)
     totals = hits * (distances + margin) - ops.take_along_axis(
         prefix_sums, below, axis=1
