@@ -25,8 +25,8 @@ MNIST-sized images, with the same number of pairs per epoch, by:
 
 Variants are timed in interleaved rounds (one epoch of each per round, the
 order rotated from round to round) so that they share the machine's
-conditions; the tables report medians over
-rounds, and the ratios are medians of per-round ratios. Each round also
+conditions; the tables report medians over rounds, and the ratios are
+medians of per-round ratios. Each round also
 measures the device's float32 matmul rate, from which the roofline table
 gives the fraction of the compute limit each variant reaches: the epoch's
 FLOPs (3 x the forward matmul FLOPs, for forward and backward) divided by
@@ -64,8 +64,13 @@ LEARNING_RATE = 1e-3
 RHO = 0.9
 EPSILON = 1e-7
 VARIANTS = ("a_keras", "b_package", "b_arrays", "c_native")
-# `fuse_branches` of the PairDataset-fed package variants.
-PACKAGE_FUSE = {"b_package": None, "b_fused": True, "b_separate": False}
+# `build_package_model` arguments of the PairDataset-fed package variants.
+PACKAGE_VARIANTS = {
+    "b_package": {},
+    "b_fused": {"fuse_branches": True},
+    "b_separate": {"fuse_branches": False},
+    "b_jit": {"jit_compile": True},
+}
 
 
 def seed_pairs(
@@ -438,11 +443,8 @@ def main() -> None:
         if name == "a_keras":
             model = build_recipe_model(input_shape)
             runners[name] = keras_runner(model, lambda: arrays)
-        elif name in PACKAGE_FUSE:
-            model = build_package_model(input_shape, PACKAGE_FUSE[name])
-            runners[name] = keras_runner(model, lambda: {"x": pair_dataset})
-        elif name == "b_jit":
-            model = build_package_model(input_shape, jit_compile=True)
+        elif name in PACKAGE_VARIANTS:
+            model = build_package_model(input_shape, **PACKAGE_VARIANTS[name])
             runners[name] = keras_runner(model, lambda: {"x": pair_dataset})
         elif name == "b_arrays":
             model = build_package_model(input_shape)
