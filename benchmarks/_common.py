@@ -86,6 +86,28 @@ def accelerator() -> str | None:
     return None
 
 
+def accelerator_peak_bytes() -> int | None:
+    """Peak memory the backend has allocated on the accelerator, or `None` on CPU.
+
+    On a CPU the process's peak resident memory (`ru_maxrss`) is the measure
+    instead; accelerator memory is not part of it.
+    """
+    if accelerator() is None:
+        return None
+    name = backend()
+    if name == "jax":
+        import jax
+
+        return int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
+    if name == "torch":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    import tensorflow as tf
+
+    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
+
 def device_description() -> str:
     """One line naming the machine, e.g. `CPU: AMD EPYC, 2 cores`."""
     cpu = f"{_cpu_model()}, {_cpu_count()} cores"

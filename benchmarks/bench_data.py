@@ -38,7 +38,9 @@ from keras_siamese import ClassBalancedDataset, PairDataset, TripletDataset
 
 
 def load(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    if path and Path(path).exists():
+    if path:
+        if not Path(path).is_file():
+            raise SystemExit(f"--data {path}: no such file")
         with np.load(path) as data:
             x = data["x_train"].reshape(len(data["x_train"]), -1)
             y = data["y_train"]
@@ -49,12 +51,16 @@ def load(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def seed_create_batch(x_train, y_train, batch_size):
-    """The seed notebook's `create_batch`, kept as it was (the baseline)."""
+    """The seed notebook's `create_batch`, kept as it was (the baseline).
+
+    One change: the notebook drew anchors from a hard-coded 60,000 rows; here
+    from `len(x_train)`, so that the script also runs on other data.
+    """
     anchors = np.zeros((batch_size, 784))
     positives = np.zeros((batch_size, 784))
     negatives = np.zeros((batch_size, 784))
     for i in range(0, batch_size):
-        index = random.randint(0, 60000 - 1)
+        index = random.randint(0, len(x_train) - 1)
         anc = x_train[index]
         y = y_train[index]
         indices_pos = np.squeeze(np.where(y_train == y))

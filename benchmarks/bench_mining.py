@@ -1,8 +1,9 @@
 """Time and peak memory of the online triplet miners against the batch size.
 
 For every mining mode and batch size, each implementation runs in a fresh
-subprocess, so the peak resident memory (`ru_maxrss`) of one configuration is
-not hidden by an earlier, larger one:
+subprocess, so the peak memory of one configuration is not hidden by an
+earlier, larger one (on a CPU the growth of the resident memory,
+`ru_maxrss`; on an accelerator the backend's peak allocation there):
 
 - `keras_siamese`: `online_triplet_loss` plus its gradient on the backend in
   `KERAS_BACKEND` (jitted on JAX, a `tf.function` on TensorFlow, eager on
@@ -13,7 +14,9 @@ not hidden by an earlier, larger one:
 - `numpy`: an `O(B^2)`-memory NumPy loop over anchors (forward only, no
   gradient), also a check of the loss value; its peak is `tracemalloc`'s.
 
-Prints a table and writes `benchmarks/results/bench_mining_<backend>.json`.
+Inputs are placed on the device before the clock starts, and the clock stops
+once the loss and gradient are back on the host. Prints a table and writes
+`benchmarks/results/mining-<backend>.json`.
 
     KERAS_BACKEND=jax python benchmarks/bench_mining.py
     KERAS_BACKEND=torch python benchmarks/bench_mining.py --sizes 256 1024 4096
@@ -23,19 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
 MODES = ("batch_hard", "batch_all", "semi_hard")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_batch(size: int, dim: int, per_class: int, seed: int = 0):
@@ -116,12 +115,12 @@ def value_and_grad_runner(fn, x):
     if backend == "jax":
         import jax
 
+        x = jax.device_put(x)
         compiled = jax.jit(jax.value_and_grad(fn)).lower(x).compile()
         prepare = time.perf_counter() - start
 
         def run():
             value, grad = compiled(x)
-            grad.block_until_ready()
             return float(value), np.asarray(grad)
 
         return prepare, run
@@ -148,11 +147,14 @@ def value_and_grad_runner(fn, x):
     if backend == "torch":
         import torch
 
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        on_device = torch.from_numpy(x).to(device)
+
         def run():
-            e = torch.tensor(x, requires_grad=True)
+            e = on_device.detach().requires_grad_()
             value = fn(e)
             (grad,) = torch.autograd.grad(value, [e])
-            return float(value), grad.numpy()
+            return float(value), grad.cpu().numpy()
 
         return 0.0, run
     raise SystemExit(f"unsupported backend {backend!r}")
@@ -170,6 +172,8 @@ def worker(impl: str, mode: str, size: int, args) -> dict:
             times.append(time.perf_counter() - start)
         peak = tracemalloc.get_traced_memory()[1]
         return {"value": value, "seconds": min(times), "peak_mib": peak / 2**20}
+    import _common as common
+
     from keras_siamese import online_triplet_loss
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -189,13 +193,16 @@ def worker(impl: str, mode: str, size: int, args) -> dict:
         value, grad = run()
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    device_peak = common.accelerator_peak_bytes()
     return {
         "value": value,
         "seconds": min(times),
         "compile_seconds": prepare,
         "grad_finite": bool(np.isfinite(grad).all()),
         "peak_rss_mib": peak / 1024,
-        "peak_mib": (peak - baseline) / 1024,
+        "peak_mib": (
+            (peak - baseline) / 1024 if device_peak is None else device_peak / 2**20
+        ),
     }
 
 
@@ -222,6 +229,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-limit-gib", type=float, default=2.0)
     parser.add_argument("--skip-numpy", action="store_true")
+    parser.add_argument("--no-json", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODE", "SIZE"))
     args = parser.parse_args()
     if args.worker:
@@ -229,22 +237,26 @@ def main() -> None:
         print(json.dumps(worker(impl, mode, int(size), args)))
         return
 
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    header = (
+    import _common as common
+
+    common.header("Online triplet mining: time and peak memory")
+    columns = (
         f"{'mode':<11}{'B':>6}  {'impl':<14}{'loss+grad s':>12}{'compile s':>10}"
         f"{'peak MiB':>10}{'loss':>12}"
     )
-    print(
-        f"backend={backend}  dim={args.dim}  {args.per_class} per class  "
-        f"margin={args.margin}  {os.cpu_count()} CPUs  {platform.processor() or ''}"
+    peak = (
+        "peak allocation on the accelerator"
+        if common.accelerator()
+        else "RSS growth over the process after imports"
     )
     print(
-        "peak MiB: RSS growth over the process after imports (backends), "
-        "tracemalloc peak (numpy); numpy times the forward pass only"
+        f"dim={args.dim}, {args.per_class} per class, margin={args.margin}\n"
+        f"peak MiB: {peak} (backends), tracemalloc peak (numpy); numpy times the "
+        "forward pass only, on the CPU\n"
     )
-    print(header)
-    print("-" * len(header))
-    rows = []
+    print(columns)
+    print("-" * len(columns))
+    rows, failed = [], 0
     for mode in args.modes:
         for size in args.sizes:
             impls = ["keras_siamese", "naive"] + ([] if args.skip_numpy else ["numpy"])
@@ -254,15 +266,7 @@ def main() -> None:
                     result = {"skipped": f"(B,B,B) tensors ~{cubic_gib:.0f} GiB"}
                 else:
                     result = run_config(impl, mode, size, args)
-                rows.append(
-                    {
-                        "backend": backend,
-                        "mode": mode,
-                        "batch": size,
-                        "impl": impl,
-                        **result,
-                    }
-                )
+                rows.append({"mode": mode, "batch": size, "impl": impl, **result})
                 if "seconds" in result:
                     print(
                         f"{mode:<11}{size:>6}  {impl:<14}{result['seconds']:>12.3f}"
@@ -270,20 +274,22 @@ def main() -> None:
                         f"{result['peak_mib']:>10.0f}{result['value']:>12.6f}"
                     )
                 else:
+                    failed += "error" in result
                     reason = result.get("skipped") or result.get("error")
                     print(f"{mode:<11}{size:>6}  {impl:<14}  skipped: {reason}")
                 sys.stdout.flush()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench_mining_{backend}.json"
-    meta = {
-        "dim": args.dim,
-        "per_class": args.per_class,
-        "margin": args.margin,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {path}")
+    common.write_json(
+        "mining",
+        {
+            "dim": args.dim,
+            "per_class": args.per_class,
+            "margin": args.margin,
+            "rows": rows,
+        },
+        enabled=not args.no_json,
+    )
+    if failed:
+        raise SystemExit(f"{failed} configuration(s) failed; see the table.")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,12 @@ Run (the backend is chosen as for Keras):
 from __future__ import annotations
 
 import argparse
-import itertools
-import time
+import collections
 from collections.abc import Callable
 from typing import Any
 
 import _common as common
+import _native as native
 import keras
 import numpy as np
 from keras import ops
@@ -57,13 +57,8 @@ from keras_siamese.losses import ContrastiveLoss
 from keras_siamese.metrics import PairAccuracy
 
 SEED_PAIRS = 108_400
-HIDDEN = 128
-DEPTH = 3
 DROPOUT = 0.1
-LEARNING_RATE = 1e-3
-RHO = 0.9
-EPSILON = 1e-7
-VARIANTS = ("a_keras", "b_package", "b_arrays", "c_native")
+VARIANTS = ("a_keras", "b_package", "b_arrays", "c_native", "d_matmuls")
 # `build_package_model` arguments of the PairDataset-fed package variants.
 PACKAGE_VARIANTS = {
     "b_package": {},
@@ -133,15 +128,17 @@ def recipe_accuracy(y_true: Any, y_pred: Any) -> Any:
 
 def _encoder_layers() -> list:
     layers = [keras.layers.Flatten()]
-    for depth in range(DEPTH):
-        layers.append(keras.layers.Dense(HIDDEN, activation="relu"))
-        if depth < DEPTH - 1 and DROPOUT > 0:
+    for depth in range(native.DEPTH):
+        layers.append(keras.layers.Dense(native.HIDDEN, activation="relu"))
+        if depth < native.DEPTH - 1 and DROPOUT > 0:
             layers.append(keras.layers.Dropout(DROPOUT))
     return layers
 
 
 def _optimizer() -> keras.optimizers.Optimizer:
-    return keras.optimizers.RMSprop(LEARNING_RATE, rho=RHO, epsilon=EPSILON)
+    return keras.optimizers.RMSprop(
+        native.LEARNING_RATE, rho=native.RHO, epsilon=native.EPSILON
+    )
 
 
 def build_recipe_model(input_shape: tuple) -> keras.Model:
@@ -190,199 +187,71 @@ def keras_runner(
     return lambda: common.fit_epoch(model, **data())
 
 
-def timed(epoch: Callable[[], Any]) -> Callable[[], tuple[float, float]]:
-    """Wall and CPU seconds of `epoch()`, which returns what to wait for."""
-
-    def run() -> tuple[float, float]:
-        start = (time.perf_counter(), time.process_time())
-        common.sync(epoch())
-        return time.perf_counter() - start[0], time.process_time() - start[1]
-
-    return run
+# TensorFlow graph operations that move or name values but compute nothing.
+TF_BOOKKEEPING_OPS = {"Const", "Identity", "IdentityN", "NoOp", "Placeholder"}
 
 
-def glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
+def step_cost(model: keras.Model, batch: Any) -> dict[str, int]:
+    """The work of one training step of `model` on `batch`, counted, not timed.
 
-
-def initial_weights(features: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    sizes = [features] + [HIDDEN] * DEPTH
-    return [
-        (glorot(rng, fan_in, fan_out), np.zeros(fan_out, np.float32))
-        for fan_in, fan_out in itertools.pairwise(sizes)
-    ]
-
-
-def native_jax(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch: int):
-    """Variant c on JAX: a `jax.jit` train step, RMSprop written out."""
-    import jax
-    import jax.numpy as jnp
-
-    pairs = len(labels)
-    left = jnp.asarray(x1.reshape(pairs, -1))
-    right = jnp.asarray(x2.reshape(pairs, -1))
-    targets = jnp.asarray(labels)
-    params = [tuple(map(jnp.asarray, p)) for p in initial_weights(left.shape[1])]
-    velocities = jax.tree.map(jnp.zeros_like, params)
-
-    def encode(params, h, key):
-        for depth, (kernel, bias) in enumerate(params):
-            h = jax.nn.relu(h @ kernel + bias)
-            if depth < DEPTH - 1 and DROPOUT > 0:
-                key, sub = jax.random.split(key)
-                keep = jax.random.bernoulli(sub, 1.0 - DROPOUT, h.shape)
-                h = jnp.where(keep, h / (1.0 - DROPOUT), 0.0)
-        return h
-
-    def loss_fn(params, a, b, y, key):
-        key_a, key_b = jax.random.split(key)
-        squares = jnp.sum(
-            jnp.square(encode(params, a, key_a) - encode(params, b, key_b)), axis=1
-        )
-        d = jnp.sqrt(jnp.maximum(squares, EPSILON))
-        return jnp.mean(y * d**2 + (1.0 - y) * jnp.maximum(1.0 - d, 0.0) ** 2)
-
-    @jax.jit
-    def step(params, velocities, rows, key):
-        loss, grads = jax.value_and_grad(loss_fn)(
-            params, left[rows], right[rows], targets[rows], key
-        )
-        velocities = jax.tree.map(
-            lambda v, g: RHO * v + (1.0 - RHO) * g * g, velocities, grads
-        )
-        params = jax.tree.map(
-            lambda p, g, v: p - LEARNING_RATE * g / (jnp.sqrt(v) + EPSILON),
-            params,
-            grads,
-            velocities,
-        )
-        return params, velocities, loss
-
-    state = {"params": params, "velocities": velocities}
-    key = jax.random.PRNGKey(0)
-    order = np.random.default_rng(1)
-
-    def epoch() -> Any:
-        nonlocal key
-        permutation = order.permutation(pairs)
-        p, v = state["params"], state["velocities"]
-        for s in range(pairs // batch):
-            key, sub = jax.random.split(key)
-            p, v, _ = step(p, v, permutation[s * batch : (s + 1) * batch], sub)
-        state["params"], state["velocities"] = p, v
-        return p
-
-    return timed(epoch)
-
-
-def native_torch(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch: int):
-    """Variant c on PyTorch: an eager loop with `torch.optim.RMSprop`."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pairs = len(labels)
-    left = torch.from_numpy(x1.reshape(pairs, -1)).to(device)
-    right = torch.from_numpy(x2.reshape(pairs, -1)).to(device)
-    targets = torch.from_numpy(labels).to(device)
-    layers: list = []
-    for depth, (kernel, bias) in enumerate(initial_weights(left.shape[1])):
-        linear = torch.nn.Linear(*kernel.shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(kernel.T))
-            linear.bias.copy_(torch.from_numpy(bias))
-        layers += [linear, torch.nn.ReLU()]
-        if depth < DEPTH - 1 and DROPOUT > 0:
-            layers.append(torch.nn.Dropout(DROPOUT))
-    encoder = torch.nn.Sequential(*layers).to(device).train()
-    optimizer = torch.optim.RMSprop(
-        encoder.parameters(), lr=LEARNING_RATE, alpha=RHO, eps=EPSILON
-    )
-    order = torch.Generator().manual_seed(1)
-
-    def epoch() -> None:
-        permutation = torch.randperm(pairs, generator=order).to(device)
-        for s in range(pairs // batch):
-            rows = permutation[s * batch : (s + 1) * batch]
-            y = targets[rows]
-            squares = torch.sum(
-                torch.square(encoder(left[rows]) - encoder(right[rows])), dim=1
-            )
-            d = torch.sqrt(torch.clamp(squares, min=EPSILON))
-            loss = torch.mean(y * d**2 + (1.0 - y) * torch.clamp(1.0 - d, min=0.0) ** 2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    return timed(epoch)
-
-
-def native_tensorflow(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, batch: int):
-    """Variant c on TensorFlow: a `tf.function` step, RMSprop written out.
-
-    XLA is used where Keras' `jit_compile="auto"` would use it (not on CPU).
+    JAX: FLOPs and bytes accessed of the compiled step, from XLA's cost
+    analysis. TensorFlow: operations in the step's graph (all, and those that
+    compute). PyTorch (eager): ATen operations dispatched and Python function
+    calls made. Unlike a timing, these counts do not depend on the machine's
+    load, so they show whether two models do the same work.
     """
-    import tensorflow as tf
+    data = keras.tree.map_structure(ops.convert_to_tensor, batch)
+    name = common.backend()
+    if name == "jax":
+        import jax
 
-    pairs = len(labels)
-    left = tf.constant(x1.reshape(pairs, -1))
-    right = tf.constant(x2.reshape(pairs, -1))
-    targets = tf.constant(labels)
-    params = [
-        (tf.Variable(kernel), tf.Variable(bias))
-        for kernel, bias in initial_weights(left.shape[1])
-    ]
-    flat = [v for pair in params for v in pair]
-    velocities = [tf.Variable(tf.zeros_like(v)) for v in flat]
-
-    def encode(h):
-        for depth, (kernel, bias) in enumerate(params):
-            h = tf.nn.relu(tf.matmul(h, kernel) + bias)
-            if depth < DEPTH - 1 and DROPOUT > 0:
-                h = tf.nn.dropout(h, rate=DROPOUT)
-        return h
-
-    @tf.function(jit_compile=bool(common.accelerator()))
-    def step(rows):
-        y = tf.gather(targets, rows)
-        with tf.GradientTape() as tape:
-            squares = tf.reduce_sum(
-                tf.square(
-                    encode(tf.gather(left, rows)) - encode(tf.gather(right, rows))
-                ),
-                axis=1,
+        state = tuple(
+            [v.value for v in variables]
+            for variables in (
+                model.trainable_variables,
+                model.non_trainable_variables,
+                model.optimizer.variables,
+                model.metrics_variables,
             )
-            d = tf.sqrt(tf.maximum(squares, EPSILON))
-            loss = tf.reduce_mean(
-                y * d**2 + (1.0 - y) * tf.square(tf.maximum(1.0 - d, 0.0))
-            )
-        grads = tape.gradient(loss, flat)
-        for variable, velocity, grad in zip(flat, velocities, grads):
-            velocity.assign(RHO * velocity + (1.0 - RHO) * tf.square(grad))
-            variable.assign_sub(LEARNING_RATE * grad / (tf.sqrt(velocity) + EPSILON))
-        return loss
+        )
+        analysis = jax.jit(model.train_step).lower(state, data).compile()
+        analysis = analysis.cost_analysis()
+        if isinstance(analysis, list):  # older JAX: one dict per computation
+            analysis = analysis[0]
+        return {
+            "XLA FLOPs": int(analysis["flops"]),
+            "XLA bytes accessed": int(analysis["bytes accessed"]),
+        }
+    if name == "tensorflow":
+        import tensorflow as tf
 
-    order = np.random.default_rng(1)
+        graph = tf.function(model.train_step).get_concrete_function(data).graph
+        kinds = collections.Counter(op.type for op in graph.get_operations())
+        computing = sum(
+            n for kind, n in kinds.items() if kind not in TF_BOOKKEEPING_OPS
+        )
+        return {"graph ops": sum(kinds.values()), "computing ops": computing}
+    import cProfile
+    import pstats
 
-    def epoch() -> None:
-        permutation = tf.constant(order.permutation(pairs))
-        for s in range(pairs // batch):
-            loss = step(permutation[s * batch : (s + 1) * batch])
-        # Reading the last loss waits for every queued step.
-        loss.numpy()
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    return timed(epoch)
+    class CountOps(TorchDispatchMode):
+        count = 0
 
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountOps.count += 1
+            return func(*args, **(kwargs or {}))
 
-NATIVE = {"jax": native_jax, "torch": native_torch, "tensorflow": native_tensorflow}
-
-
-def forward_flops_per_pair(features: int) -> int:
-    """Matmul FLOPs of one pair's forward pass (two encoder calls)."""
-    sizes = [features] + [HIDDEN] * DEPTH
-    macs = sum(a * b for a, b in itertools.pairwise(sizes))
-    return 2 * 2 * macs
+    profile = cProfile.Profile()
+    with CountOps():
+        profile.enable()
+        model.train_step(data)
+        profile.disable()
+    return {
+        "ATen ops": CountOps.count,
+        "Python calls": pstats.Stats(profile).total_calls,
+    }
 
 
 def main() -> None:
@@ -439,24 +308,44 @@ def main() -> None:
     pair_dataset = PairDataset(x, y, batch_size=batch, steps_per_epoch=steps, seed=0)
     arrays = {"x": [x1, x2], "y": labels, "batch_size": batch, "shuffle": True}
     runners: dict[str, Callable[[], tuple[float, float]]] = {}
+    # The Keras models whose step work is counted, each with one batch.
+    counted: dict[str, tuple[keras.Model, Any]] = {}
     for name in variants:
         if name == "a_keras":
             model = build_recipe_model(input_shape)
             runners[name] = keras_runner(model, lambda: arrays)
+            counted[name] = (model, ([x1[:batch], x2[:batch]], labels[:batch]))
         elif name in PACKAGE_VARIANTS:
             model = build_package_model(input_shape, **PACKAGE_VARIANTS[name])
             runners[name] = keras_runner(model, lambda: {"x": pair_dataset})
+            if name != "b_jit":  # counted as the eager step it compiles
+                counted[name] = (model, pair_dataset[0])
         elif name == "b_arrays":
             model = build_package_model(input_shape)
             runners[name] = keras_runner(model, lambda: arrays)
         elif name == "c_native":
-            runners[name] = NATIVE[common.backend()](x1, x2, labels, batch)
+            runners[name] = native.training_loop(x1, x2, labels, batch, DROPOUT)
+        elif name == "d_matmuls":
+            runners[name] = native.matmul_loop(x1, x2, batch)
         else:
             parser.error(f"unknown variant {name!r}")
 
     # Warm-up: compilation, first-call and allocator costs stay out of the rounds.
     for run in runners.values():
         run()
+
+    costs = {name: step_cost(*counted[name]) for name in counted}
+    cost_table = ""
+    if costs:
+        print("Work of one training step (counted, not timed):\n")
+        columns = list(next(iter(costs.values())))
+        cost_table = common.print_table(
+            ["variant", *columns],
+            [
+                [name, *(f"{cost[c]:,}" for c in columns)]
+                for name, cost in costs.items()
+            ],
+        )
 
     wall: dict[str, list[float]] = {name: [] for name in runners}
     cpu: dict[str, list[float]] = {name: [] for name in runners}
@@ -521,6 +410,8 @@ def main() -> None:
             ("b_package", "c_native"),
             ("b_fused", "c_native"),
             ("a_keras", "c_native"),
+            ("b_package", "d_matmuls"),
+            ("c_native", "d_matmuls"),
         ]
         if n in runners and d in runners
     ]
@@ -536,7 +427,8 @@ def main() -> None:
         [[k, v["wall"], v["cpu"]] for k, v in ratios.items()],
     )
 
-    epoch_flops = 3 * forward_flops_per_pair(features) * pairs
+    pair_flops = native.matmul_flops_per_pair(features)
+    epoch_flops = pair_flops * pairs
     rate = common.median(rates)
     fractions = {
         name: common.median([epoch_flops / r / t for r, t in zip(rates, wall[name])])
@@ -548,8 +440,9 @@ def main() -> None:
     }
     print(
         f"Roofline: {epoch_flops / 1e9:.1f} GFLOP per epoch "
-        f"({3 * forward_flops_per_pair(features) / 1e6:.2f} MFLOP per pair, 3x "
-        f"the forward matmuls); float32 matmul rate {rate / 1e9:.0f} GFLOP/s "
+        f"({pair_flops / 1e6:.3f} MFLOP of matmuls per pair: forward, weight "
+        "gradients, and input gradients of all but the first layer); float32 "
+        f"matmul rate {rate / 1e9:.0f} GFLOP/s "
         f"(per round: {', '.join(f'{r / 1e9:.0f}' for r in rates)}), so at best "
         f"{epoch_flops / rate:.2f} s per epoch, "
         f"{epoch_flops / rate * SEED_PAIRS / pairs:.2f} s per recipe epoch. "
@@ -590,9 +483,11 @@ def main() -> None:
             "matmul_flops_per_cpu_second_per_round": cpu_rates,
             "epoch_flops": epoch_flops,
             "ratios": ratios,
+            "step_cost": costs,
             "roofline_fraction": fractions,
             "roofline_fraction_cpu_time": cpu_fractions,
             "tables": {
+                "step_cost": cost_table,
                 "throughput": throughput,
                 "ratios": ratio_table,
                 "roofline": roofline,

@@ -1,0 +1,157 @@
+"""The benchmark scripts run on the current backend and count FLOPs correctly.
+
+Each script runs once as a user runs it, as a subprocess with the smallest
+sizes, so a change to the package or to Keras that breaks one fails here
+rather than in the next benchmark session. Nothing is timed: the scripts'
+tables are checked for their rows, not their numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    """Run `benchmarks/<name>` with `args`; return its output, failing on error."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An `mnist.npz` in the Keras layout, 20 images per class, random pixels."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "mnist.npz"
+    arrays = {}
+    for split, per_class in (("train", 20), ("test", 10)):
+        labels = np.repeat(np.arange(10), per_class)
+        arrays[f"x_{split}"] = rng.integers(0, 256, (len(labels), 28, 28), np.uint8)
+        arrays[f"y_{split}"] = rng.permutation(labels).astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.slow
+def test_bench_training_reports_every_variant_and_ratio(tmp_path: Path) -> None:
+    out = run_script(
+        "bench_training.py",
+        *("--pairs", "256", "--rounds", "1", "--no-json"),
+        cwd=tmp_path,
+    )
+    for variant in ("a_keras", "b_package", "b_arrays", "c_native", "d_matmuls"):
+        assert f"| {variant}" in out
+    for ratio in ("b_package/a_keras", "b_package/c_native", "c_native/d_matmuls"):
+        assert f"| {ratio}" in out
+    assert "Work of one training step" in out
+    assert "1.196 MFLOP of matmuls per pair" in out
+    assert "device: CPU" in out or "device: GPU" in out
+
+
+@pytest.mark.slow
+def test_bench_branches_times_both_ways(tmp_path: Path) -> None:
+    out = run_script(
+        "bench_branches.py",
+        *("--encoders", "mlp", "--steps", "2", "--rounds", "1", "--no-json"),
+        cwd=tmp_path,
+    )
+    assert "| mlp" in out
+    assert "fused speed-up" in out
+
+
+@pytest.mark.slow
+def test_bench_mining_runs_each_implementation(tmp_path: Path) -> None:
+    out = run_script(
+        "bench_mining.py",
+        *("--sizes", "32", "--modes", "semi_hard", "--repeats", "1", "--no-json"),
+        cwd=tmp_path,
+    )
+    rows = [line.split() for line in out.splitlines() if line.startswith("semi_hard")]
+    assert [row[2] for row in rows] == ["keras_siamese", "naive", "numpy"]
+    # Every implementation reports the same loss (last column).
+    losses = [float(row[-1]) for row in rows]
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_data_measures_every_sampler(tmp_path: Path, small_mnist: Path) -> None:
+    out = run_script(
+        "bench_data.py",
+        *("--data", str(small_mnist), "--batch-sizes", "16"),
+        *("--min-time", "0.01", "--repeats", "1", "--out", str(tmp_path / "d.json")),
+        cwd=tmp_path,
+    )
+    first_cells = [line[:9].strip() for line in out.splitlines()]
+    for sampler in ("triplets", "pairs", "P x K"):
+        assert sampler in first_cells
+    assert (tmp_path / "d.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["mnist_contrastive.py", "mnist_triplet.py"])
+def test_reproductions_run_from_a_local_file(
+    script: str, tmp_path: Path, small_mnist: Path
+) -> None:
+    out = run_script(
+        script,
+        *("--data", str(small_mnist), "--epochs", "1", "--verbose", "0", "--no-json"),
+        cwd=tmp_path,
+    )
+    assert f"| {keras.backend.backend()}" in out
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="XLA's cost analysis is read on JAX"
+)
+def test_roofline_flops_match_xla_cost_analysis() -> None:
+    """The roofline's matmul FLOPs per pair agree with XLA's count of the step.
+
+    XLA counts every operation of the forward and backward pass of both
+    branches; the matmuls are all but a few elementwise FLOPs of it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _native as native
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    batch, features = 64, 784
+    params = [
+        tuple(map(jnp.asarray, pair)) for pair in native.initial_weights(features)
+    ]
+
+    def objective(params, a, b):
+        def encode(h):
+            for kernel, bias in params:
+                h = jax.nn.relu(h @ kernel + bias)
+            return h
+
+        return jnp.sum(jnp.square(encode(a) - encode(b)))
+
+    inputs = jnp.ones((batch, features), "float32")
+    compiled = jax.jit(jax.grad(objective)).lower(params, inputs, inputs).compile()
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0]
+    expected = native.matmul_flops_per_pair(features) * batch
+    assert expected <= analysis["flops"] <= 1.02 * expected
