@@ -21,7 +21,9 @@ MNIST-sized images, with the same number of pairs per epoch, by:
   uses neither on a CPU); on JAX it is the default.
 - `c_native`: a loop in the backend's own framework (a `jax.jit` step, a
   PyTorch eager loop with `torch.optim.RMSprop`, a `tf.function` step) on the
-  same arrays, with no Keras in the loop.
+  same arrays, with no Keras in the loop (`_native.py`).
+- `d_matmuls`: only the encoder's forward and backward matmuls, in the
+  backend's own framework: the ceiling of this model with its kernels.
 
 Variants are timed in interleaved rounds (one epoch of each per round, the
 order rotated from round to round) so that they share the machine's
@@ -29,8 +31,9 @@ conditions; the tables report medians over rounds, and the ratios are
 medians of per-round ratios. Each round also
 measures the device's float32 matmul rate, from which the roofline table
 gives the fraction of the compute limit each variant reaches: the epoch's
-FLOPs (3 x the forward matmul FLOPs, for forward and backward) divided by
-the matmul rate, over the measured epoch time.
+matmul FLOPs (`_native.matmul_flops_per_pair`) divided by the matmul rate,
+over the measured epoch time. Before the rounds, the work of one training
+step of each Keras model is counted (`step_cost`), which no load disturbs.
 
 Run (the backend is chosen as for Keras):
 
