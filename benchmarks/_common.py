@@ -354,10 +354,7 @@ def load_images(data: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         x = rng.random((MNIST_TRAIN, *MNIST_SHAPE), dtype=np.float32)
         y = rng.integers(0, 10, MNIST_TRAIN).astype(np.int64)
         return x, y
-    with np.load(data) as archive:
-        x = archive["x_train"].astype(np.float32) / 255.0
-        y = archive["y_train"].astype(np.int64)
-    return x, y
+    return load_mnist(data)[:2]
 
 
 def load_mnist(path: str | None) -> tuple[np.ndarray, ...]:

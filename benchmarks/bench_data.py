@@ -17,8 +17,8 @@ Compares, at each batch size, on MNIST-sized float32 data (60000 x 784):
 Usage:
     KERAS_BACKEND=jax python benchmarks/bench_data.py --data ../shared/datasets/mnist.npz
 
-Without `--data` (or if the file is missing) it uses synthetic data of the
-same shape. Prints a table and writes `benchmarks/results/bench_data.json`.
+Without `--data` it uses synthetic data of the same shape (a missing file is
+an error). Prints a table and writes `benchmarks/results/bench_data.json`.
 """
 
 from __future__ import annotations
@@ -32,22 +32,16 @@ import statistics
 import time
 from pathlib import Path
 
+import _common as common
 import numpy as np
 
 from keras_siamese import ClassBalancedDataset, PairDataset, TripletDataset
 
 
 def load(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    if path:
-        if not Path(path).is_file():
-            raise SystemExit(f"--data {path}: no such file")
-        with np.load(path) as data:
-            x = data["x_train"].reshape(len(data["x_train"]), -1)
-            y = data["y_train"]
-        return (x / 255).astype(np.float32), y, f"MNIST ({path})"
-    rng = np.random.default_rng(0)
-    x = rng.random((60000, 784), dtype=np.float32)
-    return x, rng.integers(0, 10, 60000), "synthetic (60000, 784) float32"
+    x, y = common.load_images(path or "synthetic")
+    source = f"MNIST ({path})" if path else "synthetic (60000, 784) float32"
+    return x.reshape(len(x), -1), y, source
 
 
 def seed_create_batch(x_train, y_train, batch_size):
