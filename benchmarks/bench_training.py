@@ -303,7 +303,8 @@ def main() -> None:
     features = int(np.prod(input_shape))
     print(
         f"{pairs:,} pairs per epoch ({steps} batches of {batch}), data: "
-        f"{args.data}, {args.rounds} rounds, dropout: {DROPOUT}, threads: {args.threads or 'default'}\n",
+        f"{args.data}, {args.rounds} rounds, dropout: {DROPOUT}, "
+        f"threads: {args.threads or 'default'}\n",
         flush=True,
     )
 
