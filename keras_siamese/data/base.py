@@ -75,10 +75,9 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
     to Keras' epoch index on every backend, and is race-free: Keras runs
     callbacks before it starts the workers. Custom loops should call
     `set_epoch()` (or `on_epoch_begin()` and `on_epoch_end()`) themselves.
-    Use the dataset's own
-    `steps_per_epoch` rather than `fit(steps_per_epoch=...)`: with the
-    latter, Keras carries one iterator across epochs, so batches are drawn
-    without regard to epoch boundaries.
+    Use the dataset's own `steps_per_epoch` rather than
+    `fit(steps_per_epoch=...)`: with the latter, Keras carries one iterator
+    across epochs, so batches are drawn without regard to epoch boundaries.
 
     On the TensorFlow backend a dataset is also its own Keras data adapter:
     `fit`, `evaluate` and `predict` read it through `as_tf_dataset()`, a
