@@ -12,6 +12,7 @@ from keras_siamese import (
     EuclideanDistance,
     ManhattanDistance,
     cosine_distance,
+    distances,
     euclidean_distance,
     manhattan_distance,
     paired_distances,
@@ -181,13 +182,18 @@ def test_euclidean_gradient_matches_numpy_away_from_zero():
     np.testing.assert_allclose(grad_b, -expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean", "cosine"])
+ALL_DISTANCES = ["euclidean", "squared_euclidean", "cosine", "manhattan"]
+
+
+@pytest.mark.parametrize("metric", ALL_DISTANCES)
 @given(x=embedding_batches())
 def test_pairwise_distances_match_numpy(metric, x):
     a, b = x[:, None, :], x[None, :, :]
     if metric == "cosine":
         expected = np_cosine(np.broadcast_to(a, (len(x), *x.shape)), b)[..., 0]
         np.fill_diagonal(expected, 0.0)
+    elif metric == "manhattan":
+        expected = np_manhattan(a, b)[..., 0]
     else:
         expected = np_euclidean(a, b)[..., 0]
         if metric == "squared_euclidean":
@@ -201,6 +207,8 @@ def test_pairwise_distances_match_numpy(metric, x):
         norms = np.linalg.norm(x, axis=1)
         keep = np.outer(norms > 1e-2, norms > 1e-2)
         np.testing.assert_allclose(actual[keep], expected[keep], atol=1e-4)
+    elif metric == "manhattan":
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
     else:
         # The Gram-matrix form loses absolute precision ~ eps * ||x||^2.
         scale = 1 + (x.astype("float64") ** 2).sum(1).max()
@@ -208,7 +216,7 @@ def test_pairwise_distances_match_numpy(metric, x):
         np.testing.assert_allclose(actual, expected, atol=atol)
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean", "cosine"])
+@pytest.mark.parametrize("metric", ALL_DISTANCES)
 @given(x=embedding_batches())
 def test_pairwise_gradient_finite_with_duplicates(metric, x):
     x = np.concatenate([x, x[:1]])  # guarantees an off-diagonal zero distance
@@ -218,13 +226,84 @@ def test_pairwise_gradient_finite_with_duplicates(metric, x):
     assert np.isfinite(grad).all()
 
 
-def test_paired_distances_agree_with_pairwise_rows():
+@pytest.mark.parametrize("distance", ["euclidean", "manhattan"])
+def test_gradient_between_identical_rows_is_zero(distance):
+    # A zero subgradient (not JAX's 1 for `abs`): nothing pushes two equal
+    # embeddings apart in an arbitrary direction.
+    x = np.array([[1.0, -2.0, 3.0], [1.0, -2.0, 3.0]], "float32")
+    _, (grad,) = value_and_grad(
+        lambda e: keras.ops.sum(pairwise_distances(e, distance)), x
+    )
+    np.testing.assert_array_equal(grad, 0.0)
+    _, grads = value_and_grad(
+        lambda a, b: keras.ops.sum(paired_distances(a, b, distance)), x, x
+    )
+    for grad in grads:
+        np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("distance", ALL_DISTANCES)
+def test_paired_distances_agree_with_pairwise_rows(distance):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(5, 3)).astype("float32")
-    for metric in ("euclidean", "squared_euclidean", "cosine"):
-        row = to_numpy(paired_distances(x, np.roll(x, 1, axis=0), metric))
-        full = to_numpy(pairwise_distances(x, metric))
-        np.testing.assert_allclose(row, full[np.arange(5), np.arange(-1, 4)], atol=1e-4)
+    row = to_numpy(paired_distances(x, np.roll(x, 1, axis=0), distance))
+    full = to_numpy(pairwise_distances(x, distance))
+    np.testing.assert_allclose(row, full[np.arange(5), np.arange(-1, 4)], atol=1e-4)
+
+
+@pytest.mark.parametrize("distance", ALL_DISTANCES)
+def test_pairwise_against_references_matches_paired(distance):
+    rng = np.random.default_rng(4)
+    queries = rng.normal(size=(4, 6)).astype("float32")
+    references = rng.normal(size=(7, 6)).astype("float32")
+    full = to_numpy(pairwise_distances(queries, distance, references=references))
+    assert full.shape == (4, 7)
+    for i in range(4):
+        row = to_numpy(
+            paired_distances(
+                np.repeat(queries[i : i + 1], 7, axis=0), references, distance
+            )
+        )
+        np.testing.assert_allclose(full[i], row, rtol=1e-4, atol=1e-4)
+    same = to_numpy(distances.get(distance).pairwise(queries, queries))
+    # Against itself passed as references there is no forced zero diagonal,
+    # only round-off.
+    assert np.abs(np.diag(same)).max() < 1e-3
+
+
+def test_manhattan_pairwise_is_built_in_feature_slices(monkeypatch):
+    # Slices of one feature at a time give the same distances.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 5)).astype("float32")
+    whole = to_numpy(pairwise_distances(x, "manhattan"))
+    monkeypatch.setattr(distances, "_MANHATTAN_CHUNK_ELEMENTS", 1)
+    np.testing.assert_allclose(
+        to_numpy(pairwise_distances(x, "manhattan")), whole, rtol=1e-6
+    )
+
+
+def test_get_resolves_every_name_and_refuses_others():
+    for name in ALL_DISTANCES:
+        assert distances.get(name).name == name
+        assert distances.get(distances.get(name)) is distances.get(name)
+    with pytest.raises(ValueError, match="chebyshev"):
+        distances.get("chebyshev")
+    with pytest.raises(TypeError, match="distance"):
+        distances.get(None)
+
+
+def test_metric_keyword_still_works_with_a_deprecation_warning():
+    x = np.random.default_rng(6).normal(size=(4, 3)).astype("float32")
+    with pytest.warns(DeprecationWarning, match="metric"):
+        old = to_numpy(pairwise_distances(x, metric="cosine"))
+    np.testing.assert_array_equal(old, to_numpy(pairwise_distances(x, "cosine")))
+    with pytest.warns(DeprecationWarning, match="distance="):
+        old = to_numpy(paired_distances(x, x[::-1], metric="manhattan"))
+    np.testing.assert_array_equal(
+        old, to_numpy(paired_distances(x, x[::-1], distance="manhattan"))
+    )
+    with pytest.raises(TypeError, match="both"), pytest.warns(DeprecationWarning):
+        pairwise_distances(x, "cosine", metric="euclidean")
 
 
 @pytest.mark.parametrize(
@@ -266,8 +345,9 @@ def test_layers_compute_in_float32_under_mixed_precision(layer_cls, policy):
     half = "float16" if policy == "mixed_float16" else "bfloat16"
     layer = layer_cls()
     out = layer([keras.ops.cast(a, half), keras.ops.cast(b, half)])
-    assert keras.backend.standardize_dtype(out.dtype) == "float32"
-    out = to_numpy(out)
+    # Computed in float32, returned in the policy's compute dtype.
+    assert keras.backend.standardize_dtype(out.dtype) == half
+    out = to_numpy(out).astype("float32")
     # Squares of these values overflow float16 (max 65504): float32 math is needed.
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, expected, rtol=2e-2, atol=2e-2)
@@ -293,9 +373,13 @@ def test_bad_arguments_are_named():
         EuclideanDistance(epsilon=float("nan"))
     with pytest.raises(TypeError, match="epsilon"):
         EuclideanDistance(epsilon="small")
-    with pytest.raises(ValueError, match="metric"):
-        pairwise_distances(np.zeros((2, 2)), "manhattan")
+    with pytest.raises(ValueError, match=r"distance.*chebyshev"):
+        pairwise_distances(np.zeros((2, 2)), "chebyshev")
     with pytest.raises(ValueError, match="2-D"):
         pairwise_distances(np.zeros((2, 2, 2)))
-    with pytest.raises(TypeError, match="metric"):
-        paired_distances(np.zeros((2, 2)), np.zeros((2, 2)), metric=None)
+    with pytest.raises(ValueError, match="2-D"):
+        pairwise_distances(np.zeros((2, 2)), references=np.zeros(2))
+    with pytest.raises(ValueError, match="same embedding size"):
+        pairwise_distances(np.zeros((2, 2)), references=np.zeros((3, 4)))
+    with pytest.raises(TypeError, match="distance"):
+        paired_distances(np.zeros((2, 2)), np.zeros((2, 2)), distance=None)

@@ -62,6 +62,8 @@ def np_distances(queries, gallery, metric):
             if metric == "cosine":
                 q1 = q / max(np.linalg.norm(q), 1e-6)
                 out[i, j] = 1.0 - q1 @ (g / max(np.linalg.norm(g), 1e-6))
+            elif metric == "manhattan":
+                out[i, j] = np.abs(q - g).sum()
             else:
                 s = ((q - g) ** 2).sum()
                 out[i, j] = s if metric == "squared_euclidean" else np.sqrt(s)
@@ -122,7 +124,7 @@ def retrieval_sets(draw, with_gallery):
 
 
 @pytest.mark.parametrize("with_gallery", [False, True])
-@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean"])
+@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean", "manhattan"])
 @given(data=st.data())
 def test_retrieval_matches_brute_force_with_ties(with_gallery, metric, data):
     # Integer grids make exact ties common; ties are broken by gallery order.
@@ -139,10 +141,10 @@ def test_cosine_retrieval_matches_brute_force():
     rng = np.random.default_rng(0)
     x, labels = rng.normal(size=(40, 5)), rng.integers(0, 4, 40)
     for k in (1, 5):
-        assert recall_at_k(x, labels, k, metric="cosine") == pytest.approx(
+        assert recall_at_k(x, labels, k, distance="cosine") == pytest.approx(
             reference_recall(x, labels, k, None, None, "cosine")
         )
-    assert map_at_r(x, labels, metric="cosine") == pytest.approx(
+    assert map_at_r(x, labels, distance="cosine") == pytest.approx(
         reference_map(x, labels, None, None, "cosine")
     )
 
@@ -168,6 +170,17 @@ def test_large_set_is_evaluated_in_chunks():
     )
 
 
+def test_metric_keyword_still_works_with_a_deprecation_warning():
+    rng = np.random.default_rng(0)
+    x, labels = rng.normal(size=(20, 3)), rng.integers(0, 3, 20)
+    with pytest.warns(DeprecationWarning, match="recall_at_k.*distance="):
+        old = recall_at_k(x, labels, 2, metric="cosine")
+    assert old == recall_at_k(x, labels, 2, distance="cosine")
+    with pytest.warns(DeprecationWarning, match="map_at_r"):
+        old = map_at_r(x, labels, metric="manhattan")
+    assert old == map_at_r(x, labels, distance="manhattan")
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="one value per pair"):
         verification_accuracy([0.1, 0.2], [1])
@@ -178,7 +191,7 @@ def test_bad_inputs_raise():
         recall_at_k(x, labels)
     with pytest.raises(ValueError, match="`k`"):
         recall_at_k(x, labels, k=0)
-    with pytest.raises(ValueError, match="metric"):
-        map_at_r(x, labels, metric="manhattan")
+    with pytest.raises(ValueError, match="distance"):
+        map_at_r(x, labels, distance="chebyshev")
     with pytest.raises(ValueError, match="gallery"):
         map_at_r(x, labels, gallery_embeddings=x)

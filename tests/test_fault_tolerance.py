@@ -1,9 +1,9 @@
 """Lose no progress: exact resume with BackupAndRestore, and checkpoint reloads.
 
 Resuming is exact because every batch of the package's datasets is a pure
-function of `(seed, epoch, index)`: a resumed run only has to tell the
-dataset which epoch Keras is in (`set_epoch`), and it then sees the very
-batches the uninterrupted run saw. `fit(shuffle=False)` keeps Keras from
+function of `(seed, epoch, index)` and, inside `fit`, the datasets draw the
+epoch Keras is in: a resumed run sees the very batches the uninterrupted run
+saw, with no callback of the package's. `fit(shuffle=False)` keeps Keras from
 reordering the batches of an epoch with the global random state, which a
 restart does not restore (the batches are random draws already). The models
 here have no dropout, and
@@ -25,6 +25,7 @@ from keras_siamese import (
     EuclideanDistance,
     ManhattanDistance,
     SiameseWrapper,
+    _keras_compat,
 )
 from keras_siamese.data import PairDataset
 from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
@@ -53,11 +54,6 @@ class InterruptAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.current_epoch == self.interrupt_epoch and batch == self.interrupt_batch:
             raise Interrupt(f"interrupted in epoch {self.current_epoch}")
-
-
-def _epoch_sync(dataset: PairDataset) -> keras.callbacks.Callback:
-    """Keep the dataset's epoch equal to Keras' epoch, also after a restore."""
-    return EpochSync(dataset)
 
 
 def _pair_data() -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +101,6 @@ def uninterrupted() -> list[np.ndarray]:
         epochs=EPOCHS,
         shuffle=False,
         verbose=0,
-        callbacks=[_epoch_sync(dataset)],
     )
     return _weights(model)
 
@@ -115,7 +110,7 @@ def _interrupted_then_resumed(backup_dir, sync: bool) -> list[np.ndarray]:
     model = _pair_model()
     callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir))]
     if sync:
-        callbacks.append(_epoch_sync(dataset))
+        callbacks.append(EpochSync(dataset))
     with pytest.raises(Interrupt):
         model.fit(
             dataset,
@@ -130,7 +125,7 @@ def _interrupted_then_resumed(backup_dir, sync: bool) -> list[np.ndarray]:
     model = _pair_model()
     callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir))]
     if sync:
-        callbacks.append(_epoch_sync(dataset))
+        callbacks.append(EpochSync(dataset))
     history = model.fit(
         dataset, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks
     )
@@ -140,23 +135,31 @@ def _interrupted_then_resumed(backup_dir, sync: bool) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_backup_and_restore_resumes_to_the_same_weights(uninterrupted, tmp_path):
-    resumed = _interrupted_then_resumed(tmp_path / "backup", sync=True)
+@pytest.mark.parametrize("sync", [False, True], ids=["alone", "with-EpochSync"])
+def test_backup_and_restore_resumes_to_the_same_weights(uninterrupted, tmp_path, sync):
+    resumed = _interrupted_then_resumed(tmp_path / "backup", sync=sync)
     assert len(resumed) == len(uninterrupted)
     for got, expected in zip(resumed, uninterrupted):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_resume_without_epoch_sync_replays_the_wrong_batches(uninterrupted, tmp_path):
-    # Control: a fresh dataset restarts at epoch 0 while Keras resumes at
-    # epoch 2, so the resumed run trains on other batches and ends elsewhere.
-    # This is why the recipe (docs/robustness.md) calls `set_epoch`.
+def test_resume_without_the_link_to_fit_replays_the_wrong_batches(
+    uninterrupted, tmp_path, monkeypatch
+):
+    # Control: where the datasets cannot see Keras' epoch (the fallback of
+    # `_keras_compat.fit_epoch`), a fresh dataset restarts at epoch 0 while
+    # Keras resumes at epoch 2, so the resumed run trains on other batches
+    # and ends elsewhere; `EpochSync` is what mends that.
+    monkeypatch.setattr(_keras_compat, "fit_epoch", lambda: None)
     resumed = _interrupted_then_resumed(tmp_path / "backup", sync=False)
     assert any(
         not np.allclose(got, expected, rtol=1e-6, atol=1e-6)
         for got, expected in zip(resumed, uninterrupted)
     )
+    synced = _interrupted_then_resumed(tmp_path / "backup-synced", sync=True)
+    for got, expected in zip(synced, uninterrupted):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------------------------
@@ -178,8 +181,8 @@ def _encoder(name: str) -> keras.Model:
 def everything_model() -> keras.Model:
     """Three inputs (anchor, positive, negative) and one output per loss.
 
-    Each wrapper has its own encoder: an encoder shared by several wrappers
-    does not reload yet (see `test_encoder_shared_by_two_wrappers_reloads`).
+    Each wrapper has its own encoder (an encoder shared by several wrappers
+    is tested by `test_encoder_shared_by_two_wrappers_reloads`).
     """
     anchor, positive, negative = (keras.Input((6,), name=n) for n in "apn")
     pair = [anchor, positive]

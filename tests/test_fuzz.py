@@ -289,7 +289,9 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable]] = {
         lambda **kwargs: recall_at_k(*_xy(), **kwargs),
         {
             "k": st.integers(1, 5),
-            "metric": st.sampled_from(["euclidean", "squared_euclidean", "cosine"]),
+            "distance": st.sampled_from(
+                ["euclidean", "squared_euclidean", "cosine", "manhattan"]
+            ),
         },
         lambda value: np.asarray(value),
     ),
@@ -308,7 +310,11 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable]] = {
     ),
     "map_at_r": (
         lambda **kwargs: map_at_r(*_xy(), **kwargs),
-        {"metric": st.sampled_from(["euclidean", "squared_euclidean", "cosine"])},
+        {
+            "distance": st.sampled_from(
+                ["euclidean", "squared_euclidean", "cosine", "manhattan"]
+            )
+        },
         lambda value: np.asarray(value),
     ),
 }

@@ -2,10 +2,12 @@
 
 Under `mixed_float16` and `mixed_bfloat16` the encoder computes in half
 precision, but every distance layer and loss of the package upcasts its
-inputs and computes in float32. The checks here can tell the difference:
-results on half-precision inputs must equal the float32 computation on the
-same (rounded) values to float32 round-off, far tighter than half precision
-could reach, and must stay finite where a float16 sum of squares overflows.
+inputs and computes in float32; the distance layers then return the policy's
+compute dtype, as every Keras layer does (float32 with `dtype="float32"`).
+The checks here can tell the difference: results on half-precision inputs
+must equal the float32 computation on the same (rounded) values, rounded once
+to the output dtype, far tighter than half-precision arithmetic could reach,
+and must stay finite where a float16 sum of squares overflows.
 """
 
 from __future__ import annotations
@@ -38,17 +40,22 @@ def _half(values: np.ndarray, policy: str) -> tuple:
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("layer_class", DISTANCE_LAYERS)
-def test_distance_layers_output_float32_in_mixed_models(policy, layer_class):
+@pytest.mark.parametrize("output_dtype", [None, "float32"], ids=["policy", "float32"])
+def test_distance_layers_output_the_compute_dtype_in_mixed_models(
+    policy, layer_class, output_dtype
+):
     keras.config.set_dtype_policy(policy)
     encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
     inputs = [keras.Input((4,)), keras.Input((4,))]
-    model = keras.Model(inputs, SiameseWrapper(encoder, merge=layer_class())(inputs))
+    merge = layer_class() if output_dtype is None else layer_class(dtype=output_dtype)
+    model = keras.Model(inputs, SiameseWrapper(encoder, merge=merge)(inputs))
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     embeddings = encoder(x)
     assert keras.backend.standardize_dtype(embeddings.dtype) == HALF[policy]
+    expected = output_dtype or HALF[policy]
     output = model([x, x[::-1]])
-    assert keras.backend.standardize_dtype(output.dtype) == "float32"
-    assert model.output.dtype == "float32"
+    assert keras.backend.standardize_dtype(output.dtype) == expected
+    assert model.output.dtype == expected
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -58,21 +65,32 @@ def test_distance_layers_compute_in_float32(policy, layer_class):
     rng = np.random.default_rng(1)
     a, a32 = _half(rng.normal(size=(16, 8)), policy)
     b, b32 = _half(rng.normal(size=(16, 8)), policy)
-    layer = layer_class()
-    got = layer([a, b])
-    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    got = layer_class()([a, b])
+    got_float32 = layer_class(dtype="float32")([a, b])
+    assert keras.backend.standardize_dtype(got.dtype) == HALF[policy]
     keras.config.set_dtype_policy("float32")
-    expected = to_numpy(layer_class()([a32, b32]))
-    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6, atol=1e-6)
+    expected = layer_class()([a32, b32])
+    # The float32 result, rounded once to the output dtype: bit for bit.
+    np.testing.assert_array_equal(
+        to_numpy(got), to_numpy(keras.ops.cast(expected, HALF[policy]))
+    )
+    np.testing.assert_allclose(
+        to_numpy(got_float32), to_numpy(expected), rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_euclidean_distance_does_not_overflow_float16_range(policy):
     keras.config.set_dtype_policy(policy)
-    # (2 * 200) ** 2 * 8 = 1.28e6: far beyond float16's 65504.
+    # (2 * 200) ** 2 * 8 = 1.28e6: far beyond float16's 65504, while the
+    # distance itself, 1131.4, is not.
     a = keras.ops.cast(np.full((2, 8), 200.0), HALF[policy])
-    got = to_numpy(EuclideanDistance()([a, -a]))
-    np.testing.assert_allclose(got, np.sqrt(8 * 400.0**2), rtol=1e-6)
+    expected = np.sqrt(8 * 400.0**2)
+    got = to_numpy(EuclideanDistance()([a, -a])).astype("float64")
+    resolution = {"mixed_float16": 2.0**-11, "mixed_bfloat16": 2.0**-8}[policy]
+    np.testing.assert_allclose(got, expected, rtol=resolution)
+    got = to_numpy(EuclideanDistance(dtype="float32")([a, -a]))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 LOSSES = {
@@ -179,7 +197,7 @@ def test_seed_mlp_trains_as_well_as_float32(float32_run, policy):
     run = _train_seed_mlp(policy)
     assert np.all(np.isfinite(run["loss"]))
     assert all(np.all(np.isfinite(w)) for w in run["weights"])
-    assert run["distances"].dtype == np.float32
+    assert run["distances"].dtype == np.dtype(HALF[policy])
     assert np.all(np.isfinite(run["distances"]))
     # The setting is meaningful: float32 learned, but not to perfection.
     assert 0.75 < float32_run["accuracy"] < 0.98

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from keras_siamese import TripletLoss, triplet_loss
 from tests.helpers import to_numpy, value_and_grad
 
-METRICS = ("euclidean", "squared_euclidean", "cosine")
+METRICS = ("euclidean", "squared_euclidean", "cosine", "manhattan")
 
 
 def np_distance(a, b, metric):
@@ -19,6 +19,8 @@ def np_distance(a, b, metric):
         na = max(np.linalg.norm(a), 1e-6)
         nb = max(np.linalg.norm(b), 1e-6)
         return min(max(1.0 - (a / na) @ (b / nb), 0.0), 2.0)
+    if metric == "manhattan":
+        return np.abs(a - b).sum()
     squares = ((a - b) ** 2).sum()
     return squares if metric == "squared_euclidean" else np.sqrt(squares)
 

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese._checks import check_positive_int
+
 _INSTALL_HINT = (
     "EmbeddingPlot needs matplotlib, an optional dependency of keras-siamese. "
     'Install it with `pip install "keras-siamese[demo]"` (or `pip install '
@@ -58,10 +60,7 @@ def pca_project(x: Any, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     >>> projection.shape, bool(ratio[0] > 0.99)
     ((3, 2), True)
     """
-    if isinstance(n_components, bool) or not isinstance(n_components, int):
-        raise TypeError(f"`n_components` must be an int, got {n_components!r}.")
-    if n_components < 1:
-        raise ValueError(f"`n_components` must be >= 1, got {n_components}.")
+    n_components = check_positive_int(n_components, "n_components")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"`x` needs at least one sample; got shape {x.shape}.")
@@ -81,14 +80,6 @@ def pca_project(x: Any, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     if total > 0:
         ratio[:kept] = variance[:kept] / total
     return projection, ratio
-
-
-def _check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{argument}` must be a positive int, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{argument}` must be >= 1, got {value}.")
-    return int(value)
 
 
 def _num_samples(x: Any) -> int:
@@ -187,18 +178,16 @@ class EmbeddingPlot(keras.callbacks.Callback):
                 f"{np.shape(y)}."
             )
         self.embedding_model = embedding_model
-        self.every_n_epochs = _check_positive_int(every_n_epochs, "every_n_epochs")
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.output_dir = os.fspath(output_dir)
         self.final_grid = bool(final_grid)
         self.max_points = (
-            None
-            if max_points is None
-            else _check_positive_int(max_points, "max_points")
+            None if max_points is None else check_positive_int(max_points, "max_points")
         )
         self.prefix = str(prefix)
         self.seed = seed
-        self.batch_size = _check_positive_int(batch_size, "batch_size")
-        self.dpi = _check_positive_int(dpi, "dpi")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.dpi = check_positive_int(dpi, "dpi")
 
         indices = np.arange(n)
         if self.max_points is not None and self.max_points < n:

@@ -8,86 +8,55 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese import _keras_compat
+from keras_siamese._checks import check_positive_int
 from keras_siamese.data.sampling import (
     LabelIndex,
     batch_index,
-    check_positive_int,
     default_length,
     gather,
     normalize_x,
     resolve_seed,
 )
-from keras_siamese.data.tf_pipeline import block_pipeline, keras_adapter_bases
+from keras_siamese.data.tf_pipeline import block_pipeline
 
 # Pairs, triplets or examples drawn at once, per block of consecutive batches:
 # enough for the per-call cost of the vectorised draw to vanish, few enough
-# that its temporaries (128 KiB arrays) are reused from the heap. Measured on
-# MNIST: per batch of 128, blocks of 2**14 draw 1.5-4x faster than blocks of
-# 2**16, whose larger temporaries are page-faulted in afresh at every draw.
+# that its temporaries are reused from the heap rather than page-faulted in
+# afresh at every draw (benchmarks/README.md, "Data path").
 _BLOCK_ITEMS = 2**14
-# Blocks of the current epoch kept at once, in items. `fit(shuffle=True)`
-# (Keras' default) asks for the batches of an epoch in random order, so a
-# dataset that kept only its last block would redraw a whole block for most
-# batches (measured: 289 draws of 2**14 pairs for 400 batches, +0.5 ms per
-# step of the seed MLP). Keeping the epoch's blocks costs 20 bytes per pair
-# (two int64 rows and a float32 target): 40 MiB at this bound, which covers
-# epochs of up to 2**21 items; beyond it the oldest blocks are dropped.
+# Blocks of the current epoch kept at once, in items (about 20 bytes per
+# pair). `fit(shuffle=True)`, Keras' default, asks for the batches of an
+# epoch in random order: a dataset that kept only its last block would redraw
+# a whole block for most batches.
 _CACHED_ITEMS = 2**21
 
 
-class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
+class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
     """Base of the datasets that draw fresh random batches every epoch.
 
     Batch `i` of epoch `e` is a pure function of `(seed, e, i)` (for given
-    constructor arguments). The batches of an epoch are drawn in blocks of
-    consecutive batches, up to `2**14` pairs, triplets or examples at a time,
-    by one vectorised call whose random generator is seeded with
-    `np.random.SeedSequence([seed, e, block])`; each batch is then a slice of
-    its block's indices and one `np.take` per input. A block is drawn lazily
-    by whichever thread or process first needs one of its batches, and kept
-    for the rest of the epoch (up to `2**21` items of indices, about 40 MiB
-    for pairs), so that the random batch order of `fit(shuffle=True)` draws
-    each block once; no random state is shared or mutated between blocks.
-    So batches do not depend on which worker thread or process builds them,
-    nor on the order in which they are requested.
+    constructor arguments), whatever the `workers` and `use_multiprocessing`
+    settings and whatever order the batches are asked for in. Only the rows
+    of each batch are gathered from `x`, so `x` may be a `np.memmap` larger
+    than memory.
 
-    The epoch counter lives in the dataset and counts closed epochs: Keras
-    calls `on_epoch_begin()` and `on_epoch_end()` around every pass of `fit`,
-    `evaluate` and `predict`, and each `on_epoch_end()` that closes an epoch
-    opened by `on_epoch_begin()` advances the counter by one (a stray
-    `on_epoch_end()`, such as the one `fit` makes before training, does not).
-    Keras stops its workers before it calls `on_epoch_end()` and starts them
-    again, with a new thread or process pool, at the next epoch; a
-    `use_multiprocessing=True` pool therefore receives (by fork or by
-    pickling) the dataset with the counter already advanced. The counter, and
-    so every batch, is the same for every `workers` and
-    `use_multiprocessing` setting.
-
-    The counter need not equal Keras' epoch index: on the JAX and PyTorch
-    backends, the first `fit` of a model opens and closes one epoch to build
-    it, so training starts at dataset epoch 1; a dataset passed as
-    `validation_data` counts its own epochs, so validation draws new batches
-    after every epoch (use `make_pairs` for a fixed validation set); a
-    process resuming training (`fit(initial_epoch=...)`,
-    `keras.callbacks.BackupAndRestore`) starts again from 0. `set_epoch()`
-    sets it explicitly. The `keras_siamese.EpochSync(dataset)` callback calls
-    `dataset.set_epoch(epoch)` in `on_epoch_begin(epoch)`, which ties batches
-    to Keras' epoch index on every backend, and is race-free: Keras runs
-    callbacks before it starts the workers. Custom loops should call
-    `set_epoch()` (or `on_epoch_begin()` and `on_epoch_end()`) themselves.
-    Use the dataset's own `steps_per_epoch` rather than
-    `fit(steps_per_epoch=...)`: with the latter, Keras carries one iterator
-    across epochs, so batches are drawn without regard to epoch boundaries.
+    Inside `Model.fit`, a dataset draws the batches of Keras' epoch index:
+    epoch `e` of training (or of validation, for a `validation_data` dataset)
+    is `batch_indices(i, epoch=e)`, on every backend, so a run resumed with
+    `keras.callbacks.BackupAndRestore` or `fit(initial_epoch=...)` sees the
+    batches an uninterrupted run saw. A dataset never goes back to an epoch
+    it has already served: a second `fit` call on the same dataset goes on
+    with new batches. Outside `fit` (`evaluate`, `predict`, a custom loop)
+    the dataset counts the epochs it has served, or follows `set_epoch()`.
+    How epochs, blocks, workers and the TensorFlow pipeline work is described
+    in the guide "Datasets: epochs, blocks and workers".
 
     On the TensorFlow backend a dataset is also its own Keras data adapter:
-    `fit`, `evaluate` and `predict` read it through `as_tf_dataset()`, a
-    `tf.data` pipeline that calls Python once per block and gathers the rows
-    in TensorFlow, instead of Keras' generator route for a `PyDataset`
-    (about 1 ms per batch). The batches are the same; `workers`,
-    `use_multiprocessing`, `fit(shuffle=...)` and `fit(class_weight=...)`
-    do not apply there (Keras passes neither argument to a data adapter), so
-    balance pairs with the dataset's own arguments, such as
-    `positive_fraction`.
+    `fit`, `evaluate` and `predict` read it through `as_tf_dataset()`. There,
+    `workers`, `use_multiprocessing`, `fit(shuffle=...)` and
+    `fit(class_weight=...)` do not apply (Keras passes neither argument to a
+    data adapter).
 
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
@@ -111,16 +80,16 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         ValueError: for non-positive sizes, a negative seed, `len(x) !=
             len(y)`, or fewer than two classes.
 
-    Example:
-    >>> import numpy as np
-    >>> from keras_siamese import TripletDataset
-    >>> x = np.arange(40, dtype="float32")[:, None]  # row i holds i
-    >>> triplets = TripletDataset(x, np.arange(40) % 4, batch_size=4, seed=0)
-    >>> (anchors, positives, negatives), _ = triplets.batch_indices(0, epoch=3)
-    >>> triplets.set_epoch(3)
-    >>> (batch_anchors, _, _), _ = triplets[0]
-    >>> bool((batch_anchors[:, 0] == anchors).all())
-    True
+    Examples:
+        >>> import numpy as np
+        >>> from keras_siamese import TripletDataset
+        >>> x = np.arange(40, dtype="float32")[:, None]  # row i holds i
+        >>> triplets = TripletDataset(x, np.arange(40) % 4, batch_size=4, seed=0)
+        >>> (anchors, positives, negatives), _ = triplets.batch_indices(0, epoch=3)
+        >>> triplets.set_epoch(3)
+        >>> (batch_anchors, _, _), _ = triplets[0]
+        >>> bool((batch_anchors[:, 0] == anchors).all())
+        True
     """
 
     def __init__(
@@ -149,8 +118,7 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         )
         # `{(epoch, block): (rows, targets)}`, blocks of one epoch, oldest first.
         self._blocks: dict = {}
-        # Row gathers of `as_tf_dataset`, built at its first call.
-        self._tf_gathers = None
+        self._cache: dict = {}
         self._epoch = 0
         self._epoch_open = False
 
@@ -161,7 +129,38 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
 
     @property
     def num_examples(self) -> int:
+        """The number of examples in `x`."""
         return self._labels.num_examples
+
+    @property
+    def x(self) -> Any:
+        """The examples the batches are gathered from (never copied)."""
+        return self._x
+
+    @property
+    def num_branches(self) -> int:
+        """Inputs per batch: 2 for pairs, 3 for triplets, 1 for examples."""
+        return self._parts
+
+    @property
+    def batches_per_block(self) -> int:
+        """Consecutive batches drawn together by one call of the sampler."""
+        return self._block_batches
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks per epoch: `ceil(len(self) / batches_per_block)`."""
+        return -(-len(self) // self._block_batches)
+
+    @property
+    def cache(self) -> dict:
+        """A dictionary for objects derived from this dataset's data.
+
+        Tools that feed the dataset elsewhere keep what they build once per
+        dataset here (the `tf.data` pipeline keeps its tensor copy of `x`).
+        It is emptied when the dataset is pickled for a worker process.
+        """
+        return self._cache
 
     @property
     def epoch(self) -> int:
@@ -184,9 +183,21 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         self._epoch = epoch
 
     def on_epoch_begin(self) -> None:
+        """Called by Keras before it asks for the batches of an epoch.
+
+        Inside `Model.fit` the dataset moves on to Keras' epoch index unless
+        it has already served that epoch; the pass with which `fit` builds a
+        model on its first batch (JAX, PyTorch) is not counted.
+        """
+        keras_epoch = _keras_compat.fit_epoch()
+        if keras_epoch == _keras_compat.BUILDING:
+            return
+        if keras_epoch is not None:
+            self._epoch = max(self._epoch, keras_epoch)
         self._epoch_open = True
 
     def on_epoch_end(self) -> None:
+        """Called by Keras after an epoch: the next one draws new batches."""
         if self._epoch_open:
             self._epoch += 1
         self._epoch_open = False
@@ -207,13 +218,40 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         """
         epoch = self._epoch if epoch is None else operator.index(epoch)
         rows, targets = self._rows(batch_index(index, len(self)), epoch)
-        return self._structure(list(rows.copy()), targets.copy())
+        return self.pack_batch(list(rows.copy()), targets.copy())
 
     def __getitem__(self, index: int) -> tuple:
         rows, targets = self._rows(batch_index(index, len(self)), self._epoch)
         # The targets are a view of the cached block: hand out a copy, so
         # that a consumer writing into its batch cannot change later ones.
-        return self._structure([gather(self._x, side) for side in rows], targets.copy())
+        return self.pack_batch([gather(self._x, side) for side in rows], targets.copy())
+
+    def block_rows(
+        self, block: int, epoch: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices and targets of every batch of one block.
+
+        Args:
+            block: block index in `[0, num_blocks)`.
+            epoch: the epoch to draw from; defaults to the current one.
+
+        Returns:
+            `(rows, targets)`: `rows` of shape `(num_branches, items)`, the
+            rows of `x` of each input, and `targets` of length `items`, both
+            batch after batch (`items` is `batch_size` times the block's
+            number of batches). Read-only views of the dataset's cache.
+
+        Raises:
+            IndexError: if `block` is out of range.
+        """
+        block = operator.index(block)
+        if not 0 <= block < self.num_blocks:
+            raise IndexError(
+                f"Block {block} is out of range for a dataset of "
+                f"{self.num_blocks} blocks."
+            )
+        epoch = self._epoch if epoch is None else operator.index(epoch)
+        return self._block(epoch, block)
 
     def _rows(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Views of batch `index`'s `(parts, items)` rows and its targets."""
@@ -288,10 +326,20 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
     def get_tf_dataset(self) -> Any:
         return self.as_tf_dataset()
 
-    def _structure(self, parts: list, targets: np.ndarray) -> tuple:
+    def pack_batch(self, inputs: list, targets: Any) -> tuple:
+        """Arrange one batch's inputs as `__getitem__` returns them.
+
+        Args:
+            inputs: `num_branches` inputs, each in the structure of `x`.
+            targets: the batch's targets.
+
+        Returns:
+            `(inputs[0], targets)` for one input, else `(tuple(inputs),
+            targets)`.
+        """
         if self._parts == 1:
-            return parts[0], targets
-        return tuple(parts), targets
+            return inputs[0], targets
+        return tuple(inputs), targets
 
     # Subclasses set `_parts`, the number of inputs per batch, and implement
     # `_sample(rng, num_batches) -> (rows, targets)`: `rows` of shape
@@ -310,7 +358,7 @@ class SampledDataset(keras.utils.PyDataset, *keras_adapter_bases()):
         # draws its blocks itself rather than receiving them.
         state = self.__dict__.copy()
         state["_blocks"] = {}
-        state["_tf_gathers"] = None
+        state["_cache"] = {}
         return state
 
     def get_config(self) -> dict:

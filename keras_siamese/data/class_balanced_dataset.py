@@ -7,8 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese._checks import check_positive_int
 from keras_siamese.data.base import SampledDataset
-from keras_siamese.data.sampling import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")

@@ -8,10 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese._checks import check_float, check_positive_int
 from keras_siamese.data.base import SampledDataset
 from keras_siamese.data.sampling import (
-    check_fraction,
-    check_positive_int,
     floor_scaled,
 )
 
@@ -78,7 +77,9 @@ class PairDataset(SampledDataset):
         **kwargs: Any,
     ) -> None:
         batch_size = check_positive_int(batch_size, "batch_size")
-        positive_fraction = check_fraction(positive_fraction, "positive_fraction")
+        positive_fraction = check_float(
+            positive_fraction, "positive_fraction", minimum=0.0, maximum=1.0
+        )
         super().__init__(x, y, batch_size, steps_per_epoch, seed, **kwargs)
         if positive_fraction > 0:
             self._labels.require_pairs_within_classes(

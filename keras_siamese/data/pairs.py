@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_siamese._checks import check_positive_int
 from keras_siamese.data.sampling import (
     LabelIndex,
-    check_positive_int,
     gather,
     normalize_x,
     resolve_seed,

@@ -26,24 +26,6 @@ _MAX_NAMED = 10
 _PERMUTE_CLASSES_UP_TO = 256
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    """Return `value` as an int, or raise if it is not an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a positive integer; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value}.")
-    return int(value)
-
-
-def check_fraction(value: Any, name: str) -> float:
-    """Return `value` as a float, or raise if it is not a number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number in [0, 1]; got {value!r}.")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1]; got {value}.")
-    return float(value)
-
-
 def resolve_seed(seed: Any) -> int:
     """Return `seed` as a non-negative int, drawing a fresh one for `None`."""
     if seed is None:

@@ -1,11 +1,10 @@
-"""The `tf.data` pipeline of the sampled datasets, and their TensorFlow hook.
+"""The `tf.data` pipeline of the sampled datasets.
 
 Keras feeds a `keras.utils.PyDataset` to a TensorFlow model through
-`tf.data.Dataset.from_generator`, which costs about 1 ms per batch on a CPU
-core (measured with `PairDataset` batches of 128 MNIST pairs, against 0.12 ms
-for the batch itself): 20-25% of the seed MLP's training step. The pipeline
+`tf.data.Dataset.from_generator`, one Python call per batch. The pipeline
 here calls Python once per block of batches, for the block's row indices, and
-gathers the rows in the graph: 0.28 ms per batch on the same data.
+gathers the rows in the graph (benchmarks/README.md, "Data path", compares
+the two). It uses only the public interface of `SampledDataset`.
 
 TensorFlow is imported only when a pipeline is built, never at import.
 """
@@ -13,31 +12,12 @@ TensorFlow is imported only when a pipeline is built, never at import.
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_siamese.data.sampling import gather
-
-
-def keras_adapter_bases() -> tuple[type, ...]:
-    """`(DataAdapter,)` on the TensorFlow backend, `()` on the others.
-
-    Keras' `fit`, `evaluate` and `predict` use an input that is a
-    `DataAdapter` as it is, so a dataset that is one hands its own `tf.data`
-    pipeline to TensorFlow. The class is private to Keras: where it cannot be
-    imported, the datasets stay plain `PyDataset`s and Keras' generator path
-    is used.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return ()
-    try:
-        from keras.src.trainers.data_adapters.data_adapter import DataAdapter
-    except ImportError:
-        return ()
-    return (DataAdapter,)
 
 
 def block_pipeline(dataset: Any) -> Any:
@@ -60,13 +40,11 @@ def block_pipeline(dataset: Any) -> Any:
         epoch when it reaches the block.
     """
     tf = importlib.import_module("tensorflow")
-    parts, items = dataset._parts, dataset._batch_items
-    per_block = dataset._block_batches
-    num_blocks = math.ceil(len(dataset) / per_block)
-    target_dtype = tf.as_dtype(dataset._block(dataset.epoch, 0)[1].dtype)
+    parts, items = dataset.num_branches, dataset.batch_size
+    target_dtype = tf.as_dtype(dataset.block_rows(0)[1].dtype)
 
     def draw(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows, targets = dataset._block(dataset.epoch, int(block))
+        rows, targets = dataset.block_rows(int(block))
         return rows.astype(np.int64, copy=False), targets
 
     def split(block: Any) -> Any:
@@ -77,20 +55,21 @@ def block_pipeline(dataset: Any) -> Any:
         targets = tf.reshape(targets, [-1, items])
         return tf.data.Dataset.from_tensor_slices((rows, targets))
 
-    # Converting `x` copies it (0.03-0.8 s for MNIST): once per dataset, not
-    # once per `fit`, `evaluate` or `predict` call.
-    if dataset._tf_gathers is None:
-        dataset._tf_gathers = keras.tree.map_structure(
-            lambda leaf: _leaf_gather(tf, leaf, items), dataset._x
+    # Converting `x` copies it: once per dataset, not once per `fit`,
+    # `evaluate` or `predict` call.
+    gathers = dataset.cache.get("tf_gathers")
+    if gathers is None:
+        gathers = keras.tree.map_structure(
+            lambda leaf: _leaf_gather(tf, leaf, items), dataset.x
         )
-    gathers = dataset._tf_gathers
+        dataset.cache["tf_gathers"] = gathers
 
     def batch(rows: Any, targets: Any) -> tuple:
         sides = [
             keras.tree.map_structure(lambda take, side=side: take(rows[side]), gathers)
             for side in range(parts)
         ]
-        return dataset._structure(sides, targets)
+        return dataset.pack_batch(sides, targets)
 
     options = tf.data.Options()
     # As Keras' own array pipeline: tf.data's default graph rewrites only add
@@ -100,7 +79,7 @@ def block_pipeline(dataset: Any) -> Any:
         tf.data.experimental.AutoShardPolicy.DATA
     )
     return (
-        tf.data.Dataset.range(num_blocks)
+        tf.data.Dataset.range(dataset.num_blocks)
         .flat_map(split)
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .with_options(options)

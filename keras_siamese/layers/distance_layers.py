@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+from keras import ops
 
 from keras_siamese import distances
 
@@ -23,23 +24,21 @@ def _split_pair(layer_name: str, inputs: Any) -> tuple[Any, Any]:
 
 
 class _PairDistance(keras.layers.Layer):
-    """Base of the distance layers: validates `[a, b]` and keeps float32 math.
+    """Base of the distance layers: validates `[a, b]`, sums in float32.
 
-    Inputs are not autocast to the layer's compute dtype, and half-precision
-    embeddings are upcast to float32 before the distance is taken, so a model
-    under `mixed_float16` gets float32 distances without overflow.
+    Half-precision embeddings are upcast to float32 before any square or sum,
+    so a model under `mixed_float16` cannot overflow there; the distance is
+    then returned in the layer's compute dtype, as every Keras layer does
+    (give the layer `dtype="float32"` for float32 distances in a mixed
+    precision model).
     """
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
 
     def _distance(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
     def call(self, inputs: Any) -> Any:
         a, b = _split_pair(type(self).__name__, inputs)
-        return self._distance(a, b)
+        return ops.cast(self._distance(a, b), self.compute_dtype)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         shape_a, _ = _split_pair(type(self).__name__, input_shape)
@@ -87,11 +86,9 @@ class EuclideanDistance(_PairDistance):
         )
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "squared": self.squared,
-            "epsilon": self.epsilon,
-        }
+        config = super().get_config()
+        config.update({"squared": self.squared, "epsilon": self.epsilon})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")

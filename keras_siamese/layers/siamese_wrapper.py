@@ -7,6 +7,9 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese._checks import shapes_compatible
+from keras_siamese._keras_compat import mark_shared
+
 MERGE_MODES = ("stack", "concat")
 
 
@@ -47,14 +50,6 @@ def _describe_shapes(branches: list) -> str:
     return ", ".join(
         str(keras.tree.map_structure(lambda t: tuple(t.shape), branch))
         for branch in branches
-    )
-
-
-def _shapes_agree(reference: Any, other: Any) -> bool:
-    if len(reference.shape) != len(other.shape):
-        return False
-    return all(
-        x is None or y is None or x == y for x, y in zip(reference.shape, other.shape)
     )
 
 
@@ -156,7 +151,7 @@ class SiameseWrapper(keras.layers.Layer):
         for branch in branches[1:]:
             leaves = keras.tree.flatten(branch)
             if len(leaves) != len(reference) or not all(
-                _shapes_agree(r, o) for r, o in zip(reference, leaves)
+                shapes_compatible(r.shape, o.shape) for r, o in zip(reference, leaves)
             ):
                 raise ValueError(
                     f"All inputs of {self.name} must have the same structure and "
@@ -210,35 +205,36 @@ class SiameseWrapper(keras.layers.Layer):
         return self.merge(outputs)
 
     def get_config(self) -> dict:
-        # The layers themselves, not their configs: Keras serializes them when
-        # it serializes this config, which is when it records an encoder that
-        # several wrappers share (serializing it here, a copy of the config
-        # would be stored, and the record made on the original would be lost).
-        return {
-            **super().get_config(),
-            "layer": self.layer,
-            "merge": self.merge,
-            "fuse_branches": self.fuse_branches,
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "layer": _serialize(self.layer),
+                "merge": (
+                    _serialize(self.merge)
+                    if isinstance(self.merge, keras.layers.Layer)
+                    else self.merge
+                ),
+                "fuse_branches": self.fuse_branches,
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> SiameseWrapper:
         config = dict(config)
-        layer, merge = config.pop("layer"), config.pop("merge", None)
-        if isinstance(layer, keras.layers.Layer):
-            # A config straight from `get_config`, as `keras.models.clone_model`
-            # passes it: the clone gets its own encoder, as from a saved file.
-            layer = _copy(layer)
-            merge = _copy(merge) if isinstance(merge, keras.layers.Layer) else merge
-        else:
-            layer = keras.saving.deserialize_keras_object(layer)
-            if isinstance(merge, dict):
-                merge = keras.saving.deserialize_keras_object(merge)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        merge = config.pop("merge", None)
+        if isinstance(merge, dict):
+            merge = keras.saving.deserialize_keras_object(merge)
         return cls(layer, merge=merge, **config)
 
 
-def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new, independent layer with `layer`'s configuration (not its weights)."""
-    return keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
+def _serialize(layer: keras.layers.Layer) -> dict:
+    """The JSON config of a wrapped layer, marked as shared while saving.
+
+    Marked, an encoder that two wrappers (or a wrapper and the model itself)
+    use is rebuilt once on loading, and still shared; outside a save
+    the config is a plain description, so `from_config(get_config())` (which
+    `keras.models.clone_model` calls) builds a new encoder.
+    """
+    return mark_shared(keras.saving.serialize_keras_object(layer), layer)

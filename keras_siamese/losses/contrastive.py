@@ -7,8 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese._checks import as_vector, check_margin, check_same_batch
 from keras_siamese.distances import as_float
-from keras_siamese.losses._checks import as_vector, check_margin, check_same_batch
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -99,9 +99,6 @@ class ContrastiveLoss(keras.losses.Loss):
         return contrastive_loss(y_true, y_pred, margin=self.margin)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "margin": self.margin,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self.dtype,
-        }
+        config = super().get_config()
+        config.update({"margin": self.margin, "dtype": self.dtype})
+        return config

@@ -26,7 +26,12 @@ from typing import Any
 
 from keras import ops
 
-from keras_siamese.losses._checks import hinge_or_softplus
+
+def hinge_or_softplus(difference: Any, margin: float, soft: bool) -> Any:
+    """`max(difference + margin, 0)`, or `softplus(difference)` when `soft`."""
+    if soft:
+        return ops.softplus(difference)
+    return ops.relu(difference + margin)
 
 
 def masked_mean(values: Any, mask: Any) -> Any:

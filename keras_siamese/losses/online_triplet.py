@@ -7,15 +7,16 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese.distances import as_float, check_metric, pairwise_distances
-from keras_siamese.losses import mining as miners
-from keras_siamese.losses._checks import (
+from keras_siamese import distances
+from keras_siamese._checks import (
     as_vector,
     check_bool,
     check_margin,
     check_mining,
     check_same_batch,
 )
+from keras_siamese.distances import as_float, pairwise_distances
+from keras_siamese.losses import mining as miners
 
 _MINERS = {
     "batch_hard": miners.batch_hard,
@@ -78,8 +79,8 @@ def online_triplet_loss(
             Addons' `TripletHardLoss` and `TripletSemiHardLoss`. FaceNet used
             0.2 with squared distances of unit-norm embeddings; scale the
             margin with the distance. Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (Hermans et al.'s soft margin);
             for `batch_hard` and `semi_hard` only.
 
@@ -99,7 +100,7 @@ def online_triplet_loss(
     """
     mining_mode = check_mining(mining)
     margin = check_margin(margin)
-    distance = check_metric(distance, "distance")
+    distance = distances.check_distance(distance)
     soft = _check_soft(soft, mining_mode)
     embeddings = as_float(embeddings)
     if len(embeddings.shape) != 2:
@@ -114,8 +115,8 @@ def online_triplet_loss(
         # without one; the miners' reductions have no identity on empty input.
         return ops.sum(embeddings) * 0.0
     positive, negative = miners.label_masks(labels)
-    distances = pairwise_distances(embeddings, distance)
-    return _MINERS[mining_mode](distances, positive, negative, margin, soft)
+    matrix = pairwise_distances(embeddings, distance)
+    return _MINERS[mining_mode](matrix, positive, negative, margin, soft)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -132,8 +133,8 @@ class OnlineTripletLoss(keras.losses.Loss):
         margin: default 1.0 with the plain Euclidean distance (TensorFlow
             Addons' defaults, so migrating users get the same numbers).
             Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (not with `batch_all`).
         reduction: Keras loss reduction (the loss is already a scalar).
         name: name of the loss.
@@ -165,7 +166,7 @@ class OnlineTripletLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.mining = check_mining(mining)
         self.margin = check_margin(margin)
-        self.distance = check_metric(distance, "distance")
+        self.distance = distances.check_distance(distance)
         self.soft = _check_soft(soft, self.mining)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
@@ -191,12 +192,14 @@ class OnlineTripletLoss(keras.losses.Loss):
         return ops.reshape(loss, (1,))
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "mining": self.mining,
-            "margin": self.margin,
-            "distance": self.distance,
-            "soft": self.soft,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self.dtype,
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "mining": self.mining,
+                "margin": self.margin,
+                "distance": self.distance,
+                "soft": self.soft,
+                "dtype": self.dtype,
+            }
+        )
+        return config

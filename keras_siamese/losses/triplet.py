@@ -6,13 +6,14 @@ from typing import Any
 
 import keras
 
-from keras_siamese.distances import as_float, check_metric, paired_distances
-from keras_siamese.losses._checks import (
+from keras_siamese import distances
+from keras_siamese._checks import (
     check_bool,
     check_margin,
     check_triplets,
-    hinge_or_softplus,
 )
+from keras_siamese.distances import as_float
+from keras_siamese.losses.mining import hinge_or_softplus
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -36,8 +37,8 @@ def triplet_loss(
             Addons' triplet losses. FaceNet used 0.2 with squared distances
             between unit-norm embeddings; rescale the margin with the
             distance. Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: use the soft margin `softplus(d(a, p) - d(a, n))` of Hermans et
             al. (2017) instead of the hinge.
 
@@ -57,13 +58,13 @@ def triplet_loss(
     """
     del y_true
     margin = check_margin(margin)
-    distance = check_metric(distance, "distance")
+    measure = distances.get(distance)
     soft = check_bool(soft, "soft")
     y_pred = as_float(y_pred)
     check_triplets(y_pred)
     anchor, positive, negative = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
-    positive_distance = paired_distances(anchor, positive, distance)
-    negative_distance = paired_distances(anchor, negative, distance)
+    positive_distance = measure.paired(anchor, positive)
+    negative_distance = measure.paired(anchor, negative)
     return hinge_or_softplus(positive_distance - negative_distance, margin, soft)
 
 
@@ -79,8 +80,8 @@ class TripletLoss(keras.losses.Loss):
         margin: required gap between `d(a, n)` and `d(a, p)`; default 1.0 with
             the Euclidean distance (TensorFlow Addons' default). Ignored when
             `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: use `softplus(d(a, p) - d(a, n))` instead of the hinge.
         reduction: Keras loss reduction; the default averages over triplets.
         name: name of the loss.
@@ -108,7 +109,7 @@ class TripletLoss(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
-        self.distance = check_metric(distance, "distance")
+        self.distance = distances.check_distance(distance)
         self.soft = check_bool(soft, "soft")
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -121,11 +122,13 @@ class TripletLoss(keras.losses.Loss):
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "margin": self.margin,
-            "distance": self.distance,
-            "soft": self.soft,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self.dtype,
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "margin": self.margin,
+                "distance": self.distance,
+                "soft": self.soft,
+                "dtype": self.dtype,
+            }
+        )
+        return config

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from keras_siamese.losses._checks import check_real
+from keras_siamese._checks import check_real
 
 
 class AccuracyMean(keras.metrics.MeanMetricWrapper):

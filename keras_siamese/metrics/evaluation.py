@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from keras_siamese.distances import PAIRWISE_METRICS
+from keras_siamese._checks import check_positive_int, renamed_argument
+from keras_siamese.distances import check_distance
 
 _CHUNK_BYTES = 64 * 2**20
 
@@ -116,12 +117,6 @@ def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
     return float(u / (n_similar * n_dissimilar))
 
 
-def _check_metric(metric: str) -> str:
-    if metric not in PAIRWISE_METRICS:
-        raise ValueError(f"`metric` must be one of {PAIRWISE_METRICS}, got {metric!r}.")
-    return metric
-
-
 def _retrieval_sets(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -154,12 +149,12 @@ def _retrieval_sets(
 def _distance_chunks(
     queries: np.ndarray,
     gallery: np.ndarray,
-    metric: str,
+    distance: str,
     leave_one_out: bool,
     chunk_bytes: int,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield `(rows, distances)` for row blocks of the query-gallery matrix."""
-    if metric == "cosine":
+    if distance == "cosine":
 
         def unit(x: np.ndarray) -> np.ndarray:
             norms = np.sqrt((x**2).sum(1, keepdims=True))
@@ -167,17 +162,22 @@ def _distance_chunks(
 
         queries, gallery = unit(queries), unit(gallery)
     gallery_squares = (gallery**2).sum(1)
-    rows = max(1, chunk_bytes // (8 * max(gallery.shape[0], 1)))
+    # The Manhattan distance needs every (query, item, feature) difference.
+    row_bytes = 8 * max(gallery.shape[0], 1)
+    if distance == "manhattan":
+        row_bytes *= max(gallery.shape[1], 1)
+    rows = max(1, chunk_bytes // row_bytes)
     for start in range(0, queries.shape[0], rows):
         block = slice(start, min(start + rows, queries.shape[0]))
         q = queries[block]
-        products = q @ gallery.T
-        if metric == "cosine":
-            distances = np.clip(1.0 - products, 0.0, 2.0)
+        if distance == "manhattan":
+            distances = np.abs(q[:, None, :] - gallery[None, :, :]).sum(-1)
+        elif distance == "cosine":
+            distances = np.clip(1.0 - q @ gallery.T, 0.0, 2.0)
         else:
-            distances = (q**2).sum(1, keepdims=True) - 2 * products + gallery_squares
-            distances = np.maximum(distances, 0.0)
-            if metric == "euclidean":
+            distances = (q**2).sum(1, keepdims=True) - 2 * (q @ gallery.T)
+            distances = np.maximum(distances + gallery_squares, 0.0)
+            if distance == "euclidean":
                 distances = np.sqrt(distances)
         if leave_one_out:
             local = np.arange(block.stop - block.start)
@@ -190,7 +190,7 @@ def _retrieval_blocks(
     labels: np.ndarray,
     gallery_embeddings: np.ndarray | None,
     gallery_labels: np.ndarray | None,
-    metric: str,
+    distance: str,
     chunk_bytes: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Blocks of query rows: `(distances, relevant, candidates)`.
@@ -199,12 +199,12 @@ def _retrieval_blocks(
     query itself under leave-one-out); `candidates` is how many gallery items
     a query can retrieve.
     """
-    metric = _check_metric(metric)
+    distance = check_distance(distance)
     queries, query_labels, gallery, reference, leave_one_out = _retrieval_sets(
         embeddings, labels, gallery_embeddings, gallery_labels
     )
     for block, distances in _distance_chunks(
-        queries, gallery, metric, leave_one_out, chunk_bytes
+        queries, gallery, distance, leave_one_out, chunk_bytes
     ):
         relevant = reference[None, :] == query_labels[block, None]
         if leave_one_out:
@@ -219,8 +219,10 @@ def recall_at_k(
     k: int = 1,
     gallery_embeddings: np.ndarray | None = None,
     gallery_labels: np.ndarray | None = None,
-    metric: str = "euclidean",
+    distance: str = "euclidean",
     chunk_bytes: int = _CHUNK_BYTES,
+    *,
+    metric: str | None = None,
 ) -> float:
     """Fraction of queries with a same-class item among their `k` nearest.
 
@@ -234,14 +236,17 @@ def recall_at_k(
         k: how many neighbours to look at, `>= 1`.
         gallery_embeddings: optional gallery `(m, dim)` to search instead.
         gallery_labels: its labels `(m,)`.
-        metric: `"euclidean"` (default), `"squared_euclidean"` or `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`.
         chunk_bytes: memory for one block of query rows' distances.
+        metric: deprecated name of `distance` (0.1.0).
 
     Returns:
         Recall@k in `[0, 1]`.
 
     Raises:
-        ValueError: for bad shapes, `k < 1`, an unknown metric, or no query
+        TypeError: if `k` is not an integer.
+        ValueError: for bad shapes, `k < 1`, an unknown distance, or no query
             that has a same-class item.
 
     Example:
@@ -250,11 +255,13 @@ def recall_at_k(
     >>> recall_at_k(x, np.array([0, 0, 1, 1, 1]), k=1)
     0.6
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
+    k = check_positive_int(k, "k")
+    distance = renamed_argument(
+        distance, metric, "distance", "metric", "euclidean", "recall_at_k"
+    )
     hits, counted = 0, 0
     for distances, relevant, candidates in _retrieval_blocks(
-        embeddings, labels, gallery_embeddings, gallery_labels, metric, chunk_bytes
+        embeddings, labels, gallery_embeddings, gallery_labels, distance, chunk_bytes
     ):
         depth = min(k, candidates)
         if depth < 1:
@@ -277,8 +284,10 @@ def map_at_r(
     labels: np.ndarray,
     gallery_embeddings: np.ndarray | None = None,
     gallery_labels: np.ndarray | None = None,
-    metric: str = "euclidean",
+    distance: str = "euclidean",
     chunk_bytes: int = _CHUNK_BYTES,
+    *,
+    metric: str | None = None,
 ) -> float:
     """Mean average precision at R (Musgrave et al., 2020).
 
@@ -292,14 +301,16 @@ def map_at_r(
         labels: their class labels, `(n,)`.
         gallery_embeddings: optional gallery `(m, dim)`.
         gallery_labels: its labels `(m,)`.
-        metric: `"euclidean"` (default), `"squared_euclidean"` or `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`.
         chunk_bytes: memory for one block of query rows' distances.
+        metric: deprecated name of `distance` (0.1.0).
 
     Returns:
         MAP@R in `[0, 1]`.
 
     Raises:
-        ValueError: for bad shapes, an unknown metric, or no query with a
+        ValueError: for bad shapes, an unknown distance, or no query with a
             same-class item.
 
     Example:
@@ -308,9 +319,12 @@ def map_at_r(
     >>> map_at_r(x, np.array([0, 0, 1, 1]))
     1.0
     """
+    distance = renamed_argument(
+        distance, metric, "distance", "metric", "euclidean", "map_at_r"
+    )
     total, counted = 0.0, 0
     for distances, relevant, _ in _retrieval_blocks(
-        embeddings, labels, gallery_embeddings, gallery_labels, metric, chunk_bytes
+        embeddings, labels, gallery_embeddings, gallery_labels, distance, chunk_bytes
     ):
         r = relevant.sum(1)
         depth = int(r.max()) if r.size else 0

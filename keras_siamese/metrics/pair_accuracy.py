@@ -7,12 +7,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese.distances import as_float
-from keras_siamese.losses._checks import (
+from keras_siamese._checks import (
     as_vector,
     check_same_batch,
     check_threshold,
 )
+from keras_siamese.distances import as_float
 from keras_siamese.metrics._base import AccuracyMean
 
 

@@ -7,8 +7,9 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese.distances import as_float, check_metric, paired_distances
-from keras_siamese.losses._checks import check_triplets
+from keras_siamese import distances
+from keras_siamese._checks import check_triplets
+from keras_siamese.distances import as_float
 from keras_siamese.metrics._base import AccuracyMean
 
 
@@ -20,8 +21,8 @@ def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> A
         y_true: ignored.
         y_pred: stacked triplets `(batch, 3, dim)`: anchor, positive,
             negative.
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`.
 
     Returns:
         A float `(batch,)` tensor.
@@ -37,13 +38,11 @@ def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> A
     [1.0, 0.0]
     """
     del y_true
-    distance = check_metric(distance, "distance")
+    measure = distances.get(distance)
     y_pred = as_float(y_pred)
     check_triplets(y_pred)
     anchor, positive, negative = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
-    closer = paired_distances(anchor, positive, distance) < paired_distances(
-        anchor, negative, distance
-    )
+    closer = measure.paired(anchor, positive) < measure.paired(anchor, negative)
     return ops.cast(closer, y_pred.dtype)
 
 
@@ -54,8 +53,8 @@ class TripletAccuracy(AccuracyMean):
     Ties count as wrong. `y_true` is ignored.
 
     Args:
-        distance: `"euclidean"` (default), `"squared_euclidean"` or
-            `"cosine"`; use the distance the loss uses.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`; use the distance the loss uses.
         name: name of the metric.
         dtype: dtype of the metric result.
 
@@ -77,7 +76,7 @@ class TripletAccuracy(AccuracyMean):
         name: str = "triplet_accuracy",
         dtype: str | None = None,
     ) -> None:
-        self.distance = check_metric(distance, "distance")
+        self.distance = distances.check_distance(distance)
         super().__init__(
             fn=triplet_accuracy, name=name, dtype=dtype, distance=self.distance
         )
