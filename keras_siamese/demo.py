@@ -61,12 +61,12 @@ def stratified_split(
         ValueError: if `test_fraction` is not in (0, 1), `x` and `y` differ in
             length, or a class has fewer than two examples.
 
-    Example:
-    >>> import numpy as np
-    >>> y = np.repeat([0, 1], [8, 4])
-    >>> _, y_train, _, y_test = stratified_split(np.zeros((12, 2)), y, 0.25)
-    >>> np.bincount(y_train).tolist(), np.bincount(y_test).tolist()
-    ([6, 3], [2, 1])
+    Examples:
+        >>> import numpy as np
+        >>> y = np.repeat([0, 1], [8, 4])
+        >>> _, y_train, _, y_test = stratified_split(np.zeros((12, 2)), y, 0.25)
+        >>> np.bincount(y_train).tolist(), np.bincount(y_test).tolist()
+        ([6, 3], [2, 1])
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")

@@ -161,7 +161,7 @@ def l2_normalize(x: Any, axis: int = -1) -> Any:
     """Scale `x` to unit L2 norm along `axis`; zero vectors stay zero.
 
     Args:
-        x: a float tensor.
+        x: a float tensor or array.
         axis: the axis to normalise over.
 
     Returns:
@@ -169,9 +169,10 @@ def l2_normalize(x: Any, axis: int = -1) -> Any:
 
     Examples:
         >>> import numpy as np
-        >>> [float(v) for v in l2_normalize(np.array([3.0, 4.0]))]
+        >>> [round(float(v), 4) for v in l2_normalize(np.array([3.0, 4.0]))]
         [0.6, 0.8]
     """
+    x = ops.convert_to_tensor(x)
     squares = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(squares, _NORM_FLOOR**2))
 

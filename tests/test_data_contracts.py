@@ -9,11 +9,9 @@ batch holds exactly the rows that `batch_indices` reports.
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,13 +20,6 @@ from keras_siamese import (
     PairDataset,
     TripletDataset,
     make_pairs,
-)
-from keras_siamese.data import (
-    base,
-    class_balanced_dataset,
-    pair_dataset,
-    pairs,
-    triplet_dataset,
 )
 
 
@@ -313,13 +304,3 @@ def test_make_pairs_seeds_give_different_sets():
     (a, _), _ = make_pairs(x, y, seed=0)
     (b, _), _ = make_pairs(x, y, seed=1)
     assert not np.array_equal(a, b)
-
-
-@pytest.mark.parametrize(
-    "module", [base, pair_dataset, triplet_dataset, class_balanced_dataset, pairs]
-)
-def test_docstring_examples_run(module):
-    failures, attempted = doctest.testmod(module, verbose=False)[:2]
-    assert failures == 0
-    if module is not base:
-        assert attempted > 0

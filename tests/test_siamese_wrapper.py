@@ -144,7 +144,7 @@ def test_merge_modes_shapes_and_values(n):
     ]
     expected = [to_numpy(encoder(x)) for x in xs]
     listed = SiameseWrapper(encoder)(xs)
-    assert isinstance(listed, list) and len(listed) == n
+    assert isinstance(listed, tuple) and len(listed) == n
     for got, want in zip(listed, expected):
         np.testing.assert_allclose(to_numpy(got), want, rtol=1e-6)
     stacked = to_numpy(SiameseWrapper(encoder, merge="stack")(xs))

@@ -53,12 +53,12 @@ def pca_project(x: Any, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: if `x` has no samples or `n_components < 1`.
 
-    Example:
-    >>> import numpy as np
-    >>> points = np.array([[0.0, 0.0], [2.0, 0.1], [4.0, -0.1]])
-    >>> projection, ratio = pca_project(points)
-    >>> projection.shape, bool(ratio[0] > 0.99)
-    ((3, 2), True)
+    Examples:
+        >>> import numpy as np
+        >>> points = np.array([[0.0, 0.0], [2.0, 0.1], [4.0, -0.1]])
+        >>> projection, ratio = pca_project(points)
+        >>> projection.shape, bool(ratio[0] > 0.99)
+        ((3, 2), True)
     """
     n_components = check_positive_int(n_components, "n_components")
     x = np.asarray(x, dtype=np.float64)
@@ -136,15 +136,17 @@ class EmbeddingPlot(keras.callbacks.Callback):
         ValueError: if `y` is not one label per sample of `x`, or an integer
             argument is smaller than 1.
 
-    Example:
-    >>> import keras, numpy as np, tempfile
-    >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.random.rand(20, 4).astype("float32")
-    >>> y = np.arange(20) % 2
-    >>> plot = EmbeddingPlot(encoder, x, y, output_dir=tempfile.mkdtemp())
-    >>> path = plot.save_plot()
-    >>> path.endswith(".png")
-    True
+    Examples:
+        >>> import os, tempfile
+        >>> import keras, numpy as np
+        >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.random.rand(20, 4).astype("float32")
+        >>> y = np.arange(20) % 2
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     plot = EmbeddingPlot(encoder, x, y, output_dir=folder)
+        ...     path = plot.save_plot()
+        ...     print(os.path.basename(path), os.path.exists(path))
+        embeddings.png True
     """
 
     def __init__(

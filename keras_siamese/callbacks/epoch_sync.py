@@ -12,16 +12,18 @@ from keras_siamese.data.base import SampledDataset
 class EpochSync(keras.callbacks.Callback):
     """Make datasets draw the batches of the epoch Keras is training.
 
-    The datasets count their own epochs. That count runs one ahead of Keras'
-    on the JAX and PyTorch backends (building a model opens and closes an
-    epoch), and restarts at 0 in a process that resumes training. With this
-    callback, batch `i` of Keras epoch `e` is always the dataset's batch
-    `(seed, e, i)`, so a run resumed with `keras.callbacks.BackupAndRestore`
-    or `fit(initial_epoch=...)` sees the very batches an uninterrupted run
-    saw (pass `shuffle=False` to `fit` too: Keras' shuffling of the batch
-    order uses the global random state, which a restart does not restore).
-    Keras calls `on_epoch_begin` before it starts the epoch's workers, so it
-    also holds with `workers` and `use_multiprocessing`.
+    Inside `Model.fit` the package's datasets already follow Keras' epoch
+    index by themselves, so `fit(..., callbacks=[BackupAndRestore(...)])`
+    resumes exactly without this callback. `EpochSync` calls
+    `dataset.set_epoch(epoch)` at the start of every epoch, which pins the
+    datasets to the index where they cannot see it: a training loop of your
+    own that calls callbacks, or a Keras whose `fit` the package does not
+    recognise (the datasets then count their own epochs). Unlike the
+    datasets' own tracking, it also lets a dataset go back to an epoch it has
+    already served. Keras calls `on_epoch_begin` before it starts the
+    epoch's workers, so it also holds with `workers` and
+    `use_multiprocessing`. The guide "Datasets: epochs, blocks and workers"
+    has the details.
 
     Args:
         *datasets: the `PairDataset`, `TripletDataset` or
@@ -31,14 +33,14 @@ class EpochSync(keras.callbacks.Callback):
         TypeError: if a dataset is not one of this package's datasets.
         ValueError: if no dataset is given.
 
-    Example:
-    >>> import numpy as np
-    >>> from keras_siamese import EpochSync, PairDataset
-    >>> pairs = PairDataset(np.zeros((20, 3)), np.arange(20) % 2, batch_size=4)
-    >>> sync = EpochSync(pairs)
-    >>> sync.on_epoch_begin(5)
-    >>> pairs.epoch
-    5
+    Examples:
+        >>> import numpy as np
+        >>> from keras_siamese import EpochSync, PairDataset
+        >>> pairs = PairDataset(np.zeros((20, 3)), np.arange(20) % 2, batch_size=4)
+        >>> sync = EpochSync(pairs)
+        >>> sync.on_epoch_begin(5)
+        >>> pairs.epoch
+        5
     """
 
     def __init__(self, *datasets: SampledDataset) -> None:

@@ -309,14 +309,14 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
             A `tf.data.Dataset` of `len(self)` elements, each the structure
             of `self[i]` with tensors in place of arrays.
 
-        Example:
-        >>> import numpy as np
-        >>> from keras_siamese import PairDataset
-        >>> x = np.arange(40, dtype="float32")[:, None]
-        >>> pairs = PairDataset(x, np.arange(40) % 4, batch_size=4, seed=0)
-        >>> (left, right), same = next(iter(pairs.as_tf_dataset()))  # doctest: +SKIP
-        >>> bool((left.numpy() == pairs[0][0][0]).all())  # doctest: +SKIP
-        True
+        Examples:
+            >>> import numpy as np
+            >>> from keras_siamese import PairDataset
+            >>> x = np.arange(40, dtype="float32")[:, None]
+            >>> pairs = PairDataset(x, np.arange(40) % 4, batch_size=4, seed=0)
+            >>> (left, right), same = next(iter(pairs.as_tf_dataset()))
+            >>> bool((left.numpy() == pairs[0][0][0]).all())
+            True
         """
         return block_pipeline(self)
 

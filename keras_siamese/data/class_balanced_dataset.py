@@ -57,17 +57,17 @@ class ClassBalancedDataset(SampledDataset):
             `len(x) != len(y)`, fewer than two classes, or a class with a
             single example (named).
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.random.rand(100, 8).astype("float32")
-    >>> y = np.array(["cat", "dog", "owl", "emu"])[np.arange(100) % 4]
-    >>> batches = ClassBalancedDataset(x, y, classes_per_batch=3,
-    ...                                samples_per_class=4, seed=0)
-    >>> x_batch, codes = batches[0]
-    >>> x_batch.shape, codes.shape
-    ((12, 8), (12,))
-    >>> batches.classes.tolist()
-    ['cat', 'dog', 'emu', 'owl']
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.rand(100, 8).astype("float32")
+        >>> y = np.array(["cat", "dog", "owl", "emu"])[np.arange(100) % 4]
+        >>> batches = ClassBalancedDataset(x, y, classes_per_batch=3,
+        ...                                samples_per_class=4, seed=0)
+        >>> x_batch, codes = batches[0]
+        >>> x_batch.shape, codes.shape
+        ((12, 8), (12,))
+        >>> batches.classes.tolist()
+        ['cat', 'dog', 'emu', 'owl']
     """
 
     def __init__(

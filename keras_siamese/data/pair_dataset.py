@@ -54,14 +54,14 @@ class PairDataset(SampledDataset):
             [0, 1], `len(x) != len(y)`, fewer than two classes, or, when
             `positive_fraction > 0`, a class with a single example (named).
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.random.rand(100, 8).astype("float32")
-    >>> y = np.arange(100) % 5
-    >>> pairs = PairDataset(x, y, batch_size=16, seed=0)
-    >>> (x1, x2), same = pairs[0]
-    >>> x1.shape, x2.shape, same.shape, same.dtype
-    ((16, 8), (16, 8), (16,), dtype('float32'))
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.rand(100, 8).astype("float32")
+        >>> y = np.arange(100) % 5
+        >>> pairs = PairDataset(x, y, batch_size=16, seed=0)
+        >>> (x1, x2), same = pairs[0]
+        >>> x1.shape, x2.shape, same.shape, same.dtype
+        ((16, 8), (16, 8), (16,), dtype('float32'))
     """
 
     _parts = 2

@@ -56,13 +56,13 @@ def make_pairs(
         ValueError: for `len(x) != len(y)`, fewer than two classes, a class
             with a single example (named), or `pairs_per_class` out of range.
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.random.rand(30, 4).astype("float32")
-    >>> y = np.arange(30) % 3
-    >>> (x1, x2), same = make_pairs(x, y, seed=0)
-    >>> x1.shape, same[:4].tolist()
-    ((54, 4), [1.0, 0.0, 1.0, 0.0])
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.rand(30, 4).astype("float32")
+        >>> y = np.arange(30) % 3
+        >>> (x1, x2), same = make_pairs(x, y, seed=0)
+        >>> x1.shape, same[:4].tolist()
+        ((54, 4), [1.0, 0.0, 1.0, 0.0])
     """
     x, num_examples = normalize_x(x)
     labels = LabelIndex(y, num_examples)

@@ -49,14 +49,14 @@ class TripletDataset(SampledDataset):
         ValueError: for non-positive sizes, `len(x) != len(y)`, fewer than two
             classes, or a class with a single example (named).
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.random.rand(100, 8).astype("float32")
-    >>> y = np.arange(100) % 5
-    >>> triplets = TripletDataset(x, y, batch_size=16, seed=0)
-    >>> (anchors, positives, negatives), zeros = triplets[0]
-    >>> anchors.shape, zeros.shape
-    ((16, 8), (16,))
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.rand(100, 8).astype("float32")
+        >>> y = np.arange(100) % 5
+        >>> triplets = TripletDataset(x, y, batch_size=16, seed=0)
+        >>> (anchors, positives, negatives), zeros = triplets[0]
+        >>> anchors.shape, zeros.shape
+        ((16, 8), (16,))
     """
 
     _parts = 3

@@ -54,23 +54,44 @@ class EuclideanDistance(_PairDistance):
     `safe_mode=True`. The gradient is finite everywhere, including for two
     identical embeddings.
 
+    Half-precision embeddings are summed in float32, so a mixed-precision
+    model cannot overflow here; the distance is then returned in the layer's
+    compute dtype, as every Keras layer's output is (float16 under
+    `"mixed_float16"`). Pass `dtype="float32"` for float32 distances in a
+    mixed-precision model.
+
     Args:
         squared: output the squared distance instead.
         epsilon: if given, output `sqrt(max(d**2, epsilon))` as the seed recipe
             did with `K.epsilon()`; if `None` (default), the exact distance.
-        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...);
+            `dtype="float32"` gives float32 distances under a mixed policy.
+
+    Returns:
+        The distances, shape `(batch, 1)`, in the layer's compute dtype.
 
     Raises:
         ValueError: if `epsilon` is not positive, or the two inputs differ in
             shape.
         TypeError: if called on a single tensor instead of `[a, b]`.
 
-    Example:
-    >>> import numpy as np
-    >>> a = np.array([[0.0, 3.0]], "float32")
-    >>> b = np.array([[4.0, 0.0]], "float32")
-    >>> float(EuclideanDistance()([a, b])[0, 0])
-    5.0
+    Examples:
+        >>> import numpy as np
+        >>> a = np.array([[0.0, 3.0]], "float32")
+        >>> b = np.array([[4.0, 0.0]], "float32")
+        >>> float(EuclideanDistance()([a, b])[0, 0])
+        5.0
+
+        In a mixed-precision model the distance comes in the compute dtype
+        of the layer's policy, unless the layer is given `dtype="float32"`:
+
+        >>> import keras
+        >>> half = EuclideanDistance(dtype="mixed_float16")([a, b])
+        >>> keras.backend.standardize_dtype(half.dtype)
+        'float16'
+        >>> full = EuclideanDistance(dtype="float32")([a, b])
+        >>> keras.backend.standardize_dtype(full.dtype), float(full[0, 0])
+        ('float32', 5.0)
     """
 
     def __init__(
@@ -96,18 +117,25 @@ class CosineDistance(_PairDistance):
     """Cosine distance `1 - cos(a, b)`, in `[0, 2]`: `[a, b] -> (batch, 1)`.
 
     Args:
-        **kwargs: passed to `keras.layers.Layer`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...);
+            `dtype="float32"` gives float32 distances under a mixed policy.
+
+    Returns:
+        The distances, shape `(batch, 1)`, in the layer's compute dtype.
 
     Raises:
         ValueError: if the two inputs differ in shape.
         TypeError: if called on a single tensor instead of `[a, b]`.
 
-    Example:
-    >>> import numpy as np
-    >>> a = np.array([[1.0, 0.0]], "float32")
-    >>> float(CosineDistance()([a, -a])[0, 0])
-    2.0
+    Examples:
+        >>> import numpy as np
+        >>> a = np.array([[1.0, 0.0]], "float32")
+        >>> float(CosineDistance()([a, -a])[0, 0])
+        2.0
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
 
     def _distance(self, a: Any, b: Any) -> Any:
         return distances.cosine_distance(a, b)
@@ -118,19 +146,26 @@ class ManhattanDistance(_PairDistance):
     """Manhattan (L1) distance `sum(|a - b|)`: `[a, b] -> (batch, 1)`.
 
     Args:
-        **kwargs: passed to `keras.layers.Layer`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...);
+            `dtype="float32"` gives float32 distances under a mixed policy.
+
+    Returns:
+        The distances, shape `(batch, 1)`, in the layer's compute dtype.
 
     Raises:
         ValueError: if the two inputs differ in shape.
         TypeError: if called on a single tensor instead of `[a, b]`.
 
-    Example:
-    >>> import numpy as np
-    >>> a = np.array([[1.0, -1.0]], "float32")
-    >>> b = np.array([[0.0, 1.0]], "float32")
-    >>> float(ManhattanDistance()([a, b])[0, 0])
-    3.0
+    Examples:
+        >>> import numpy as np
+        >>> a = np.array([[1.0, -1.0]], "float32")
+        >>> b = np.array([[0.0, 1.0]], "float32")
+        >>> float(ManhattanDistance()([a, b])[0, 0])
+        3.0
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
 
     def _distance(self, a: Any, b: Any) -> Any:
         return distances.manhattan_distance(a, b)

@@ -66,19 +66,21 @@ class SiameseWrapper(keras.layers.Layer):
         layer: the shared encoder, any Keras layer or model (an MLP, a CNN, an
             LSTM encoder, ...). Each branch input may be a tensor or, for a
             multi-input encoder, a tuple or dict of tensors.
-        merge: how the N outputs are returned. `None` (default): a list, in
-            input order. `"stack"`: one tensor with a new axis 1,
+        merge: how the N outputs are returned. `None` (default): a tuple, in
+            input order (a tuple, as Keras' own multi-output layers return,
+            so that the outputs can also be targets of a `tf.data`
+            pipeline). `"stack"`: one tensor with a new axis 1,
             `(batch, N, ...)`, the layout `TripletLoss` expects. `"concat"`:
-            concatenated on the last axis. A Keras layer: called on the list,
-            e.g. `EuclideanDistance()` for a pair model.
+            concatenated on the last axis. A Keras layer: called on the list
+            of outputs, e.g. `EuclideanDistance()` for a pair model.
         fuse_branches: run the N branches as one call of `layer` on the inputs
-            concatenated along the batch axis, then split the result. Same
-            math, fewer and larger kernels. `None` (default) fuses on the
-            PyTorch backend, which runs eagerly: one call instead of N halves
-            Keras' per-layer Python overhead, the main cost of small encoders
-            there. JAX and TensorFlow compile the step, so separate calls cost
-            no Python time and measured no slower (fused was slower for a CNN
-            and an LSTM on JAX's CPU); see `benchmarks/bench_branches.py`.
+            concatenated along the batch axis, then split the result: the same
+            math in fewer and larger kernels. `None` (default) fuses on the
+            PyTorch backend, which runs eagerly, so that Keras' per-layer
+            Python work is done once instead of N times; JAX and TensorFlow
+            compile the step, where separate calls cost no Python time, and
+            run the branches separately. `True` or `False` forces either way
+            on any backend (`benchmarks/bench_branches.py` compares them).
             While training, layers whose output depends on the rest of the
             batch (`BatchNormalization`, stateful RNNs) make the wrapper fall
             back to separate calls.
@@ -91,16 +93,24 @@ class SiameseWrapper(keras.layers.Layer):
         ValueError: at construction for an unknown `merge` string; when called
             with fewer than two inputs or with inputs whose shapes disagree.
 
-    Example:
-    >>> import keras
-    >>> from keras_siamese import EuclideanDistance, SiameseWrapper
-    >>> encoder = keras.Sequential([keras.layers.Dense(8)])
-    >>> siamese = SiameseWrapper(encoder, merge=EuclideanDistance())
-    >>> a = keras.Input((4,))
-    >>> b = keras.Input((4,))
-    >>> model = keras.Model([a, b], siamese([a, b]))
-    >>> len(model.trainable_weights) == len(encoder.trainable_weights)
-    True
+    Examples:
+        >>> import keras
+        >>> from keras_siamese import EuclideanDistance, SiameseWrapper
+        >>> encoder = keras.Sequential([keras.layers.Dense(8)])
+        >>> siamese = SiameseWrapper(encoder, merge=EuclideanDistance())
+        >>> a = keras.Input((4,))
+        >>> b = keras.Input((4,))
+        >>> model = keras.Model([a, b], siamese([a, b]))
+        >>> len(model.trainable_weights) == len(encoder.trainable_weights)
+        True
+
+        Three branches stacked for `TripletLoss`, and the default, a tuple:
+
+        >>> triplet = [keras.Input((4,)) for _ in range(3)]
+        >>> SiameseWrapper(encoder, merge="stack")(triplet).shape
+        (None, 3, 8)
+        >>> [tuple(z.shape) for z in SiameseWrapper(encoder)([a, b])]
+        [(None, 8), (None, 8)]
     """
 
     def __init__(
@@ -197,7 +207,7 @@ class SiameseWrapper(keras.layers.Layer):
         else:
             outputs = [self.layer(branch) for branch in branches]
         if self.merge is None:
-            return outputs
+            return tuple(outputs)
         if self.merge == "stack":
             return ops.stack(outputs, axis=1)
         if self.merge == "concat":

@@ -40,11 +40,21 @@ def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
         ValueError: if a shape is not `(batch,)` or `(batch, 1)`, the batch
             sizes differ, or `margin` is negative.
 
-    Example:
-    >>> import numpy as np
-    >>> loss = contrastive_loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))
-    >>> [round(float(v), 4) for v in loss]
-    [0.25, 0.5625]
+    Examples:
+        >>> import numpy as np
+        >>> loss = contrastive_loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))
+        >>> [round(float(v), 4) for v in loss]
+        [0.25, 0.5625]
+
+        Usage with `compile()`, on a model that outputs pair distances (the
+        function takes the default margin; `ContrastiveLoss` takes another):
+
+        >>> import keras
+        >>> from keras_siamese import EuclideanDistance, SiameseWrapper
+        >>> pair = [keras.Input((4,)), keras.Input((4,))]
+        >>> siamese = SiameseWrapper(keras.layers.Dense(2), merge=EuclideanDistance())
+        >>> model = keras.Model(pair, siamese(pair))
+        >>> model.compile(optimizer="adam", loss=contrastive_loss)
     """
     margin = check_margin(margin)
     distances = as_vector(as_float(y_pred), "y_pred")
@@ -78,11 +88,20 @@ class ContrastiveLoss(keras.losses.Loss):
         ValueError: if `margin` is negative (at construction), or shapes are
             wrong (at the first call).
 
-    Example:
-    >>> import numpy as np
-    >>> loss = ContrastiveLoss(margin=1.0)
-    >>> round(float(loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))), 4)
-    0.4062
+    Examples:
+        >>> import numpy as np
+        >>> loss = ContrastiveLoss(margin=1.0)
+        >>> round(float(loss(np.array([1.0, 0.0]), np.array([[0.5], [0.25]]))), 4)
+        0.4062
+
+        Usage with `compile()`, on a model that outputs pair distances:
+
+        >>> import keras
+        >>> from keras_siamese import EuclideanDistance, SiameseWrapper
+        >>> pair = [keras.Input((4,)), keras.Input((4,))]
+        >>> siamese = SiameseWrapper(keras.layers.Dense(2), merge=EuclideanDistance())
+        >>> model = keras.Model(pair, siamese(pair))
+        >>> model.compile(optimizer="adam", loss=ContrastiveLoss(margin=1.0))
     """
 
     def __init__(

@@ -6,10 +6,8 @@ tensor: the hardest positive and negative are row reductions, and the
 semi-hard negative and the batch-all sums come from sorting each anchor's
 row and reading counts and prefix sums off the sorted order (semi-hard), or
 binary-searching every positive's threshold in the anchor's sorted negatives
-(batch-all), in `O(B^2 log B)` time. Measured side by side (value and
-gradient, B = 512-2048), the search made batch-all 1.5-2.7x faster than a
-sort of each row merged with its thresholds, and semi-hard 1.0-1.7x slower
-than its two extra `(B, B)` sorts, so each miner keeps the faster way.
+(batch-all), in `O(B^2 log B)` time. `benchmarks/README.md` ("Mining
+losses") compares these choices with the alternatives.
 
 Sorting only chooses indices; the losses are then read from the distance
 matrix through `take_along_axis`, so gradients reach exactly the chosen

@@ -65,8 +65,8 @@ def online_triplet_loss(
       (TensorFlow Addons charges them `margin + d(a, p)`).
 
     A batch with no valid triplet (a batch of one class, or of all-distinct
-    labels) has loss 0 and zero gradients. Memory is `O(B^2)`: a batch of
-    4096 is fine on a CPU.
+    labels) has loss 0 and zero gradients. Memory is `O(B^2)`: no
+    `(B, B, B)` tensor is built.
 
     Args:
         labels: integer class labels, shape `(batch,)` or `(batch, 1)`.
@@ -91,12 +91,20 @@ def online_triplet_loss(
         ValueError: for an unknown `mining` or `distance`, a negative margin,
             `soft=True` with `batch_all`, or badly shaped inputs.
 
-    Example:
-    >>> import numpy as np
-    >>> embeddings = np.array([[0.0], [0.5], [3.0], [3.25]])
-    >>> labels = np.array([0, 0, 1, 1])
-    >>> float(online_triplet_loss(labels, embeddings, mining="batch_hard"))
-    0.0
+    Examples:
+        >>> import numpy as np
+        >>> embeddings = np.array([[0.0], [0.5], [3.0], [3.25]])
+        >>> labels = np.array([0, 0, 1, 1])
+        >>> float(online_triplet_loss(labels, embeddings, mining="batch_hard"))
+        0.0
+
+        Usage with `compile()`, on the embedding model itself, fit on
+        `(x, labels)` batches (the function mines batch-hard triplets with
+        the default margin; `OnlineTripletLoss` takes other settings):
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss=online_triplet_loss)
     """
     mining_mode = check_mining(mining)
     margin = check_margin(margin)
@@ -145,12 +153,20 @@ class OnlineTripletLoss(keras.losses.Loss):
             `soft=True` with `batch_all` (at construction); for badly shaped
             inputs or a `sample_weight` (at call).
 
-    Example:
-    >>> import numpy as np
-    >>> loss = OnlineTripletLoss(mining="semi_hard", margin=1.0)
-    >>> embeddings = np.array([[0.0], [0.5], [1.0], [1.25]])
-    >>> float(loss(np.array([0, 0, 1, 1]), embeddings))
-    0.625
+    Examples:
+        >>> import numpy as np
+        >>> loss = OnlineTripletLoss(mining="semi_hard", margin=1.0)
+        >>> embeddings = np.array([[0.0], [0.5], [1.0], [1.25]])
+        >>> float(loss(np.array([0, 0, 1, 1]), embeddings))
+        0.625
+
+        Usage with `compile()`, on the embedding model itself, fit on
+        `(x, labels)` batches with several examples per class (such as
+        `ClassBalancedDataset`'s):
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss=OnlineTripletLoss(mining="semi_hard"))
     """
 
     def __init__(

@@ -50,11 +50,22 @@ def triplet_loss(
         ValueError: if `y_pred` is not `(batch, 3, dim)`, `margin` is negative
             or `distance` is unknown.
 
-    Example:
-    >>> import numpy as np
-    >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
-    >>> [float(v) for v in triplet_loss(np.zeros(1), triplets, margin=1.0)]
-    [0.0]
+    Examples:
+        >>> import numpy as np
+        >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
+        >>> [float(v) for v in triplet_loss(np.zeros(1), triplets, margin=1.0)]
+        [0.0]
+
+        Usage with `compile()`, on a model that stacks the embeddings of a
+        triplet (the function takes the default arguments; `TripletLoss`
+        takes others):
+
+        >>> import keras
+        >>> from keras_siamese import SiameseWrapper
+        >>> triplet = [keras.Input((4,)) for _ in range(3)]
+        >>> stacked = SiameseWrapper(keras.layers.Dense(2), merge="stack")(triplet)
+        >>> model = keras.Model(triplet, stacked)
+        >>> model.compile(optimizer="adam", loss=triplet_loss)
     """
     del y_true
     margin = check_margin(margin)
@@ -91,11 +102,21 @@ class TripletLoss(keras.losses.Loss):
         ValueError: for a negative margin or unknown distance (at
             construction), or a `y_pred` that is not `(batch, 3, dim)`.
 
-    Example:
-    >>> import numpy as np
-    >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [1.5, 0.0]]])
-    >>> float(TripletLoss(margin=1.0)(np.zeros(1), triplets))
-    0.5
+    Examples:
+        >>> import numpy as np
+        >>> triplets = np.array([[[0.0, 0.0], [1.0, 0.0], [1.5, 0.0]]])
+        >>> float(TripletLoss(margin=1.0)(np.zeros(1), triplets))
+        0.5
+
+        Usage with `compile()`, on a model that stacks the embeddings of a
+        triplet; fit it with dummy targets such as `np.zeros(batch)`:
+
+        >>> import keras
+        >>> from keras_siamese import SiameseWrapper
+        >>> triplet = [keras.Input((4,)) for _ in range(3)]
+        >>> stacked = SiameseWrapper(keras.layers.Dense(2), merge="stack")(triplet)
+        >>> model = keras.Model(triplet, stacked)
+        >>> model.compile(optimizer="adam", loss=TripletLoss(margin=1.0))
     """
 
     def __init__(

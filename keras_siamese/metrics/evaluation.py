@@ -56,10 +56,9 @@ def verification_accuracy(
     Raises:
         ValueError: for empty, non-finite or mismatched inputs.
 
-    Example:
-    >>> accuracy, threshold = verification_accuracy([0.1, 0.4, 0.6, 0.9], [1, 1, 0, 0])
-    >>> accuracy, threshold
-    (1.0, 0.5)
+    Examples:
+        >>> verification_accuracy([0.1, 0.4, 0.6, 0.9], [1, 1, 0, 0])
+        (1.0, 0.5)
     """
     distances, similar = _pairs(distances, labels)
     values, inverse = np.unique(distances, return_inverse=True)
@@ -99,9 +98,9 @@ def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
         ValueError: if only one kind of pair is present, or for empty,
             non-finite or mismatched inputs.
 
-    Example:
-    >>> roc_auc([0.1, 0.5, 0.5, 0.9], [1, 1, 0, 0])
-    0.875
+    Examples:
+        >>> roc_auc([0.1, 0.5, 0.5, 0.9], [1, 1, 0, 0])
+        0.875
     """
     distances, similar = _pairs(distances, labels)
     n_similar = int(similar.sum())
@@ -249,11 +248,11 @@ def recall_at_k(
         ValueError: for bad shapes, `k < 1`, an unknown distance, or no query
             that has a same-class item.
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.array([[0.0], [0.1], [5.0], [5.2], [0.15]])
-    >>> recall_at_k(x, np.array([0, 0, 1, 1, 1]), k=1)
-    0.6
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[0.0], [0.1], [5.0], [5.2], [0.15]])
+        >>> recall_at_k(x, np.array([0, 0, 1, 1, 1]), k=1)
+        0.6
     """
     k = check_positive_int(k, "k")
     distance = renamed_argument(
@@ -313,11 +312,11 @@ def map_at_r(
         ValueError: for bad shapes, an unknown distance, or no query with a
             same-class item.
 
-    Example:
-    >>> import numpy as np
-    >>> x = np.array([[0.0], [0.1], [5.0], [5.2]])
-    >>> map_at_r(x, np.array([0, 0, 1, 1]))
-    1.0
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[0.0], [0.1], [5.0], [5.2]])
+        >>> map_at_r(x, np.array([0, 0, 1, 1]))
+        1.0
     """
     distance = renamed_argument(
         distance, metric, "distance", "metric", "euclidean", "map_at_r"

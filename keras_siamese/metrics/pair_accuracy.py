@@ -36,11 +36,23 @@ def pair_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> Any:
         ValueError: for shapes other than `(batch,)` / `(batch, 1)` or
             different batch sizes.
 
-    Example:
-    >>> import numpy as np
-    >>> hits = pair_accuracy(np.array([1, 0]), np.array([[0.2], [0.4]]))
-    >>> [float(v) for v in hits]
-    [1.0, 0.0]
+    Examples:
+        >>> import numpy as np
+        >>> hits = pair_accuracy(np.array([1, 0]), np.array([[0.2], [0.4]]))
+        >>> [float(v) for v in hits]
+        [1.0, 0.0]
+
+        Usage with `compile()`, on a model that outputs pair distances (the
+        function takes the default threshold; `PairAccuracy` takes another):
+
+        >>> import keras
+        >>> from keras_siamese import ContrastiveLoss, EuclideanDistance, SiameseWrapper
+        >>> pair = [keras.Input((4,)), keras.Input((4,))]
+        >>> siamese = SiameseWrapper(keras.layers.Dense(2), merge=EuclideanDistance())
+        >>> model = keras.Model(pair, siamese(pair))
+        >>> model.compile(
+        ...     optimizer="adam", loss=ContrastiveLoss(), metrics=[pair_accuracy]
+        ... )
     """
     threshold = check_threshold(threshold)
     distances = as_vector(as_float(y_pred), "y_pred")
@@ -67,12 +79,25 @@ class PairAccuracy(AccuracyMean):
         name: name of the metric.
         dtype: dtype of the metric result.
 
-    Example:
-    >>> import numpy as np
-    >>> metric = PairAccuracy(threshold=0.5)
-    >>> metric.update_state(np.array([1, 0, 0]), np.array([[0.2], [0.4], [0.9]]))
-    >>> round(float(metric.result()), 4)
-    0.6667
+    Examples:
+        >>> import numpy as np
+        >>> metric = PairAccuracy(threshold=0.5)
+        >>> metric.update_state(np.array([1, 0, 0]), np.array([[0.2], [0.4], [0.9]]))
+        >>> round(float(metric.result()), 4)
+        0.6667
+
+        Usage with `compile()`, on a model that outputs pair distances:
+
+        >>> import keras
+        >>> from keras_siamese import ContrastiveLoss, EuclideanDistance, SiameseWrapper
+        >>> pair = [keras.Input((4,)), keras.Input((4,))]
+        >>> siamese = SiameseWrapper(keras.layers.Dense(2), merge=EuclideanDistance())
+        >>> model = keras.Model(pair, siamese(pair))
+        >>> model.compile(
+        ...     optimizer="adam",
+        ...     loss=ContrastiveLoss(margin=1.0),
+        ...     metrics=[PairAccuracy(threshold=0.5)],
+        ... )
     """
 
     def __init__(

@@ -31,11 +31,24 @@ def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> A
         ValueError: if `y_pred` is not `(batch, 3, dim)` or `distance` is
             unknown.
 
-    Example:
-    >>> import numpy as np
-    >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
-    >>> [float(v) for v in triplet_accuracy(None, triplets)]
-    [1.0, 0.0]
+    Examples:
+        >>> import numpy as np
+        >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
+        >>> [float(v) for v in triplet_accuracy(None, triplets)]
+        [1.0, 0.0]
+
+        Usage with `compile()`, on a model that stacks the embeddings of a
+        triplet (the function uses the Euclidean distance; `TripletAccuracy`
+        takes another):
+
+        >>> import keras
+        >>> from keras_siamese import SiameseWrapper, TripletLoss
+        >>> triplet = [keras.Input((4,)) for _ in range(3)]
+        >>> stacked = SiameseWrapper(keras.layers.Dense(2), merge="stack")(triplet)
+        >>> model = keras.Model(triplet, stacked)
+        >>> model.compile(
+        ...     optimizer="adam", loss=TripletLoss(), metrics=[triplet_accuracy]
+        ... )
     """
     del y_true
     measure = distances.get(distance)
@@ -61,13 +74,27 @@ class TripletAccuracy(AccuracyMean):
     Raises:
         ValueError: if `distance` is unknown.
 
-    Example:
-    >>> import numpy as np
-    >>> metric = TripletAccuracy()
-    >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
-    >>> metric.update_state(np.zeros(2), triplets)
-    >>> float(metric.result())
-    0.5
+    Examples:
+        >>> import numpy as np
+        >>> metric = TripletAccuracy()
+        >>> triplets = np.array([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [1.0]]])
+        >>> metric.update_state(np.zeros(2), triplets)
+        >>> float(metric.result())
+        0.5
+
+        Usage with `compile()`, on a model that stacks the embeddings of a
+        triplet:
+
+        >>> import keras
+        >>> from keras_siamese import SiameseWrapper, TripletLoss
+        >>> triplet = [keras.Input((4,)) for _ in range(3)]
+        >>> stacked = SiameseWrapper(keras.layers.Dense(2), merge="stack")(triplet)
+        >>> model = keras.Model(triplet, stacked)
+        >>> model.compile(
+        ...     optimizer="adam",
+        ...     loss=TripletLoss(distance="cosine"),
+        ...     metrics=[TripletAccuracy(distance="cosine")],
+        ... )
     """
 
     def __init__(
