@@ -1,20 +1,15 @@
-"""PairAccuracy and TripletAccuracy against NumPy, and saving with the losses."""
+"""PairAccuracy and TripletAccuracy against NumPy.
 
-import keras
+Configs and saving with the losses: tests/test_conformance.py.
+"""
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_siamese import (
-    ContrastiveLoss,
-    OnlineTripletLoss,
-    PairAccuracy,
-    TripletAccuracy,
-    TripletLoss,
-)
-from tests.helpers import to_numpy
+from keras_siamese import PairAccuracy, TripletAccuracy
 
 
 def np_distance(a, b, metric):
@@ -80,19 +75,6 @@ def test_triplet_accuracy_ties_count_as_wrong():
     assert float(metric.result()) == 0.5
 
 
-@pytest.mark.parametrize(
-    "metric", [PairAccuracy(threshold=0.3, name="pa"), TripletAccuracy("cosine")]
-)
-def test_metric_config_round_trip(metric):
-    config = metric.get_config()
-    clone = type(metric).from_config(config)
-    assert clone.get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(metric)
-    )
-    assert type(restored) is type(metric) and restored.get_config() == config
-
-
 def test_bad_metric_arguments_raise():
     with pytest.raises(ValueError, match="threshold"):
         PairAccuracy(threshold=float("nan"))
@@ -104,50 +86,3 @@ def test_bad_metric_arguments_raise():
         PairAccuracy().update_state(np.zeros(2), np.zeros((2, 2), "float32"))
     with pytest.raises(ValueError, match=r"\(batch, 3, dim\)"):
         TripletAccuracy().update_state(np.zeros(2), np.zeros((2, 2), "float32"))
-
-
-def _pair_model():
-    inputs = keras.Input((4,))
-    distance = keras.layers.Dense(1, activation="softplus")(inputs)
-    model = keras.Model(inputs, distance)
-    model.compile("sgd", loss=ContrastiveLoss(margin=2.0), metrics=[PairAccuracy(0.7)])
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    return model, x, np.arange(16) % 2
-
-
-def _triplet_model():
-    inputs = keras.Input((3, 4))
-    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    model.compile(
-        "sgd",
-        loss=TripletLoss(margin=0.5, distance="cosine"),
-        metrics=[TripletAccuracy(distance="cosine")],
-    )
-    x = np.random.default_rng(0).normal(size=(16, 3, 4)).astype("float32")
-    return model, x, np.zeros(16)
-
-
-def _online_model():
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    model.compile("sgd", loss=OnlineTripletLoss(mining="semi_hard", margin=0.3))
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    return model, x, np.arange(16) % 4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("build", [_pair_model, _triplet_model, _online_model])
-def test_compiled_model_reloads_without_custom_objects(build, tmp_path):
-    model, x, y = build()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    before = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    after = restored.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    assert before.keys() == after.keys()
-    for key in before:
-        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6)
-    assert type(restored.loss) is type(model.loss)
-    assert restored.loss.get_config() == model.loss.get_config()
-    assert np.isfinite(to_numpy(restored.predict(x, verbose=0))).all()

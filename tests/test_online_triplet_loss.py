@@ -306,22 +306,6 @@ def test_a_large_batch_runs_without_cubic_memory():
 # --- configuration and errors ----------------------------------------------------
 
 
-def test_config_round_trip():
-    loss = OnlineTripletLoss(
-        mining="semi_hard", margin=0.3, distance="cosine", soft=True
-    )
-    config = loss.get_config()
-    assert config["mining"] == "semi_hard" and config["margin"] == 0.3
-    assert config["distance"] == "cosine" and config["soft"] is True
-    clone = OnlineTripletLoss.from_config(config)
-    assert clone.get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(loss)
-    )
-    assert isinstance(restored, OnlineTripletLoss)
-    assert restored.get_config() == config
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

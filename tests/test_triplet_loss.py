@@ -110,18 +110,6 @@ def test_mixed_precision_close_to_float32(policy):
     np.testing.assert_allclose(value, want, rtol=2e-2, atol=2e-2)
 
 
-def test_config_round_trip():
-    loss = TripletLoss(margin=0.2, distance="squared_euclidean", soft=True)
-    config = loss.get_config()
-    assert config["margin"] == 0.2 and config["distance"] == "squared_euclidean"
-    assert config["soft"] is True
-    assert TripletLoss.from_config(config).get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(loss)
-    )
-    assert isinstance(restored, TripletLoss) and restored.get_config() == config
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

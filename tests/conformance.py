@@ -1,0 +1,146 @@
+"""The conformance table: every layer, loss and metric of the package, once.
+
+`tests/test_conformance.py` runs every check on every entry of `CASES`, in
+the spirit of Keras' `TestCase.run_layer_test` and keras-hub's
+`run_serialization_test`: symbolic and eager output shapes, the JSON config
+round trip, `serialize_keras_object` / `deserialize_keras_object`, a `.keras`
+file reloaded in safe mode, half-precision dtype policies, and for layers
+Keras' own `run_layer_test`.
+
+To add a public layer, loss or metric, add one line to `CASES` (constructor
+arguments that differ from the defaults make the config checks stronger).
+Layers take `inputs`, the per-example shapes of the tensors they are called
+on (a pair of `(4,)` embeddings by default), and `output`, the expected output
+shape with `None` for the batch. Losses and metrics take the layout of their
+`(y_true, y_pred)`: one of `LAYOUTS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_siamese import (
+    ContrastiveLoss,
+    CosineDistance,
+    EuclideanDistance,
+    ManhattanDistance,
+    OnlineTripletLoss,
+    PairAccuracy,
+    SiameseWrapper,
+    TripletAccuracy,
+    TripletLoss,
+)
+
+BATCH = 8
+PAIR = ((4,), (4,))
+
+
+def mlp() -> keras.Model:
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The `(y_true, y_pred)` of a loss or metric, and a model that outputs it."""
+
+    name: str
+    input_shape: tuple
+    model: Callable[[], keras.Model]
+    y_true: Callable[[np.random.Generator], np.ndarray]
+    y_pred: Callable[[np.random.Generator], np.ndarray]
+    loss: Callable[[], keras.losses.Loss]
+
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in [
+        Layout(
+            "pairs",  # pair labels, 1 = similar; (batch, 1) distances
+            (4,),
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(1, activation="softplus")]
+            ),
+            lambda rng: (np.arange(BATCH) % 2).astype("float32"),
+            lambda rng: rng.uniform(0.0, 2.0, (BATCH, 1)),
+            ContrastiveLoss,
+        ),
+        Layout(
+            "triplets",  # ignored y_true; stacked (anchor, positive, negative)
+            (3, 4),
+            lambda: keras.Sequential([keras.Input((3, 4)), keras.layers.Dense(2)]),
+            lambda rng: np.zeros(BATCH, "float32"),
+            lambda rng: rng.normal(size=(BATCH, 3, 2)),
+            TripletLoss,
+        ),
+        Layout(
+            "labels",  # class labels; (batch, dim) embeddings
+            (4,),
+            lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
+            lambda rng: np.arange(BATCH) % 4,
+            lambda rng: rng.normal(size=(BATCH, 3)),
+            OnlineTripletLoss,
+        ),
+    ]
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "layer", "loss" or "metric"
+    cls: type
+    kwargs: dict | Callable[[], dict] = dataclasses.field(default_factory=dict)
+    inputs: tuple = PAIR  # layers
+    output: Any = None  # layers: expected output shape(s), batch None
+    layout: str | None = None  # losses and metrics: a key of LAYOUTS
+
+    def init_kwargs(self) -> dict:
+        """Fresh constructor arguments (new encoder objects every call)."""
+        return self.kwargs() if callable(self.kwargs) else dict(self.kwargs)
+
+    def build(self) -> Any:
+        return self.cls(**self.init_kwargs())
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def layer(name: str, cls: type, kwargs: Any, output: Any, inputs: tuple = PAIR) -> Case:
+    return Case(name, "layer", cls, kwargs, inputs=inputs, output=output)
+
+
+def loss(name: str, cls: type, kwargs: dict, layout: str) -> Case:
+    return Case(name, "loss", cls, kwargs, layout=layout)
+
+
+def metric(name: str, cls: type, kwargs: dict, layout: str) -> Case:
+    return Case(name, "metric", cls, kwargs, layout=layout)
+
+
+# One line per public layer, loss and metric (and per distinct configuration).
+# fmt: off
+CASES = [
+    layer("euclidean", EuclideanDistance, {}, (None, 1)),
+    layer("euclidean-options", EuclideanDistance, {"squared": True, "epsilon": 1e-6, "name": "d"}, (None, 1)),
+    layer("cosine", CosineDistance, {"name": "cos"}, (None, 1)),
+    layer("manhattan", ManhattanDistance, {}, (None, 1)),
+    layer("wrapper-tuple", SiameseWrapper, lambda: {"layer": mlp(), "fuse_branches": True, "name": "twins"}, ((None, 3), (None, 3))),
+    layer("wrapper-stack", SiameseWrapper, lambda: {"layer": mlp(), "merge": "stack"}, (None, 2, 3)),
+    layer("wrapper-concat", SiameseWrapper, lambda: {"layer": mlp(), "merge": "concat"}, (None, 6)),
+    layer("wrapper-distance", SiameseWrapper, lambda: {"layer": mlp(), "merge": ManhattanDistance()}, (None, 1)),
+    loss("contrastive", ContrastiveLoss, {"margin": 2.5, "reduction": "sum", "name": "c"}, "pairs"),
+    loss("triplet", TripletLoss, {"margin": 0.2, "distance": "squared_euclidean", "soft": True}, "triplets"),
+    loss("online-semi-hard", OnlineTripletLoss, {"mining": "semi_hard", "margin": 0.3, "distance": "cosine", "soft": True}, "labels"),
+    loss("online-batch-all", OnlineTripletLoss, {"mining": "batch_all", "distance": "manhattan"}, "labels"),
+    metric("pair-accuracy", PairAccuracy, {"threshold": 0.3, "name": "pa"}, "pairs"),
+    metric("triplet-accuracy", TripletAccuracy, {"distance": "cosine"}, "triplets"),
+]
+# fmt: on
+
+LAYERS = [case for case in CASES if case.kind == "layer"]
+LOSSES_AND_METRICS = [case for case in CASES if case.kind != "layer"]
