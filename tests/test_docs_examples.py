@@ -31,6 +31,7 @@ def test_the_guides_have_code_to_run():
         "index.md",
         "getting-started.md",
         "contrastive-pairs.md",
+        "datasets.md",
         "triplets.md",
         "weight-sharing.md",
         "saving-loading.md",
