@@ -185,17 +185,16 @@ if command -v nvidia-smi >/dev/null; then
 else
   echo "nvidia-smi: not found" | tee "$WORK/meta/nvidia-smi.txt" | tee -a "$LOG"
 fi
-# Keras needs a backend to import: the first of BACKENDS (TensorFlow, its
-# default, is not on the GPU machine).
-read -r FIRST_BACKEND _ <<<"$BACKENDS"
-KERAS_BACKEND=$FIRST_BACKEND "$PYTHON" - <<'EOF' 2>&1 | tee "$WORK/meta/versions.txt" | tee -a "$LOG"
+# Read from the packages' metadata: nothing is imported (each backend's
+# import is checked just below).
+"$PYTHON" - <<'EOF' 2>&1 | tee "$WORK/meta/versions.txt" | tee -a "$LOG"
 import importlib.metadata as metadata
+import importlib.util
 import platform
 
-import keras_siamese
-
 print("python", platform.python_version(), platform.machine())
-print("keras_siamese from", keras_siamese.__path__[0])
+spec = importlib.util.find_spec("keras_siamese")
+print("keras_siamese from", spec.submodule_search_locations[0])
 names = (
     "keras", "jax", "jaxlib", "jax-cuda13-plugin", "torch", "tensorflow", "numpy",
     "ml-dtypes", "optree", "namex", "h5py", "rich", "absl-py", "packaging",
