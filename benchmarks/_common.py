@@ -9,7 +9,8 @@ uses the helpers here so that all of them
   asynchronous on every backend),
 - report medians over repeats, and
 - print a Markdown table and write the same numbers as JSON under
-  `benchmarks/results/`.
+  `benchmarks/results/` (or the folder named by `BENCH_RESULTS_DIR`, which
+  `gpu.sh` sets so that each of its steps keeps its own files).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(
+    os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
 MNIST_SHAPE = (28, 28)
 MNIST_TRAIN = 60000
 MNIST_TEST = 10000
@@ -410,7 +413,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_json(name: str, payload: dict, enabled: bool = True) -> Path | None:
-    """Write `payload` with run metadata to `benchmarks/results/<name>-<backend>.json`.
+    """Write `payload` with run metadata to `RESULTS_DIR/<name>-<backend>.json`.
+
+    `RESULTS_DIR` is `benchmarks/results/` unless `BENCH_RESULTS_DIR` names
+    another folder.
 
     Returns:
         The path written, or `None` when `enabled` is false.

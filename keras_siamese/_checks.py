@@ -199,3 +199,21 @@ def check_triplets(y_pred: Any) -> None:
             '(anchor, positive, negative), as SiameseWrapper(merge="stack") '
             f"produces; got shape {shape}."
         )
+
+
+def check_inputs_given(inputs: Any, layer: str) -> None:
+    """Refuse a layer's `inputs` that are `None` or hold `None` at the top level.
+
+    Called before Keras' `Layer.__call__`, which (up to Keras 3.12) fails on
+    such an input with an `AttributeError` about `shape` before the layer's
+    own checks can name the argument.
+    """
+    if inputs is None:
+        raise TypeError(f"{layer} expects tensors as `inputs`; got None.")
+    if isinstance(inputs, (list, tuple)):
+        missing = [index for index, x in enumerate(inputs) if x is None]
+        if missing:
+            raise TypeError(
+                f"{layer} expects a tensor for every item of `inputs`; got None "
+                f"at position(s) {missing}."
+            )

@@ -8,6 +8,7 @@ tables are checked for their rows, not their numbers.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,70 @@ def test_reproductions_run_from_a_local_file(
         cwd=tmp_path,
     )
     assert f"| {keras.backend.backend()}" in out
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_takes_every_step(tmp_path: Path) -> None:
+    """`gpu.sh --dry-run` runs the GPU run's steps at tiny sizes and reports them.
+
+    The GPU run is only ever tried on a lent machine, so the CI runs its dry
+    run on the current backend: same script, same benchmarks, same outputs.
+    """
+    backend = keras.backend.backend()
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": backend,
+            "BACKENDS": backend,
+            "PYTHON": sys.executable,
+            "OUT": str(out),
+        },
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "gpu.json").read_text())
+    status = {
+        (step["step"], step["backend"]): step["status"] for step in report["steps"]
+    }
+    expected = ["training", "branches", "mining"]
+    if (BENCHMARKS / "bench_search.py").exists():
+        expected.append("search")
+    for step in expected:
+        assert status[(step, backend)] == "ok", status
+    if backend == "torch":
+        assert status[("training_jit", "torch")] == "skipped (dry run)"
+    assert "keras " in report["meta"]["versions"]
+    assert report["meta"]["nvidia-smi"]
+
+    results = report["results"]
+    training = results[f"training-{backend}/training-{backend}"]
+    assert set(training["roofline_fraction"]) == {
+        "a_keras",
+        "b_package",
+        "b_arrays",
+        "b_fused",
+        "b_separate",
+        "c_native",
+        "d_matmuls",
+    }
+    assert training["matmul_flops_per_round"][0] > 0
+    branches = results[f"branches-{backend}/branches-{backend}"]
+    assert branches["encoders"]["mlp"]["fused_speedup"] > 0
+    mining = results[f"mining-{backend}/mining-{backend}"]["rows"]
+    assert [row["impl"] for row in mining] == ["keras_siamese", "naive", "numpy"]
+    np.testing.assert_allclose(
+        [row["value"] for row in mining], mining[0]["value"], rtol=1e-4
+    )
+
+    log = (out / "gpu.md").read_text()
+    assert f"| training | {backend} | ok |" in log
+    assert "## Training throughput" in log and "## Summary" in log
 
 
 @pytest.mark.skipif(

@@ -171,3 +171,23 @@ def test_fit_epoch_ignores_functions_of_other_objects(name):
 
     probe.__code__ = probe.__code__.replace(co_name=name)
     assert probe(object()) is None
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        EuclideanDistance,
+        CosineDistance,
+        lambda: SiameseWrapper(_encoder(), merge="stack"),
+    ],
+)
+@pytest.mark.parametrize("position", [0, 1])
+def test_a_missing_input_is_refused_by_name_on_every_keras(make_layer, position):
+    # Keras up to 3.12 fails on a None input inside `Layer.__call__`, with an
+    # AttributeError, before the layer's own checks run.
+    inputs = [np.zeros((2, 3), "float32"), np.zeros((2, 3), "float32")]
+    inputs[position] = None
+    with pytest.raises(TypeError, match=rf"`inputs`.*\[{position}\]"):
+        make_layer()(inputs)
+    with pytest.raises(TypeError, match="`inputs`"):
+        make_layer()(None)

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_siamese import distances
+from keras_siamese._checks import check_inputs_given
 
 
 def _split_pair(layer_name: str, inputs: Any) -> tuple[Any, Any]:
@@ -33,8 +34,17 @@ class _PairDistance(keras.layers.Layer):
     precision model).
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        # Explicit, so that the documented `**kwargs` of the subclasses that
+        # add no argument are part of their signature.
+        super().__init__(**kwargs)
+
     def _distance(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        check_inputs_given(inputs, type(self).__name__)
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs: Any) -> Any:
         a, b = _split_pair(type(self).__name__, inputs)
@@ -73,7 +83,8 @@ class EuclideanDistance(_PairDistance):
     Raises:
         ValueError: if `epsilon` is not positive, or the two inputs differ in
             shape.
-        TypeError: if called on a single tensor instead of `[a, b]`.
+        TypeError: if called on a single tensor instead of `[a, b]`, or on
+            `None`.
 
     Examples:
         >>> import numpy as np
@@ -125,7 +136,8 @@ class CosineDistance(_PairDistance):
 
     Raises:
         ValueError: if the two inputs differ in shape.
-        TypeError: if called on a single tensor instead of `[a, b]`.
+        TypeError: if called on a single tensor instead of `[a, b]`, or on
+            `None`.
 
     Examples:
         >>> import numpy as np
@@ -154,7 +166,8 @@ class ManhattanDistance(_PairDistance):
 
     Raises:
         ValueError: if the two inputs differ in shape.
-        TypeError: if called on a single tensor instead of `[a, b]`.
+        TypeError: if called on a single tensor instead of `[a, b]`, or on
+            `None`.
 
     Examples:
         >>> import numpy as np

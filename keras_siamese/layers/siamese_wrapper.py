@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese._checks import shapes_compatible
+from keras_siamese._checks import check_inputs_given, shapes_compatible
 from keras_siamese._keras_compat import mark_shared
 
 MERGE_MODES = ("stack", "concat")
@@ -169,6 +169,10 @@ class SiameseWrapper(keras.layers.Layer):
                     f"{_describe_shapes(branches)}."
                 )
         return branches
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        check_inputs_given(inputs, self.name)
+        return super().__call__(inputs, *args, **kwargs)
 
     def build(self, input_shape: Any) -> None:
         # A single tensor arrives here as one shape tuple of ints, before
