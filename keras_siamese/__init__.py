@@ -20,16 +20,23 @@ from keras_siamese.distances import (
 )
 from keras_siamese.layers import (
     CosineDistance,
+    CosineProxies,
     EuclideanDistance,
     ManhattanDistance,
     SiameseWrapper,
 )
 from keras_siamese.losses import (
+    ArcFaceLoss,
     ContrastiveLoss,
+    CosFaceLoss,
     OnlineTripletLoss,
+    ProxyAnchorLoss,
     TripletLoss,
+    arcface_loss,
     contrastive_loss,
+    cosface_loss,
     online_triplet_loss,
+    proxy_anchor_loss,
     triplet_loss,
 )
 from keras_siamese.metrics import (
@@ -46,9 +53,12 @@ from keras_siamese.metrics import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArcFaceLoss",
     "ClassBalancedDataset",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "CosineDistance",
+    "CosineProxies",
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",
@@ -56,11 +66,14 @@ __all__ = [
     "OnlineTripletLoss",
     "PairAccuracy",
     "PairDataset",
+    "ProxyAnchorLoss",
     "SiameseWrapper",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
+    "arcface_loss",
     "contrastive_loss",
+    "cosface_loss",
     "cosine_distance",
     "euclidean_distance",
     "make_pairs",
@@ -71,6 +84,7 @@ __all__ = [
     "paired_distances",
     "pairwise_distances",
     "pca_project",
+    "proxy_anchor_loss",
     "recall_at_k",
     "roc_auc",
     "triplet_accuracy",
