@@ -4,7 +4,13 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
-from keras_siamese.callbacks import EmbeddingPlot, EpochSync, pca_project
+from keras_siamese.callbacks import (
+    CollapseMonitor,
+    EmbeddingCollapseWarning,
+    EmbeddingPlot,
+    EpochSync,
+    pca_project,
+)
 from keras_siamese.data import (
     ClassBalancedDataset,
     PairDataset,
@@ -29,6 +35,7 @@ from keras_siamese.losses import (
     ArcFaceLoss,
     ContrastiveLoss,
     CosFaceLoss,
+    CrossBatchMemory,
     OnlineTripletLoss,
     ProxyAnchorLoss,
     TripletLoss,
@@ -55,10 +62,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ArcFaceLoss",
     "ClassBalancedDataset",
+    "CollapseMonitor",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CosineDistance",
     "CosineProxies",
+    "CrossBatchMemory",
+    "EmbeddingCollapseWarning",
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",

@@ -7,6 +7,7 @@ from keras_siamese.losses.margin_softmax import (
     arcface_loss,
     cosface_loss,
 )
+from keras_siamese.losses.memory import CrossBatchMemory
 from keras_siamese.losses.online_triplet import OnlineTripletLoss, online_triplet_loss
 from keras_siamese.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_siamese.losses.triplet import TripletLoss, triplet_loss
@@ -15,6 +16,7 @@ __all__ = [
     "ArcFaceLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "OnlineTripletLoss",
     "ProxyAnchorLoss",
     "TripletLoss",
