@@ -84,7 +84,8 @@ def run(name: str, data: tuple, per_class: int, steps: int, seed: int) -> dict:
         steps_per_epoch=steps,
         seed=seed,
     )
-    probe = x_train[np.random.default_rng(seed).choice(len(x_train), 512, False)]
+    rng = np.random.default_rng(seed)
+    probe = x_train[rng.choice(len(x_train), min(512, len(x_train)), replace=False)]
     monitor = CollapseMonitor(probe, encoder=embedder, every_n_batches=50)
     start = time.perf_counter()
     with warnings.catch_warnings():
