@@ -261,6 +261,45 @@ def test_half_precision_encoder_gives_finite_float32_memory(policy):
     assert stored.dtype == np.float32 and np.all(np.isfinite(stored))
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="PyTorch Metric Learning runs on torch"
+)
+@pytest.mark.parametrize("mining", ["batch_all", "batch_hard"])
+def test_matches_pytorch_metric_learning_cross_batch_memory_live(mining):
+    """PML's XBM + TripletMarginLoss on plain Euclidean distances, step by step.
+
+    batch_all is PML's default triplet loss (all triplets, averaged over the
+    non-zero ones); batch_hard is its `BatchHardMiner` with a mean reducer.
+    """
+    pml = pytest.importorskip("pytorch_metric_learning")
+    import torch
+    from pytorch_metric_learning import distances, losses, miners, reducers
+
+    plain = distances.LpDistance(normalize_embeddings=False)
+    if mining == "batch_all":
+        inner, miner = losses.TripletMarginLoss(margin=0.5, distance=plain), None
+    else:
+        inner = losses.TripletMarginLoss(
+            margin=0.5, distance=plain, reducer=reducers.MeanReducer()
+        )
+        miner = miners.BatchHardMiner(distance=plain)
+    reference_memory = losses.CrossBatchMemory(
+        inner, embedding_size=3, memory_size=10, miner=miner
+    )
+    identity = keras.Sequential([keras.Input((3,)), keras.layers.Identity()])
+    model = CrossBatchMemory(
+        identity, memory_size=10, loss_kwargs={"mining": mining, "margin": 0.5}
+    )
+    model(np.zeros((1, 3), "float32"))
+    rng = np.random.default_rng(0)
+    for step in range(7):  # fills, wraps around and overwrites the memory
+        labels = rng.integers(0, 3, 6)
+        x = rng.normal(size=(6, 3)).astype("float32")
+        want = float(reference_memory(torch.tensor(x), torch.tensor(labels)))
+        got = float(to_numpy(model.memory_loss(labels, x)))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6), (pml.__version__, step)
+
+
 # --- saving, a custom loss, errors ------------------------------------------
 
 
@@ -397,13 +436,18 @@ def test_bad_arguments_raise(kwargs, error, match):
 def test_encoder_must_be_a_layer_and_fit_needs_labels():
     with pytest.raises(TypeError, match="encoder"):
         CrossBatchMemory("dense")
-    model = CrossBatchMemory(_encoder(), memory_size=8)
-    model.compile(optimizer="sgd")
     labels, x = next(_batches(1))
-    with pytest.raises(ValueError, match="labels"):
-        model.train_on_batch(x)
-    with pytest.raises(ValueError, match="sample_weight"):
-        model.train_on_batch(x, labels, sample_weight=np.ones(4))
+    for kwargs, match in [
+        ({}, "labels"),
+        ({"y": labels, "sample_weight": 1}, "sample"),
+    ]:
+        # A fresh model each time: a failed trace may be cached by TensorFlow.
+        model = CrossBatchMemory(_encoder(), memory_size=8)
+        model.compile(optimizer="sgd")
+        if "sample_weight" in kwargs:
+            kwargs["sample_weight"] = np.ones(4)
+        with pytest.raises(ValueError, match=match):
+            model.train_on_batch(x, **kwargs)
 
 
 def test_docstring_examples_run():

@@ -102,8 +102,8 @@ class CosineProxies(keras.layers.Layer):
         (2, 3)
         >>> head.set_weights([np.eye(3, 4, dtype="float32")])
         >>> cosines = head(np.array([[1.0, 1.0, 0.0, 0.0]]))
-        >>> keras.ops.convert_to_numpy(cosines).round(4).tolist()
-        [[0.7071, 0.7071, 0.0]]
+        >>> [round(float(c), 4) for c in keras.ops.convert_to_numpy(cosines)[0]]
+        [0.7071, 0.7071, 0.0]
 
         Training with a proxy loss, then embedding with the encoder:
 
@@ -133,7 +133,17 @@ class CosineProxies(keras.layers.Layer):
         )
         if initializer is None:
             initializer = keras.initializers.RandomNormal(mean=0.0, stddev=1.0)
-        self.initializer = keras.initializers.get(initializer)
+        try:
+            self.initializer = keras.initializers.get(initializer)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                "`initializer` must be a Keras initializer, its name or its "
+                f"config; got {initializer!r}."
+            ) from error
+        if not callable(self.initializer):
+            raise TypeError(
+                f"`initializer` must be a Keras initializer; got {initializer!r}."
+            )
 
     def build(self, input_shape: Any) -> None:
         shape = tuple(input_shape)
@@ -162,9 +172,12 @@ class CosineProxies(keras.layers.Layer):
         stored = self._proxies
         if self.lr_multiplier == 1.0:
             return ops.convert_to_tensor(stored)
-        # Value m * v, derivative 1 with respect to v: the variable's gradient
-        # is the gradient of the proxies, and its steps are scaled by m.
-        return stored + (self.lr_multiplier - 1.0) * ops.stop_gradient(stored)
+        # Value m * v (the second term is exactly 0), derivative 1 with respect
+        # to v: the variable's gradient is the gradient of the proxies, and
+        # its steps are scaled by m.
+        stored = ops.convert_to_tensor(stored)
+        frozen = ops.stop_gradient(stored)
+        return self.lr_multiplier * frozen + (stored - frozen)
 
     def call(self, embeddings: Any) -> Any:
         embeddings = as_float(embeddings)

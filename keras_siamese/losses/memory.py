@@ -192,13 +192,17 @@ class CrossBatchMemory(keras.Model):
     variables (no gradient flows into them). At each training step, every
     example of the batch is an anchor mined against the batch itself and
     the memory; then the batch is written into the memory, overwriting the
-    oldest entries. This gives the numbers of PyTorch Metric Learning's
-    `CrossBatchMemory`, which enqueues the batch first and removes each
-    anchor's comparison with itself: until the memory is full only its
-    filled part counts, and an entry the current batch overwrites counts
-    once, as the batch's own row. One difference: there the batch's rows are
-    compared with as memory entries, without gradient; here they keep theirs,
-    as in the in-batch loss (the gradient of the anchors is the same).
+    oldest entries. As in PyTorch Metric Learning's `CrossBatchMemory`, the
+    batch is enqueued first and each anchor's comparison with itself is
+    removed: until the memory is full only its filled part counts, and an
+    entry the current batch overwrites counts once, as the batch's own row.
+    The values equal PML's `CrossBatchMemory` around a `TripletMarginLoss`
+    on `LpDistance(normalize_embeddings=False)` (PML normalises by default:
+    end the encoder with `keras.layers.UnitNormalization()` for that), with
+    `mining="batch_all"` for PML's default reducer, and `"batch_hard"` for
+    its `BatchHardMiner` with a `MeanReducer`. One difference: PML compares
+    the anchors with the batch's rows as stored memory entries, without
+    gradient; here they keep theirs, as in the in-batch loss.
 
     Training is `model.fit(x, labels)`; `model(x)` and `model.predict(x)`
     return the encoder's embeddings, so `model.encoder` can be used alone
