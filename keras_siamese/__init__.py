@@ -4,7 +4,13 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
-from keras_siamese.callbacks import EmbeddingPlot, EpochSync, pca_project
+from keras_siamese.callbacks import (
+    CollapseMonitor,
+    EmbeddingCollapseWarning,
+    EmbeddingPlot,
+    EpochSync,
+    pca_project,
+)
 from keras_siamese.data import (
     ClassBalancedDataset,
     PairDataset,
@@ -20,16 +26,24 @@ from keras_siamese.distances import (
 )
 from keras_siamese.layers import (
     CosineDistance,
+    CosineProxies,
     EuclideanDistance,
     ManhattanDistance,
     SiameseWrapper,
 )
 from keras_siamese.losses import (
+    ArcFaceLoss,
     ContrastiveLoss,
+    CosFaceLoss,
+    CrossBatchMemory,
     OnlineTripletLoss,
+    ProxyAnchorLoss,
     TripletLoss,
+    arcface_loss,
     contrastive_loss,
+    cosface_loss,
     online_triplet_loss,
+    proxy_anchor_loss,
     triplet_loss,
 )
 from keras_siamese.metrics import (
@@ -46,9 +60,15 @@ from keras_siamese.metrics import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArcFaceLoss",
     "ClassBalancedDataset",
+    "CollapseMonitor",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "CosineDistance",
+    "CosineProxies",
+    "CrossBatchMemory",
+    "EmbeddingCollapseWarning",
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",
@@ -56,11 +76,14 @@ __all__ = [
     "OnlineTripletLoss",
     "PairAccuracy",
     "PairDataset",
+    "ProxyAnchorLoss",
     "SiameseWrapper",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
+    "arcface_loss",
     "contrastive_loss",
+    "cosface_loss",
     "cosine_distance",
     "euclidean_distance",
     "make_pairs",
@@ -71,6 +94,7 @@ __all__ = [
     "paired_distances",
     "pairwise_distances",
     "pca_project",
+    "proxy_anchor_loss",
     "recall_at_k",
     "roc_auc",
     "triplet_accuracy",

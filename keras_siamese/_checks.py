@@ -217,3 +217,44 @@ def check_inputs_given(inputs: Any, layer: str) -> None:
                 f"{layer} expects a tensor for every item of `inputs`; got None "
                 f"at position(s) {missing}."
             )
+
+
+def check_class_labels(labels: Any, num_classes: int, argument: str = "labels") -> None:
+    """Refuse NumPy or Python labels that are not integers in `[0, num_classes)`.
+
+    Tensors are left alone: reading them would stop a compiled training step
+    (or synchronise with the device); the proxy losses turn a label outside
+    the classes into a NaN loss there instead.
+    """
+    if hasattr(labels, "shape") and not isinstance(labels, np.ndarray):
+        return
+    values = np.asarray(labels)
+    if values.dtype.kind not in "biuf":
+        return
+    bad = (values < 0) | (values >= num_classes) | (values != np.floor(values))
+    if np.any(bad):
+        raise ValueError(
+            f"`{argument}` must be integer class indices in [0, {num_classes}) "
+            f"for {num_classes} classes; got {values[bad].ravel()[:5].tolist()}."
+        )
+
+
+def check_class_scores(labels: Any, scores: Any, argument: str = "y_pred") -> tuple:
+    """Labels `(batch,)` and per-class scores `(batch, num_classes)`, checked.
+
+    Returns:
+        The labels as a vector and the scores, unchanged otherwise.
+
+    Raises:
+        ValueError: if `scores` is not 2-D, the labels not `(batch,)` or
+            `(batch, 1)`, or the batch sizes differ.
+    """
+    if len(scores.shape) != 2:
+        raise ValueError(
+            f"`{argument}` must have shape (batch, num_classes), one score per "
+            f"class (for example the output of CosineProxies); got shape "
+            f"{tuple(scores.shape)}."
+        )
+    labels = as_vector(ops.convert_to_tensor(labels), "labels")
+    check_same_batch(labels, scores, "labels", argument)
+    return labels, scores

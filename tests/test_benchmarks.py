@@ -106,6 +106,27 @@ def test_bench_data_measures_every_sampler(tmp_path: Path, small_mnist: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_mnist_collapse_runs_every_kind_of_recipe(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    out = run_script(
+        "mnist_collapse.py",
+        *("--data", str(small_mnist), "--steps", "2", "--seeds", "0"),
+        *("--per-class", "2", "--recipes", "hard", "hard_unit", "hard_xbm"),
+        "--no-json",
+        cwd=tmp_path,
+    )
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    assert [row[1:3] for row in rows] == [
+        ["10 x 2", recipe] for recipe in ("hard", "hard_unit", "hard_xbm")
+    ]
+
+
 @pytest.mark.parametrize("script", ["mnist_contrastive.py", "mnist_triplet.py"])
 def test_reproductions_run_from_a_local_file(
     script: str, tmp_path: Path, small_mnist: Path

@@ -31,9 +31,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_siamese import (
+    ArcFaceLoss,
+    CollapseMonitor,
+    CosFaceLoss,
     CosineDistance,
+    CosineProxies,
+    CrossBatchMemory,
     EuclideanDistance,
     ManhattanDistance,
+    ProxyAnchorLoss,
     SiameseWrapper,
     cosine_distance,
     euclidean_distance,
@@ -184,6 +190,26 @@ def _smoke_make_pairs(result: Any) -> Any:
     return keras.tree.flatten(result)
 
 
+def _smoke_proxy_loss(loss: Any) -> Any:
+    cosines = np.random.default_rng(1).uniform(-1, 1, size=(6, 3)).astype("float32")
+    return loss(np.array([0, 0, 1, 1, 2, 2]), cosines)
+
+
+def _smoke_proxies(layer: Any) -> Any:
+    return layer(np.random.default_rng(1).normal(size=(4, 3)).astype("float32"))
+
+
+def _smoke_memory(model: Any) -> Any:
+    x, y = _xy(per_class=2)
+    model(x)
+    return model.memory_loss(y, model.encoder(x))
+
+
+def _smoke_monitor(monitor: Any) -> Any:
+    monitor.set_model(_embedding_model())
+    return monitor.spread()
+
+
 # Never written to: the callback only creates files when an epoch ends.
 _PLOT_DIR = "embedding_plots_never_written"
 
@@ -307,6 +333,56 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable]] = {
             "dpi": st.integers(10, 100),
         },
         lambda callback: callback.project(),
+    ),
+    "CosineProxies": (
+        lambda **kwargs: CosineProxies(kwargs.pop("num_classes", 3), **kwargs),
+        {
+            "num_classes": st.integers(1, 8),
+            "sub_centers": st.integers(1, 3),
+            "initializer": st.sampled_from(["he_normal", "random_normal", None]),
+            "lr_multiplier": st.floats(1e-3, 1e3),
+        },
+        _smoke_proxies,
+    ),
+    "ArcFaceLoss": (
+        ArcFaceLoss,
+        {"margin": st.floats(0.0, 180.0), "scale": st.floats(1e-3, 1e3)},
+        _smoke_proxy_loss,
+    ),
+    "CosFaceLoss": (
+        CosFaceLoss,
+        {"margin": st.floats(0.0, 10.0), "scale": st.floats(1e-3, 1e3)},
+        _smoke_proxy_loss,
+    ),
+    "ProxyAnchorLoss": (
+        ProxyAnchorLoss,
+        {"margin": st.floats(0.0, 10.0), "alpha": st.floats(1e-3, 1e3)},
+        _smoke_proxy_loss,
+    ),
+    "CrossBatchMemory": (
+        lambda **kwargs: CrossBatchMemory(_embedding_model(), **kwargs),
+        {
+            "memory_size": st.integers(8, 32),
+            "loss_kwargs": st.fixed_dictionaries(
+                {},
+                optional={
+                    "mining": st.sampled_from(["batch_hard", "semi_hard", "batch_all"]),
+                    "margin": st.floats(0.0, 10.0),
+                },
+            ),
+        },
+        _smoke_memory,
+    ),
+    "CollapseMonitor": (
+        lambda **kwargs: CollapseMonitor(_xy()[0], **kwargs),
+        {
+            "min_ratio": st.floats(1e-3, 1.0),
+            "every_n_batches": st.one_of(st.none(), st.integers(1, 5)),
+            "distance": st.sampled_from(["euclidean", "cosine", "manhattan"]),
+            "stop_training": st.booleans(),
+            "batch_size": st.integers(1, 64),
+        },
+        _smoke_monitor,
     ),
     "map_at_r": (
         lambda **kwargs: map_at_r(*_xy(), **kwargs),

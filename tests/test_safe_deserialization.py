@@ -21,7 +21,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_siamese import EuclideanDistance, SiameseWrapper
+from keras_siamese import (
+    ArcFaceLoss,
+    CosineProxies,
+    CrossBatchMemory,
+    EuclideanDistance,
+    SiameseWrapper,
+)
 from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
 
 REFUSED = (ValueError, TypeError)
@@ -49,6 +55,21 @@ def _triplet_model() -> keras.Model:
 def _embedding_model() -> keras.Model:
     model = _encoder()
     model.compile(optimizer="sgd", loss=OnlineTripletLoss(mining="semi_hard"))
+    return model
+
+
+def _proxy_model() -> keras.Model:
+    model = keras.Sequential([_encoder(), CosineProxies(4, sub_centers=2)])
+    model.compile(optimizer="sgd", loss=ArcFaceLoss())
+    return model
+
+
+def _memory_model() -> keras.Model:
+    model = CrossBatchMemory(
+        _encoder(), memory_size=8, loss_kwargs={"mining": "semi_hard", "margin": 0.5}
+    )
+    model.compile(optimizer="sgd")
+    model(np.zeros((1, 3), "float32"))
     return model
 
 
@@ -124,16 +145,24 @@ def saved(tmp_path_factory) -> dict[str, Path]:
         ("pair", _pair_model),
         ("triplet", _triplet_model),
         ("embedding", _embedding_model),
+        ("proxies", _proxy_model),
+        ("memory", _memory_model),
     ]:
         paths[name] = folder / f"{name}.keras"
         build().save(paths[name])
     return paths
 
 
-@pytest.mark.parametrize("name", ["pair", "triplet", "embedding"])
+@pytest.mark.parametrize("name", ["pair", "triplet", "embedding", "proxies"])
 def test_untampered_files_load_in_safe_mode(saved, name):
     model = keras.saving.load_model(saved[name], safe_mode=True)
     assert model.loss is not None
+
+
+def test_untampered_memory_model_loads_in_safe_mode(saved):
+    model = keras.saving.load_model(saved["memory"], safe_mode=True)
+    assert isinstance(model, CrossBatchMemory)
+    assert model.loss_kwargs == {"mining": "semi_hard", "margin": 0.5}
 
 
 def test_rewriting_config_without_changes_keeps_it_loadable(saved, tmp_path):
@@ -246,4 +275,82 @@ def test_distance_layer_refuses_bad_fields(saved, tmp_path, field, value):
 
     path = _tamper(saved["pair"], tmp_path / "bad.keras", edit)
     with pytest.raises(REFUSED, match=field):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+def _set_field(registered_name: str, field: str, value: Any) -> Callable[[dict], None]:
+    def edit(config: dict) -> None:
+        (found,) = _find(config, registered_name)
+        found["config"][field] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_classes", -1),
+        ("num_classes", "4"),
+        ("sub_centers", 0),
+        ("lr_multiplier", float("nan")),
+        ("lr_multiplier", "10"),
+        ("initializer", _OS_SYSTEM),
+        ("initializer", _BUILTIN_EVAL),
+        ("initializer", "os.system"),
+    ],
+)
+def test_cosine_proxies_refuse_values_outside_the_documented_set(
+    saved, tmp_path, field, value
+):
+    edit = _set_field("keras_siamese>CosineProxies", field, value)
+    path = _tamper(saved["proxies"], tmp_path / "bad.keras", edit)
+    with pytest.raises(REFUSED):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("margin", 400.0), ("scale", 0.0), ("scale", "64")]
+)
+def test_proxy_loss_refuses_values_outside_the_documented_set(
+    saved, tmp_path, field, value
+):
+    path = _tamper(
+        saved["proxies"], tmp_path / "bad.keras", _set_loss_field(field, value)
+    )
+    with pytest.raises(REFUSED, match=field):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("memory_size", -1, "memory_size"),
+        ("memory_size", "1024", "memory_size"),
+        ("loss_fn", _OS_SYSTEM, None),
+        ("loss_fn", _BUILTIN_EVAL, None),
+        ("loss_fn", _FUNCTION_CONFIG, "loss_fn"),
+        ("loss_fn", _NON_LAYER_CONFIG, "loss_fn"),
+        ("loss_fn", "online_triplet_loss", "loss_fn"),
+        ("loss_kwargs", {"mining": "hardest"}, "mining"),
+        ("loss_kwargs", {"margin": _OS_SYSTEM}, "margin"),
+        ("loss_kwargs", {"references": None}, "references"),
+        ("loss_kwargs", "mining=batch_all", "loss_kwargs"),
+        ("encoder", _FUNCTION_CONFIG, "encoder"),
+        ("encoder", _NON_LAYER_CONFIG, "encoder"),
+    ],
+)
+def test_cross_batch_memory_refuses_values_outside_the_documented_set(
+    saved, tmp_path, field, value, message
+):
+    edit = _set_field("keras_siamese>CrossBatchMemory", field, value)
+    path = _tamper(saved["memory"], tmp_path / "bad.keras", edit)
+    with pytest.raises(REFUSED, match=message):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+@pytest.mark.parametrize("field", ["loss_fn", "encoder"])
+def test_cross_batch_memory_refuses_a_lambda_in_safe_mode(saved, tmp_path, field):
+    edit = _set_field("keras_siamese>CrossBatchMemory", field, _lambda_config())
+    path = _tamper(saved["memory"], tmp_path / "lambda.keras", edit)
+    with pytest.raises(ValueError, match="safe_mode"):
         keras.saving.load_model(path, safe_mode=True)

@@ -1,6 +1,13 @@
 """Keras callbacks for watching a Siamese network learn and resuming it exactly."""
 
+from keras_siamese.callbacks.collapse import CollapseMonitor, EmbeddingCollapseWarning
 from keras_siamese.callbacks.embedding_plot import EmbeddingPlot, pca_project
 from keras_siamese.callbacks.epoch_sync import EpochSync
 
-__all__ = ["EmbeddingPlot", "EpochSync", "pca_project"]
+__all__ = [
+    "CollapseMonitor",
+    "EmbeddingCollapseWarning",
+    "EmbeddingPlot",
+    "EpochSync",
+    "pca_project",
+]

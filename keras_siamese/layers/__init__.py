@@ -1,5 +1,6 @@
-"""Layers: the shared-weight wrapper and the pair distances."""
+"""Layers: the shared-weight wrapper, the pair distances, the class proxies."""
 
+from keras_siamese.layers.cosine_proxies import CosineProxies
 from keras_siamese.layers.distance_layers import (
     CosineDistance,
     EuclideanDistance,
@@ -7,4 +8,10 @@ from keras_siamese.layers.distance_layers import (
 )
 from keras_siamese.layers.siamese_wrapper import SiameseWrapper
 
-__all__ = ["CosineDistance", "EuclideanDistance", "ManhattanDistance", "SiameseWrapper"]
+__all__ = [
+    "CosineDistance",
+    "CosineProxies",
+    "EuclideanDistance",
+    "ManhattanDistance",
+    "SiameseWrapper",
+]
