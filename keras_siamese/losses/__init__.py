@@ -1,14 +1,34 @@
-"""Losses: contrastive, explicit triplet, and triplet with in-batch mining."""
+"""Losses: contrastive, explicit triplet, triplet with in-batch mining, and
+metric-learning losses of labelled embeddings (supervised contrastive,
+NT-Xent, multi-similarity, circle)."""
 
+from keras_siamese.losses.circle import CircleLoss, circle_loss
 from keras_siamese.losses.contrastive import ContrastiveLoss, contrastive_loss
+from keras_siamese.losses.multi_similarity import (
+    MultiSimilarityLoss,
+    multi_similarity_loss,
+)
+from keras_siamese.losses.ntxent import NTXentLoss, ntxent_loss
 from keras_siamese.losses.online_triplet import OnlineTripletLoss, online_triplet_loss
+from keras_siamese.losses.supervised_contrastive import (
+    SupervisedContrastiveLoss,
+    supervised_contrastive_loss,
+)
 from keras_siamese.losses.triplet import TripletLoss, triplet_loss
 
 __all__ = [
+    "CircleLoss",
     "ContrastiveLoss",
+    "MultiSimilarityLoss",
+    "NTXentLoss",
     "OnlineTripletLoss",
+    "SupervisedContrastiveLoss",
     "TripletLoss",
+    "circle_loss",
     "contrastive_loss",
+    "multi_similarity_loss",
+    "ntxent_loss",
     "online_triplet_loss",
+    "supervised_contrastive_loss",
     "triplet_loss",
 ]
