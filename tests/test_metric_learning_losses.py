@@ -10,6 +10,8 @@ errors. `test_pml_goldens.py` compares with pytorch-metric-learning itself.
 
 from __future__ import annotations
 
+import doctest
+
 import keras
 import numpy as np
 import pytest
@@ -26,6 +28,13 @@ from keras_siamese import (
     multi_similarity_loss,
     ntxent_loss,
     supervised_contrastive_loss,
+)
+from keras_siamese.losses import (
+    circle,
+    multi_similarity,
+    ntxent,
+    online_triplet,
+    supervised_contrastive,
 )
 from tests.helpers import to_numpy, value_and_grad
 
@@ -458,6 +467,27 @@ def test_half_precision_inputs_compute_in_float32(name, dtype):
     got = to_numpy(LOSSES[name][0](labels, half))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, loss_value(name, labels, as_float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_inputs_compute_in_float64(name):
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(4), 3)
+    x = rng.normal(size=(12, 6))
+    got = to_numpy(LOSSES[name][0](labels, x))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, LOSSES[name][1](labels, x), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [supervised_contrastive, ntxent, multi_similarity, circle, online_triplet],
+    ids=lambda module: module.__name__.rsplit(".", 1)[1],
+)
+def test_docstring_examples_run(module):
+    failures, attempted = doctest.testmod(module, verbose=False)[:2]
+    assert failures == 0
+    assert attempted > 0
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def circle_loss(
         >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
         >>> labels = np.array([0, 0, 1, 1])
         >>> round(float(circle_loss(labels, embeddings, gamma=1.0)), 4)
-        0.6372
+        1.2127
     """
     m, gamma = _check_arguments(m, gamma)
     labels, embeddings, references, reference_labels = pairs.labelled_inputs(
@@ -141,7 +141,7 @@ class CircleLoss(LabelledEmbeddingLoss):
         >>> loss = CircleLoss(m=0.25, gamma=1.0)
         >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
         >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
-        0.6065
+        1.3528
 
         Usage with `compile()`:
 

@@ -145,7 +145,7 @@ def multi_similarity_loss(
         >>> embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
         >>> labels = np.array([0, 0, 1, 1])
         >>> round(float(multi_similarity_loss(labels, embeddings)), 4)
-        0.0731
+        0.1566
     """
     alpha, beta, base, mining, epsilon = _check_arguments(
         alpha, beta, base, mining, epsilon
@@ -200,7 +200,7 @@ class MultiSimilarityLoss(LabelledEmbeddingLoss):
         >>> loss = MultiSimilarityLoss(mining=True)
         >>> embeddings = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
         >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
-        0.0
+        0.6791
 
         Usage with `compile()`:
 

@@ -28,7 +28,9 @@ def from_similarity(
     # still count in the mean, as in pytorch-metric-learning.
     counted = ops.logical_and(positive, has_negative)
     per_pair = ops.where(counted, ops.softplus(negatives - logits), 0.0)
-    loss = ops.sum(per_pair) / ops.maximum(pairs.count(positive), 1.0)
+    loss = ops.sum(per_pair) / ops.maximum(
+        pairs.count(positive, dtype=logits.dtype), 1.0
+    )
     valid = ops.logical_and(ops.any(positive), ops.any(negative))
     valid = ops.logical_and(valid, pairs.has_pairs(positive, negative))
     return ops.where(valid, loss, 0.0)

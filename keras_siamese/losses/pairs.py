@@ -44,15 +44,17 @@ def label_masks(labels: Any, reference_labels: Any | None = None) -> tuple[Any, 
     return same, ops.logical_not(same)
 
 
-def count(mask: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    """Number of true entries of `mask`, as float32."""
-    return ops.sum(ops.cast(mask, "float32"), axis=axis, keepdims=keepdims)
+def count(
+    mask: Any, axis: Any = None, keepdims: bool = False, dtype: str = "float32"
+) -> Any:
+    """Number of true entries of `mask`, as a float of `dtype`."""
+    return ops.sum(ops.cast(mask, dtype), axis=axis, keepdims=keepdims)
 
 
 def masked_mean(values: Any, mask: Any) -> Any:
     """Mean of `values` where `mask` holds; 0 (not NaN) where it never does."""
     total = ops.sum(ops.where(mask, values, ops.zeros_like(values)))
-    return total / ops.maximum(ops.cast(count(mask), values.dtype), 1.0)
+    return total / ops.maximum(count(mask, dtype=values.dtype), 1.0)
 
 
 def mean_of_positive(values: Any) -> Any:
