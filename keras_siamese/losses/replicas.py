@@ -21,6 +21,7 @@ has no data-parallel `fit`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import keras
@@ -40,8 +41,7 @@ def gather_replicas(labels: Any, embeddings: Any) -> tuple[Any, Any]:
     """
     if keras.backend.backend() != "tensorflow":
         return labels, embeddings
-    import tensorflow as tf
-
+    tf = importlib.import_module("tensorflow")
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return labels, embeddings
