@@ -15,7 +15,11 @@ earlier, larger one (on a CPU the growth of the resident memory,
   gradient), also a check of the loss value; its peak is `tracemalloc`'s.
 
 Inputs are placed on the device before the clock starts, and the clock stops
-once the loss and gradient are back on the host. Prints a table and writes
+once the loss and gradient are back on the host. Both the wall-clock time
+and the process CPU time (all threads) are reported: on a machine shared
+with other jobs, CPU time is the steadier of the two. The modes run one
+after the other at each batch size, so the ratios to `batch_hard` printed at
+the end compare runs made side by side. Prints a table and writes
 `benchmarks/results/mining-<backend>.json`.
 
     KERAS_BACKEND=jax python benchmarks/bench_mining.py
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -165,13 +170,19 @@ def worker(impl: str, mode: str, size: int, args) -> dict:
     repeats = args.repeats if size <= 1024 else 1
     if impl == "numpy":
         tracemalloc.start()
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             value = numpy_loss(labels, x, mode, args.margin)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         peak = tracemalloc.get_traced_memory()[1]
-        return {"value": value, "seconds": min(times), "peak_mib": peak / 2**20}
+        return {
+            "value": value,
+            "seconds": min(times),
+            "cpu_seconds": min(cpu_times),
+            "peak_mib": peak / 2**20,
+        }
     import _common as common
 
     from keras_siamese import online_triplet_loss
@@ -187,16 +198,18 @@ def worker(impl: str, mode: str, size: int, args) -> dict:
             return naive_loss(labels, e, mode, args.margin)
 
     prepare, run = value_and_grad_runner(fn, x)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         value, grad = run()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     device_peak = common.accelerator_peak_bytes()
     return {
         "value": value,
         "seconds": min(times),
+        "cpu_seconds": min(cpu_times),
         "compile_seconds": prepare,
         "grad_finite": bool(np.isfinite(grad).all()),
         "peak_rss_mib": peak / 1024,
@@ -215,6 +228,36 @@ def run_config(impl: str, mode: str, size: int, args) -> dict:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
         return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_ratios(rows: list[dict]) -> list[dict]:
+    """Print and return each mode's time over batch_hard's, per batch size."""
+    ours = {
+        (row["mode"], row["batch"]): row
+        for row in rows
+        if row["impl"] == "keras_siamese" and "seconds" in row
+    }
+    ratios = []
+    for (mode, size), row in ours.items():
+        base = ours.get(("batch_hard", size))
+        if mode == "batch_hard" or base is None:
+            continue
+        ratios.append(
+            {
+                "mode": mode,
+                "batch": size,
+                "wall": row["seconds"] / base["seconds"],
+                "cpu": row["cpu_seconds"] / max(base["cpu_seconds"], 1e-9),
+            }
+        )
+    if ratios:
+        print("\nkeras_siamese time / batch_hard time (same batch size):")
+        for ratio in ratios:
+            print(
+                f"{ratio['mode']:<11}{ratio['batch']:>6}  wall {ratio['wall']:5.2f}x"
+                f"  cpu {ratio['cpu']:5.2f}x"
+            )
+    return ratios
 
 
 def main() -> None:
@@ -240,9 +283,11 @@ def main() -> None:
     import _common as common
 
     common.header("Online triplet mining: time and peak memory")
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     columns = (
-        f"{'mode':<11}{'B':>6}  {'impl':<14}{'loss+grad s':>12}{'compile s':>10}"
-        f"{'peak MiB':>10}{'loss':>12}"
+        f"{'mode':<11}{'B':>6}  {'impl':<14}{'loss+grad s':>12}{'cpu s':>9}"
+        f"{'compile s':>10}{'peak MiB':>10}{'loss':>12}"
     )
     peak = (
         "peak allocation on the accelerator"
@@ -257,8 +302,8 @@ def main() -> None:
     print(columns)
     print("-" * len(columns))
     rows, failed = [], 0
-    for mode in args.modes:
-        for size in args.sizes:
+    for size in args.sizes:
+        for mode in args.modes:
             impls = ["keras_siamese", "naive"] + ([] if args.skip_numpy else ["numpy"])
             for impl in impls:
                 cubic_gib = 3 * 4 * size**3 / 2**30
@@ -270,6 +315,7 @@ def main() -> None:
                 if "seconds" in result:
                     print(
                         f"{mode:<11}{size:>6}  {impl:<14}{result['seconds']:>12.3f}"
+                        f"{result['cpu_seconds']:>9.3f}"
                         f"{result.get('compile_seconds', 0.0):>10.2f}"
                         f"{result['peak_mib']:>10.0f}{result['value']:>12.6f}"
                     )
@@ -278,6 +324,9 @@ def main() -> None:
                     reason = result.get("skipped") or result.get("error")
                     print(f"{mode:<11}{size:>6}  {impl:<14}  skipped: {reason}")
                 sys.stdout.flush()
+    ratios = print_ratios(rows)
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     common.write_json(
         "mining",
         {
@@ -285,6 +334,7 @@ def main() -> None:
             "per_class": args.per_class,
             "margin": args.margin,
             "rows": rows,
+            "ratios_to_batch_hard": ratios,
         },
         enabled=not args.no_json,
     )

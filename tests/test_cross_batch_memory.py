@@ -12,9 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_siamese import CrossBatchMemory, online_triplet_loss
+from keras_siamese import (
+    CrossBatchMemory,
+    circle_loss,
+    multi_similarity_loss,
+    ntxent_loss,
+    online_triplet_loss,
+    supervised_contrastive_loss,
+)
 from keras_siamese.losses import memory
-from keras_siamese.losses.memory import _online_triplet_loss_with_references
 from tests.helpers import to_numpy, value_and_grad
 
 MODES = ("batch_hard", "batch_all", "semi_hard")
@@ -125,7 +131,7 @@ def anchors_and_references(draw):
 @given(data=anchors_and_references(), margin=st.sampled_from([0.0, 1.0]))
 def test_loss_with_references_matches_brute_force(mining, distance, data, margin):
     labels, x, ref_labels, refs, mask = data
-    got = _online_triplet_loss_with_references(
+    got = online_triplet_loss(
         labels,
         x,
         references=refs,
@@ -139,21 +145,81 @@ def test_loss_with_references_matches_brute_force(mining, distance, data, margin
     np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-5, atol=1e-5)
 
 
-def test_loss_with_references_is_online_triplet_loss_without_them():
+LABELLED_LOSSES = {
+    "online_triplet_batch_hard": lambda *a, **k: online_triplet_loss(*a, **k),
+    "online_triplet_batch_all": lambda *a, **k: online_triplet_loss(
+        *a, mining="batch_all", **k
+    ),
+    "online_triplet_semi_hard": lambda *a, **k: online_triplet_loss(
+        *a, mining="semi_hard", **k
+    ),
+    "supervised_contrastive": supervised_contrastive_loss,
+    "ntxent": ntxent_loss,
+    "multi_similarity": multi_similarity_loss,
+    "circle": circle_loss,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LABELLED_LOSSES))
+def test_batch_as_its_own_masked_references_is_the_in_batch_loss(name):
+    """Every labelled loss: the batch (diagonal masked) plus masked-out extra
+    rows as references gives the in-batch loss; an all-true mask changes
+    nothing; a mask that drops columns equals leaving them out."""
+    loss = LABELLED_LOSSES[name]
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(5, 2)).astype("float32")  # the shapes used above
+    x = rng.normal(size=(5, 2)).astype("float32")
     labels = np.array([0, 0, 1, 1, 2])
-    for mining in MODES:
-        got = _online_triplet_loss_with_references(labels, x, mining=mining)
-        want = online_triplet_loss(labels, x, mining=mining)
-        assert float(to_numpy(got)) == pytest.approx(float(to_numpy(want)))
-        # The batch as its own references, itself masked: the same loss.
-        refs = np.concatenate([x, np.zeros((2, 2), "float32")])
-        mask = np.concatenate([~np.eye(5, dtype=bool), np.zeros((5, 2), bool)], 1)
-        got = _online_triplet_loss_with_references(
-            labels, x, refs, np.concatenate([labels, [0, 1]]), mask, mining=mining
-        )
-        assert float(to_numpy(got)) == pytest.approx(float(to_numpy(want)), rel=1e-5)
+    extra = rng.normal(size=(2, 2)).astype("float32")
+    want = float(to_numpy(loss(labels, x)))
+    refs = np.concatenate([x, extra])
+    ref_labels = np.concatenate([labels, [0, 1]])
+    mask = np.concatenate([~np.eye(5, dtype=bool), np.zeros((5, 2), bool)], 1)
+    got = loss(
+        labels, x, references=refs, reference_labels=ref_labels, reference_mask=mask
+    )
+    assert float(to_numpy(got)) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    unmasked = loss(labels, x, references=refs, reference_labels=ref_labels)
+    all_true = loss(
+        labels,
+        x,
+        references=refs,
+        reference_labels=ref_labels,
+        reference_mask=np.ones((5, 7), bool),
+    )
+    assert float(to_numpy(all_true)) == pytest.approx(float(to_numpy(unmasked)))
+    keep = np.array([True, False, True, True, False, True, True])
+    dropped = loss(labels, x, references=refs[keep], reference_labels=ref_labels[keep])
+    masked = loss(
+        labels,
+        x,
+        references=refs,
+        reference_labels=ref_labels,
+        reference_mask=np.broadcast_to(keep, (5, 7)),
+    )
+    assert float(to_numpy(masked)) == pytest.approx(
+        float(to_numpy(dropped)), rel=1e-5, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"reference_mask": np.ones((5, 5), bool)}, "needs `references`"),
+        (
+            {
+                "references": np.zeros((3, 2), "float32"),
+                "reference_labels": np.zeros(3),
+                "reference_mask": np.ones((5, 4), bool),
+            },
+            "reference_mask",
+        ),
+    ],
+)
+def test_bad_reference_mask_is_refused_by_name(kwargs, match):
+    x = np.zeros((5, 2), "float32")
+    for loss in (online_triplet_loss, supervised_contrastive_loss, circle_loss):
+        with pytest.raises(ValueError, match=match):
+            loss(np.arange(5), x, **kwargs)
 
 
 # --- the memory in training --------------------------------------------------
@@ -303,6 +369,39 @@ def test_matches_pytorch_metric_learning_cross_batch_memory_live(mining):
         want = float(reference_memory(torch.tensor(x), torch.tensor(labels)))
         got = float(to_numpy(model.memory_loss(labels, x)))
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6), (pml.__version__, step)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="PyTorch Metric Learning runs on torch"
+)
+@pytest.mark.parametrize(
+    ("name", "pml_loss"),
+    [
+        (supervised_contrastive_loss, "SupConLoss"),
+        (multi_similarity_loss, "MultiSimilarityLoss"),
+        (circle_loss, "CircleLoss"),
+    ],
+    ids=["supervised_contrastive", "multi_similarity", "circle"],
+)
+def test_pair_losses_match_pml_cross_batch_memory_live(name, pml_loss):
+    """PML's XBM around each pair loss in its default configuration."""
+    pytest.importorskip("pytorch_metric_learning")
+    import torch
+    from pytorch_metric_learning import losses
+
+    reference_memory = losses.CrossBatchMemory(
+        getattr(losses, pml_loss)(), embedding_size=3, memory_size=10
+    )
+    identity = keras.Sequential([keras.Input((3,)), keras.layers.Identity()])
+    model = CrossBatchMemory(identity, loss_fn=name, memory_size=10)
+    model(np.zeros((1, 3), "float32"))
+    rng = np.random.default_rng(1)
+    for step in range(5):  # fills, wraps around and overwrites the memory
+        labels = rng.integers(0, 3, 6)
+        x = rng.normal(size=(6, 3)).astype("float32")
+        want = float(reference_memory(torch.tensor(x), torch.tensor(labels)))
+        got = float(to_numpy(model.memory_loss(labels, x)))
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-5), step
 
 
 # --- saving, a custom loss, errors ------------------------------------------

@@ -14,6 +14,11 @@ the whole batch and both curves match one device. TensorFlow's
 `MirroredStrategy` computes the loss on each replica's slice: per-pair losses
 match one device, while mining happens within each replica's slice, which
 `ClassBalancedDataset` keeps P x K-valid (whole class blocks per replica).
+With `global_batch=True`, the labelled losses all-gather every replica's
+rows under `MirroredStrategy`, so loss and gradients equal one device's on the
+global batch (tested for every mining mode and every labelled loss, and for a
+`fit` curve).
+
 PyTorch: Keras' torch trainer has no data-parallel support in `fit` (see
 `docs/distributed.md`), so there is nothing to test there.
 """
@@ -85,10 +90,10 @@ COMMON = textwrap.dedent(
             steps_per_epoch=4, seed=0,
         )
 
-    def triplet_run(learning_rate=0.05):
+    def triplet_run(learning_rate=0.05, global_batch=False):
         keras.utils.set_random_seed(0)
         model = encoder()
-        LOSS[0] = OnlineTripletLoss("batch_hard")
+        LOSS[0] = OnlineTripletLoss("batch_hard", global_batch=global_batch)
         return fit(model, labelled_dataset(), learning_rate), model
 
     LOSS = [None]
@@ -164,6 +169,100 @@ TF_SCRIPT = (
 )
 
 
+GLOBAL_BATCH_SCRIPT = (
+    textwrap.dedent(
+        """
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        """
+    )
+    + COMMON
+    + textwrap.dedent(
+        """
+        from keras_siamese.losses import (
+            CircleLoss,
+            MultiSimilarityLoss,
+            NTXentLoss,
+            SupervisedContrastiveLoss,
+        )
+
+        BUILD = {
+            "batch_hard": lambda g: OnlineTripletLoss("batch_hard", global_batch=g),
+            "batch_all": lambda g: OnlineTripletLoss("batch_all", global_batch=g),
+            "semi_hard": lambda g: OnlineTripletLoss("semi_hard", global_batch=g),
+            "supcon": lambda g: SupervisedContrastiveLoss(global_batch=g),
+            "ntxent": lambda g: NTXentLoss(global_batch=g),
+            "multi_similarity": lambda g: MultiSimilarityLoss(global_batch=g),
+            "multi_similarity-mining": lambda g: MultiSimilarityLoss(
+                mining=True, global_batch=g
+            ),
+            "circle": lambda g: CircleLoss(global_batch=g),
+        }
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        replicas = strategy.num_replicas_in_sync
+        rng = np.random.default_rng(1)
+        # 16 rows, 5 classes in a random order: the two halves differ from
+        # the whole batch in what they can mine.
+        y = rng.permutation(np.arange(16) % 5).astype("float32")
+        x = rng.normal(size=(16, 6)).astype("float32")
+        half = len(y) // replicas
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = encoder()
+        slices = lambda a: strategy.experimental_distribute_values_from_function(
+            lambda context: a[
+                context.replica_id_in_sync_group * half :
+                (context.replica_id_in_sync_group + 1) * half
+            ]
+        )
+
+        def gradients(loss, features, labels):
+            # Under the strategy, Keras' reduction divides the loss by the
+            # number of replicas, so the replicas' gradients add up.
+            with tf.GradientTape() as tape:
+                value = loss(labels, model(features))
+            return value, tape.gradient(value, model.trainable_variables)
+
+        out = {"replicas": replicas, "losses": {}}
+        for name, build in BUILD.items():
+            single_value, single_grads = gradients(build(False), x, y)
+            result = {"single": float(single_value)}
+            for global_batch in (True, False):
+                loss = build(global_batch)
+                step = tf.function(
+                    lambda a, b: strategy.run(gradients, args=(loss, a, b))
+                )
+                values, grads = step(slices(x), slices(y))
+                key = "global" if global_batch else "per_replica"
+                result[key] = [
+                    float(v) * replicas
+                    for v in strategy.experimental_local_results(values)
+                ]
+                summed = [
+                    strategy.reduce("SUM", g, axis=None) for g in grads
+                ]
+                # Relative to the largest entry of all gradients: a
+                # translation-invariant loss has an exactly zero bias gradient.
+                scale = max(float(np.max(np.abs(b.numpy()))) for b in single_grads)
+                result[key + "_grad_error"] = max(
+                    float(np.max(np.abs(a.numpy() - b.numpy()))) / scale
+                    for a, b in zip(summed, single_grads)
+                )
+            out["losses"][name] = result
+        out["single_curve"] = triplet_run()[0]
+        with strategy.scope():
+            out["global_curve"] = triplet_run(global_batch=True)[0]
+        print("RESULT", json.dumps(out))
+        """
+    )
+)
+
+
 def _run(script: str, env: dict[str, str]) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -220,3 +319,39 @@ def test_tf_mirrored_strategy_pairs_match_and_mining_is_per_replica():
     assert not np.allclose(out["per_replica"], out["whole_batch"], rtol=1e-3)
     # Every replica's slice holds whole class blocks: P/2 classes x K each.
     assert out["slices_valid"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute on TensorFlow")
+def test_tf_mirrored_strategy_global_batch_equals_one_device():
+    out = _run(
+        GLOBAL_BATCH_SCRIPT,
+        {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert out["replicas"] == 2
+    for name, result in out["losses"].items():
+        # Every replica computes the loss of the whole global batch...
+        np.testing.assert_allclose(
+            result["global"], [result["single"]] * 2, rtol=1e-5, err_msg=name
+        )
+        # ...and the summed gradients are one device's on that batch.
+        assert result["global_grad_error"] < 1e-5, name
+        # Control: without gathering, each replica's slice gives other numbers.
+        assert not np.allclose(result["per_replica"], result["single"], rtol=1e-3), name
+        assert result["per_replica_grad_error"] > 1e-3, name
+    # And in `fit`: the same loss curve as one device.
+    np.testing.assert_allclose(out["global_curve"], out["single_curve"], rtol=1e-5)
+
+
+def test_global_batch_is_a_no_op_outside_a_strategy():
+    from keras_siamese.losses import OnlineTripletLoss, SupervisedContrastiveLoss
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 0], "int32")
+    x = np.random.default_rng(0).normal(size=(7, 3)).astype("float32")
+    for build in (
+        lambda g: OnlineTripletLoss("semi_hard", global_batch=g),
+        lambda g: SupervisedContrastiveLoss(global_batch=g),
+    ):
+        with_gather = keras.ops.convert_to_numpy(build(True)(labels, x))
+        without = keras.ops.convert_to_numpy(build(False)(labels, x))
+        np.testing.assert_array_equal(with_gather, without)

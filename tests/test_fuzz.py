@@ -54,7 +54,15 @@ from keras_siamese.data import (
     TripletDataset,
     make_pairs,
 )
-from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
+from keras_siamese.losses import (
+    CircleLoss,
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    OnlineTripletLoss,
+    SupervisedContrastiveLoss,
+    TripletLoss,
+)
 from keras_siamese.metrics import (
     PairAccuracy,
     TripletAccuracy,
@@ -262,6 +270,32 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable]] = {
             "distance": st.sampled_from(["euclidean", "squared_euclidean", "cosine"]),
             "soft": st.just(False),
         },
+        _smoke_online_loss,
+    ),
+    "SupervisedContrastiveLoss": (
+        SupervisedContrastiveLoss,
+        {"temperature": st.floats(1e-3, 10.0), "global_batch": st.booleans()},
+        _smoke_online_loss,
+    ),
+    "NTXentLoss": (
+        NTXentLoss,
+        {"temperature": st.floats(1e-3, 10.0)},
+        _smoke_online_loss,
+    ),
+    "MultiSimilarityLoss": (
+        MultiSimilarityLoss,
+        {
+            "alpha": st.floats(1e-2, 100.0),
+            "beta": st.floats(1e-2, 100.0),
+            "base": st.floats(-1.0, 1.0),
+            "mining": st.booleans(),
+            "epsilon": st.floats(0.0, 1.0),
+        },
+        _smoke_online_loss,
+    ),
+    "CircleLoss": (
+        CircleLoss,
+        {"m": st.floats(0.0, 1.0), "gamma": st.floats(1e-2, 256.0)},
         _smoke_online_loss,
     ),
     "PairAccuracy": (
@@ -581,6 +615,10 @@ CALLS: dict[str, tuple[Callable[..., Any], Callable[[str], Any]]] = {
     "OnlineTripletLoss-batch_hard": (OnlineTripletLoss("batch_hard"), online_inputs),
     "OnlineTripletLoss-batch_all": (OnlineTripletLoss("batch_all"), online_inputs),
     "OnlineTripletLoss-semi_hard": (OnlineTripletLoss("semi_hard"), online_inputs),
+    "SupervisedContrastiveLoss": (SupervisedContrastiveLoss(), online_inputs),
+    "NTXentLoss": (NTXentLoss(), online_inputs),
+    "MultiSimilarityLoss": (MultiSimilarityLoss(mining=True), online_inputs),
+    "CircleLoss": (CircleLoss(), online_inputs),
 }
 
 

@@ -23,7 +23,15 @@ from keras_siamese import (
     SiameseWrapper,
 )
 from keras_siamese.data import PairDataset, make_pairs
-from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
+from keras_siamese.losses import (
+    CircleLoss,
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    OnlineTripletLoss,
+    SupervisedContrastiveLoss,
+    TripletLoss,
+)
 from keras_siamese.metrics import PairAccuracy, verification_accuracy
 from tests.helpers import to_numpy, value_and_grad
 
@@ -100,6 +108,14 @@ LOSSES = {
     "batch_hard": (lambda: OnlineTripletLoss("batch_hard"), "labelled"),
     "batch_all": (lambda: OnlineTripletLoss("batch_all"), "labelled"),
     "semi_hard": (lambda: OnlineTripletLoss("semi_hard"), "labelled"),
+    "supervised_contrastive": (SupervisedContrastiveLoss, "labelled"),
+    "ntxent": (NTXentLoss, "labelled"),
+    "multi_similarity": (MultiSimilarityLoss, "labelled"),
+    "multi_similarity-mining": (
+        lambda: MultiSimilarityLoss(mining=True),
+        "labelled",
+    ),
+    "circle": (CircleLoss, "labelled"),
 }
 
 

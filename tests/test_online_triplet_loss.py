@@ -1,6 +1,7 @@
 """OnlineTripletLoss against brute-force NumPy loops over every triplet."""
 
 import itertools
+from unittest import mock
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_siamese import OnlineTripletLoss, online_triplet_loss
+from keras_siamese.losses import mining as miners
 from tests.helpers import to_numpy, value_and_grad
 
 MODES = ("batch_hard", "batch_all", "semi_hard")
@@ -18,21 +20,21 @@ MODES = ("batch_hard", "batch_all", "semi_hard")
 # --- independent reference -------------------------------------------------
 
 
-def np_distances(x, metric):
+def np_distances(x, metric, refs=None):
     x = x.astype("float64")
-    n = len(x)
-    d = np.zeros((n, n))
-    for i, j in itertools.product(range(n), range(n)):
-        if i == j:
+    y = x if refs is None else refs.astype("float64")
+    d = np.zeros((len(x), len(y)))
+    for i, j in itertools.product(range(len(x)), range(len(y))):
+        if refs is None and i == j:
             continue
         if metric == "cosine":
             ni = max(np.sqrt((x[i] ** 2).sum()), 1e-6)
-            nj = max(np.sqrt((x[j] ** 2).sum()), 1e-6)
-            d[i, j] = 1.0 - (x[i] / ni) @ (x[j] / nj)
+            nj = max(np.sqrt((y[j] ** 2).sum()), 1e-6)
+            d[i, j] = min(max(1.0 - (x[i] / ni) @ (y[j] / nj), 0.0), 2.0)
         elif metric == "manhattan":
-            d[i, j] = np.abs(x[i] - x[j]).sum()
+            d[i, j] = np.abs(x[i] - y[j]).sum()
         else:
-            s = ((x[i] - x[j]) ** 2).sum()
+            s = ((x[i] - y[j]) ** 2).sum()
             d[i, j] = s if metric == "squared_euclidean" else np.sqrt(s)
     return d
 
@@ -43,13 +45,28 @@ def term(difference, margin, soft):
     return max(difference + margin, 0.0)
 
 
-def reference(labels, x, mining, margin=1.0, metric="euclidean", soft=False):
-    d = np_distances(x, metric)
-    n = len(labels)
+def reference(
+    labels,
+    x,
+    mining,
+    margin=1.0,
+    metric="euclidean",
+    soft=False,
+    refs=None,
+    reference_labels=None,
+):
+    """Brute force over every triplet; with `refs`, positives and negatives
+    come from the references (an anchor's copy there is a positive)."""
+    d = np_distances(x, metric, refs)
+    other = labels if refs is None else reference_labels
     losses = []
-    for a in range(n):
-        pos = [p for p in range(n) if p != a and labels[p] == labels[a]]
-        neg = [q for q in range(n) if labels[q] != labels[a]]
+    for a in range(len(labels)):
+        pos = [
+            p
+            for p in range(len(other))
+            if other[p] == labels[a] and (refs is not None or p != a)
+        ]
+        neg = [q for q in range(len(other)) if other[q] != labels[a]]
         if not pos or not neg:
             continue
         if mining == "batch_hard":
@@ -147,6 +164,67 @@ def test_soft_matches_brute_force(mining, data):
     got = loss_value(labels, x, mining=mining, soft=True)
     want = reference(labels, x, mining, soft=True)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mining_mode", MODES)
+@given(
+    data=labelled_batches(),
+    margin=st.sampled_from([0.0, 0.5, 1.0]),
+    metric=st.sampled_from(["euclidean", "cosine"]),
+)
+def test_references_match_brute_force(mining_mode, data, margin, metric):
+    labels, x = data
+    rng = np.random.default_rng(int(labels.sum()) + len(labels))
+    refs = (rng.integers(-3, 4, (6, x.shape[1])) / 2).astype("float32")
+    refs[0] = x[0]  # the anchor's own copy among the references
+    reference_labels = rng.integers(0, 3, 6).astype("int32")
+    reference_labels[0] = labels[0]
+    got = loss_value(
+        labels,
+        x,
+        mining=mining_mode,
+        margin=margin,
+        distance=metric,
+        references=refs,
+        reference_labels=reference_labels,
+    )
+    want = reference(
+        labels,
+        x,
+        mining_mode,
+        margin,
+        metric,
+        refs=refs,
+        reference_labels=reference_labels,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@given(data=labelled_batches(), margin=st.sampled_from([0.0, 1.0]))
+def test_semi_hard_sorting_path_matches_brute_force(data, margin):
+    # With the scan limited to one positive per anchor, anchors with more
+    # take the sorting path: both paths are checked on the same batches.
+    labels, x = data
+    with mock.patch.object(miners, "SCAN_LIMIT", 1):
+        got = loss_value(labels, x, mining="semi_hard", margin=margin)
+    want = reference(labels, x, "semi_hard", margin)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [2, 3], ids=["sorted", "scanned"])
+def test_semi_hard_with_many_positives_per_anchor(classes):
+    # 140 rows: 2 classes give 69 positives per anchor (beyond SCAN_LIMIT,
+    # the sorting path), 3 classes at most 46 (the scanning path).
+    rng = np.random.default_rng(7)
+    labels = np.arange(140) % classes
+    x = (rng.integers(-4, 5, (140, 2)) / 2).astype("float32")
+    most = np.bincount(labels).max() - 1
+    assert (most > miners.SCAN_LIMIT) == (classes == 2)
+    value, (grad,) = value_and_grad(
+        lambda e: online_triplet_loss(labels, e, mining="semi_hard"), x
+    )
+    np.testing.assert_allclose(value, reference(labels, x, "semi_hard"), rtol=1e-5)
+    assert np.all(np.isfinite(grad))
 
 
 def test_semi_hard_matches_tensorflow_addons_worked_example():
@@ -336,25 +414,42 @@ def test_wrong_shapes_raise():
         OnlineTripletLoss()(np.zeros(2), np.zeros((2, 3), "float32"), np.ones(2))
 
 
-@pytest.mark.parametrize("mining", MODES)
-def test_compiles_with_an_unknown_or_static_batch_size(backend, mining):
-    labels = np.array([0, 0, 1, 1, 2], "int32")
-    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
-    want = loss_value(labels, x, mining=mining)
+def compile_loss(backend, mining):
+    """`online_triplet_loss` as a `tf.function` of unknown batch size, or jitted."""
     if backend == "tensorflow":
         import tensorflow as tf
 
-        compiled = tf.function(
+        return tf.function(
             lambda y, e: online_triplet_loss(y, e, mining=mining),
             input_signature=[
                 tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None, 3], tf.float32),
             ],
         )
-    elif backend == "jax":
+    if backend == "jax":
         import jax
 
-        compiled = jax.jit(lambda y, e: online_triplet_loss(y, e, mining=mining))
-    else:
-        pytest.skip("PyTorch runs eagerly")
+        return jax.jit(lambda y, e: online_triplet_loss(y, e, mining=mining))
+    pytest.skip("PyTorch runs eagerly")
+
+
+@pytest.mark.parametrize("mining", MODES)
+def test_compiles_with_an_unknown_or_static_batch_size(backend, mining):
+    labels = np.array([0, 0, 1, 1, 2], "int32")
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    want = loss_value(labels, x, mining=mining)
+    compiled = compile_loss(backend, mining)
     assert float(to_numpy(compiled(labels, x))) == pytest.approx(want, rel=1e-6)
+
+
+def test_compiled_semi_hard_takes_either_path(backend):
+    # The compiled function holds both semi-hard paths and picks one per
+    # batch: with a limit of 1, one positive per anchor scans, two sort.
+    x = np.random.default_rng(1).normal(size=(7, 3)).astype("float32")
+    with mock.patch.object(miners, "SCAN_LIMIT", 1):
+        compiled = compile_loss(backend, "semi_hard")
+        for labels in ([0, 0, 1, 1, 2, 3, 4], [0, 0, 1, 1, 1, 2, 3]):
+            labels = np.array(labels, "int32")
+            want = reference(labels, x, "semi_hard")
+            got = float(to_numpy(compiled(labels, x)))
+            assert got == pytest.approx(want, rel=1e-5)

@@ -28,7 +28,15 @@ from keras_siamese import (
     EuclideanDistance,
     SiameseWrapper,
 )
-from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
+from keras_siamese.losses import (
+    CircleLoss,
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    OnlineTripletLoss,
+    SupervisedContrastiveLoss,
+    TripletLoss,
+)
 
 REFUSED = (ValueError, TypeError)
 
@@ -71,6 +79,26 @@ def _memory_model() -> keras.Model:
     model.compile(optimizer="sgd")
     model(np.zeros((1, 3), "float32"))
     return model
+
+
+# The labelled-embedding losses, each compiled into an embedding model.
+LABELLED_LOSSES = {
+    "supervised_contrastive": lambda: SupervisedContrastiveLoss(
+        temperature=0.2, global_batch=True
+    ),
+    "ntxent": lambda: NTXentLoss(temperature=0.1),
+    "multi_similarity": lambda: MultiSimilarityLoss(mining=True, epsilon=0.2),
+    "circle": lambda: CircleLoss(m=0.25, gamma=64.0),
+}
+
+
+def _labelled_model(name: str) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        model = _encoder()
+        model.compile(optimizer="sgd", loss=LABELLED_LOSSES[name]())
+        return model
+
+    return build
 
 
 def _find(node: Any, registered_name: str) -> list[dict]:
@@ -147,13 +175,16 @@ def saved(tmp_path_factory) -> dict[str, Path]:
         ("embedding", _embedding_model),
         ("proxies", _proxy_model),
         ("memory", _memory_model),
+        *((name, _labelled_model(name)) for name in LABELLED_LOSSES),
     ]:
         paths[name] = folder / f"{name}.keras"
         build().save(paths[name])
     return paths
 
 
-@pytest.mark.parametrize("name", ["pair", "triplet", "embedding", "proxies"])
+@pytest.mark.parametrize(
+    "name", ["pair", "triplet", "embedding", "proxies", *LABELLED_LOSSES]
+)
 def test_untampered_files_load_in_safe_mode(saved, name):
     model = keras.saving.load_model(saved[name], safe_mode=True)
     assert model.loss is not None
@@ -163,6 +194,20 @@ def test_untampered_memory_model_loads_in_safe_mode(saved):
     model = keras.saving.load_model(saved["memory"], safe_mode=True)
     assert isinstance(model, CrossBatchMemory)
     assert model.loss_kwargs == {"mining": "semi_hard", "margin": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(LABELLED_LOSSES))
+def test_labelled_losses_round_trip_with_their_config(saved, name):
+    model = keras.saving.load_model(saved[name], safe_mode=True)
+    assert model.loss.get_config() == LABELLED_LOSSES[name]().get_config()
+    labels = np.array([0, 0, 1, 1])
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    embeddings = model(x)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.loss(labels, embeddings)),
+        keras.ops.convert_to_numpy(LABELLED_LOSSES[name]()(labels, embeddings)),
+        rtol=1e-6,
+    )
 
 
 def test_rewriting_config_without_changes_keeps_it_loadable(saved, tmp_path):
@@ -257,6 +302,18 @@ def test_lambda_merge_refusal_is_due_to_safe_mode(saved, tmp_path):
         ("embedding", "mining", _FUNCTION_CONFIG),
         ("embedding", "distance", "os.system"),
         ("embedding", "margin", float("inf")),
+        ("embedding", "global_batch", "yes"),
+        ("supervised_contrastive", "temperature", 0.0),
+        ("supervised_contrastive", "temperature", "0.1"),
+        ("supervised_contrastive", "global_batch", 1),
+        ("ntxent", "temperature", float("nan")),
+        ("multi_similarity", "alpha", -2.0),
+        ("multi_similarity", "beta", None),
+        ("multi_similarity", "base", float("inf")),
+        ("multi_similarity", "mining", "true"),
+        ("multi_similarity", "epsilon", _OS_SYSTEM),
+        ("circle", "m", -0.4),
+        ("circle", "gamma", "80"),
     ],
 )
 def test_losses_refuse_values_outside_the_documented_set(

@@ -1,5 +1,8 @@
-"""Losses: contrastive, explicit triplet, triplet with in-batch mining, proxies."""
+"""Losses: contrastive, explicit triplet, triplet with in-batch mining,
+metric-learning losses of labelled embeddings (supervised contrastive, NT-Xent,
+multi-similarity, circle), proxy losses and cross-batch memory."""
 
+from keras_siamese.losses.circle import CircleLoss, circle_loss
 from keras_siamese.losses.contrastive import ContrastiveLoss, contrastive_loss
 from keras_siamese.losses.margin_softmax import (
     ArcFaceLoss,
@@ -8,22 +11,39 @@ from keras_siamese.losses.margin_softmax import (
     cosface_loss,
 )
 from keras_siamese.losses.memory import CrossBatchMemory
+from keras_siamese.losses.multi_similarity import (
+    MultiSimilarityLoss,
+    multi_similarity_loss,
+)
+from keras_siamese.losses.ntxent import NTXentLoss, ntxent_loss
 from keras_siamese.losses.online_triplet import OnlineTripletLoss, online_triplet_loss
 from keras_siamese.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
+from keras_siamese.losses.supervised_contrastive import (
+    SupervisedContrastiveLoss,
+    supervised_contrastive_loss,
+)
 from keras_siamese.losses.triplet import TripletLoss, triplet_loss
 
 __all__ = [
     "ArcFaceLoss",
+    "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
+    "MultiSimilarityLoss",
+    "NTXentLoss",
     "OnlineTripletLoss",
     "ProxyAnchorLoss",
+    "SupervisedContrastiveLoss",
     "TripletLoss",
     "arcface_loss",
+    "circle_loss",
     "contrastive_loss",
     "cosface_loss",
+    "multi_similarity_loss",
+    "ntxent_loss",
     "online_triplet_loss",
     "proxy_anchor_loss",
+    "supervised_contrastive_loss",
     "triplet_loss",
 ]

@@ -16,9 +16,9 @@ The loss is any registered function with the signature
 where `references` `(R, dim)` and `reference_labels` `(R,)` are the
 embeddings anchors are mined against (the batch itself when `None`), and
 `reference_mask` `(batch, R)` says which anchor-reference pairs exist at
-all: a masked pair is neither a positive nor a negative. Until
-`online_triplet_loss` takes these arguments itself, this module supplies
-them for it (`_online_triplet_loss_with_references`).
+all: a masked pair is neither a positive nor a negative. Every labelled
+loss of this package (`online_triplet_loss`, `supervised_contrastive_loss`,
+`ntxent_loss`, `multi_similarity_loss`, `circle_loss`) has this signature.
 """
 
 from __future__ import annotations
@@ -31,90 +31,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_siamese import distances
 from keras_siamese._checks import (
     as_vector,
-    check_bool,
-    check_margin,
-    check_mining,
     check_positive_int,
     check_same_batch,
 )
 from keras_siamese._keras_compat import mark_shared
-from keras_siamese.distances import as_float, pairwise_distances
-from keras_siamese.losses import mining as miners
+from keras_siamese.distances import as_float
 from keras_siamese.losses.online_triplet import online_triplet_loss
 
 REFERENCE_ARGUMENTS = ("references", "reference_labels", "reference_mask")
-_MINERS = {
-    "batch_hard": miners.batch_hard,
-    "batch_all": miners.batch_all,
-    "semi_hard": miners.semi_hard,
-}
 _JSON_VALUES = (str, int, float, bool, type(None))
-
-
-def _online_triplet_loss_with_references(
-    labels: Any,
-    embeddings: Any,
-    references: Any | None = None,
-    reference_labels: Any | None = None,
-    reference_mask: Any | None = None,
-    mining: str = "batch_hard",
-    margin: float = 1.0,
-    distance: str = "euclidean",
-    soft: bool = False,
-) -> Any:
-    """`online_triplet_loss` with every anchor mined against `references`.
-
-    The anchors are the rows of `embeddings`; positives and negatives come
-    from the rows of `references` (same label, different label) where
-    `reference_mask` allows the pair. Without `references` this is
-    `online_triplet_loss` itself. The miners of `losses/mining.py` work on
-    the rectangular `(batch, R)` distance matrix unchanged: each reduces an
-    anchor's row.
-    """
-    if references is None:
-        if reference_labels is not None or reference_mask is not None:
-            raise ValueError(
-                "`reference_labels` and `reference_mask` need `references`."
-            )
-        return online_triplet_loss(
-            labels,
-            embeddings,
-            mining=mining,
-            margin=margin,
-            distance=distance,
-            soft=soft,
-        )
-    mining_mode = check_mining(mining)
-    margin = check_margin(margin)
-    distance = distances.check_distance(distance)
-    soft = check_bool(soft, "soft")
-    if soft and mining_mode == "batch_all":
-        raise ValueError('`soft=True` is not supported with mining="batch_all".')
-    if reference_labels is None:
-        raise ValueError("`references` need their `reference_labels`.")
-    embeddings = as_float(embeddings)
-    labels = as_vector(ops.convert_to_tensor(labels), "labels")
-    check_same_batch(labels, embeddings, "labels", "embeddings")
-    reference_labels = as_vector(
-        ops.convert_to_tensor(reference_labels), "reference_labels"
-    )
-    references = as_float(references)
-    check_same_batch(reference_labels, references, "reference_labels", "references")
-    matrix = pairwise_distances(embeddings, distance, references=references)
-    same = ops.expand_dims(labels, 1) == ops.expand_dims(
-        ops.cast(reference_labels, labels.dtype), 0
-    )
-    allowed = ops.ones_like(same)
-    if reference_mask is not None:
-        allowed = ops.logical_and(
-            allowed, ops.cast(ops.convert_to_tensor(reference_mask), "bool")
-        )
-    positive = ops.logical_and(same, allowed)
-    negative = ops.logical_and(ops.logical_not(same), allowed)
-    return _MINERS[mining_mode](matrix, positive, negative, margin, soft)
 
 
 def _takes_references(fn: Callable[..., Any]) -> bool:
@@ -136,7 +63,7 @@ def _is_registered(fn: Any) -> bool:
 
 
 def _check_loss_fn(loss_fn: Any) -> Callable[..., Any]:
-    """The registered loss function, or its stand-in that takes references."""
+    """The loss function, checked to be registered and to take references."""
     if not callable(loss_fn) or isinstance(loss_fn, (type, keras.losses.Loss)):
         raise TypeError(
             "`loss_fn` must be a loss function such as "
@@ -151,8 +78,6 @@ def _check_loss_fn(loss_fn: Any) -> Callable[..., Any]:
         )
     if _takes_references(loss_fn):
         return loss_fn
-    if loss_fn is online_triplet_loss:
-        return _online_triplet_loss_with_references
     raise TypeError(
         f"`loss_fn` must take the keyword arguments {REFERENCE_ARGUMENTS}, which "
         f"cross-batch memory passes; {loss_fn.__name__} does not."

@@ -1,18 +1,21 @@
-"""In-batch triplet mining on a `(B, B)` distance matrix, in `O(B^2)` memory.
+"""In-batch triplet mining on a `(B, M)` distance matrix, in `O(B * M)` memory.
 
-Each miner takes the pairwise distances and the label masks of a batch and
-returns the scalar loss. None of them builds a `(B, B, B)` or `(B^2, B)`
-tensor: the hardest positive and negative are row reductions, and the
-semi-hard negative and the batch-all sums come from sorting each anchor's
-row and reading counts and prefix sums off the sorted order (semi-hard), or
-binary-searching every positive's threshold in the anchor's sorted negatives
-(batch-all), in `O(B^2 log B)` time. `benchmarks/README.md` ("Mining
-losses") compares these choices with the alternatives.
+Each miner takes the distances from every anchor (a row) to the rows it is
+compared with (the batch itself, `M = B`, or references) and the label masks
+of those pairs, and returns the scalar loss. None of them builds a
+`(B, M, M)` tensor: the hardest positive and negative are row reductions;
+the batch-all sums come from binary-searching every positive's threshold in
+the anchor's sorted negatives, in `O(B M log M)` time; the semi-hard
+negative of a positive is a masked row minimum, computed for one positive
+of every anchor at a time (`O(B M)` per positive, as many rounds as the
+largest number of positives of an anchor), or, when anchors have many
+positives, read off a sort of each row.
 
-Sorting only chooses indices; the losses are then read from the distance
-matrix through `take_along_axis`, so gradients reach exactly the chosen
-distances. Ties are resolved by value, never by position in a sort, so the
-result does not depend on whether a backend's sort is stable.
+Sorting and searching only choose indices; the losses are then read from the
+distance matrix through `take_along_axis` or masked reductions, so gradients
+reach exactly the chosen distances. Ties are resolved by value, never by
+position in a sort, so the result does not depend on whether a backend's
+sort is stable.
 
 Every miner averages with `sum / max(count, 1)`: a batch without a valid
 triplet gives a loss of 0 and a zero gradient, never `0 / 0`.
@@ -24,27 +27,20 @@ from typing import Any
 
 from keras import ops
 
+from keras_siamese.losses.pairs import label_masks, masked_mean
+
+__all__ = ["batch_all", "batch_hard", "label_masks", "masked_mean", "semi_hard"]
+
+# Above this many positives for some anchor, semi-hard mining sorts each row
+# instead of scanning the rows once per positive.
+SCAN_LIMIT = 64
+
 
 def hinge_or_softplus(difference: Any, margin: float, soft: bool) -> Any:
     """`max(difference + margin, 0)`, or `softplus(difference)` when `soft`."""
     if soft:
         return ops.softplus(difference)
     return ops.relu(difference + margin)
-
-
-def masked_mean(values: Any, mask: Any) -> Any:
-    """Mean of `values` where `mask` holds; 0 (not NaN) where it never does."""
-    count = ops.sum(ops.cast(mask, values.dtype))
-    total = ops.sum(ops.where(mask, values, ops.zeros_like(values)))
-    return total / ops.maximum(count, 1.0)
-
-
-def label_masks(labels: Any) -> tuple[Any, Any]:
-    """Boolean `(B, B)` masks of anchor-positive and anchor-negative pairs."""
-    same = ops.expand_dims(labels, 1) == ops.expand_dims(labels, 0)
-    indices = ops.arange(ops.shape(labels)[0])
-    diagonal = ops.expand_dims(indices, 1) == ops.expand_dims(indices, 0)
-    return ops.logical_and(same, ops.logical_not(diagonal)), ops.logical_not(same)
 
 
 def batch_hard(
@@ -129,6 +125,103 @@ def semi_hard(
     For every anchor-positive pair, the negative is the nearest one strictly
     farther from the anchor than the positive; if there is none, the farthest
     negative. Averaged over anchor-positive pairs whose anchor has a negative.
+
+    With at most `SCAN_LIMIT` positives per anchor (P x K batches with
+    K <= 65), one masked row minimum per positive; otherwise one argsort of
+    the rows and of their negatives. Both give the same values.
+    """
+    most = ops.max(ops.sum(ops.cast(positive, "int32"), axis=1))
+    arguments = distances, positive, negative, margin, soft
+    known = _concrete_int(most)
+    if known is None:
+        return ops.cond(
+            most <= SCAN_LIMIT,
+            lambda: _semi_hard_by_scanning(*arguments, most),
+            lambda: _semi_hard_by_sorting(*arguments),
+        )
+    # Run eagerly: choose in Python, and loop in Python (an eager JAX
+    # `cond` or `while_loop` would compile its branches at every call).
+    if known <= SCAN_LIMIT:
+        return _semi_hard_by_scanning(*arguments, known)
+    return _semi_hard_by_sorting(*arguments)
+
+
+def _concrete_int(x: Any) -> int | None:
+    """`x` as a Python int if it has a value now (eager), else `None`."""
+    try:
+        return int(ops.convert_to_numpy(x))
+    except Exception:  # a traced or symbolic tensor: its value comes later
+        return None
+
+
+def _semi_hard_by_scanning(
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: bool,
+    rounds: Any,
+) -> Any:
+    """Semi-hard mining, one positive of every anchor per round.
+
+    Round `k` takes every anchor's `k`-th positive (in column order) and its
+    nearest negative strictly beyond it: a masked minimum over the row, with
+    no sort. The chosen columns are kept in `(B, SCAN_LIMIT)` tables, and the
+    losses are read from `distances` through them once the rounds are done,
+    so gradients flow through two small gathers.
+    """
+    fixed = ops.stop_gradient(distances)
+    rows = ops.shape(fixed)[0]
+    # Non-negatives read `ceiling`, beyond every distance: never "farther".
+    ceiling = ops.max(fixed) + 1.0
+    negative_values = ops.where(negative, fixed, ceiling)
+    farthest = ops.argmax(ops.where(negative, fixed, -1.0), axis=1)
+    farthest = ops.expand_dims(ops.cast(farthest, "int32"), 1)
+    positives = ops.sum(ops.cast(positive, "int32"), axis=1)
+    columns = ops.expand_dims(ops.arange(ops.shape(fixed)[1], dtype="int32"), 0)
+
+    def choose(k: Any, state: tuple) -> tuple:
+        previous, positive_columns, negative_columns = state
+        after = ops.logical_and(positive, columns > previous)
+        column = ops.expand_dims(ops.cast(ops.argmax(after, axis=1), "int32"), 1)
+        threshold = ops.take_along_axis(fixed, column, axis=1)
+        beyond = ops.where(negative_values > threshold, negative_values, ceiling)
+        nearest = ops.expand_dims(ops.cast(ops.argmin(beyond, axis=1), "int32"), 1)
+        found = ops.take_along_axis(beyond, nearest, axis=1) < ceiling
+        nearest = ops.where(found, nearest, farthest)
+        return (
+            column,
+            ops.slice_update(positive_columns, (0, k), column),
+            ops.slice_update(negative_columns, (0, k), nearest),
+        )
+
+    table = ops.zeros((rows, SCAN_LIMIT), dtype="int32")
+    state = (ops.full((rows, 1), -1, dtype="int32"), table, table)
+    if isinstance(rounds, int):
+        for k in range(rounds):
+            state = choose(k, state)
+    else:
+        state = ops.fori_loop(0, rounds, choose, state)
+    _, positive_columns, negative_columns = state
+    positive_distance = ops.take_along_axis(distances, positive_columns, axis=1)
+    negative_distance = ops.take_along_axis(distances, negative_columns, axis=1)
+    round_index = ops.expand_dims(ops.arange(SCAN_LIMIT, dtype="int32"), 0)
+    pairs = ops.logical_and(
+        round_index < ops.expand_dims(positives, 1),
+        ops.any(negative, axis=1, keepdims=True),
+    )
+    losses = hinge_or_softplus(positive_distance - negative_distance, margin, soft)
+    return masked_mean(losses, pairs)
+
+
+def _semi_hard_by_sorting(
+    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+) -> Any:
+    """Semi-hard mining from each row's sorted order (any number of positives).
+
+    Counts, per positive, the negatives not farther than it (sorted row,
+    tie groups and prefix counts), then takes the negative of that rank in
+    the row's negatives sorted by distance.
     """
     fixed = ops.stop_gradient(distances)
     size = ops.shape(distances)[1]

@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_siamese import distances
-from keras_siamese._checks import (
-    as_vector,
-    check_bool,
-    check_margin,
-    check_mining,
-    check_same_batch,
-)
-from keras_siamese.distances import as_float, pairwise_distances
+from keras_siamese._checks import check_bool, check_margin, check_mining
+from keras_siamese.distances import pairwise_distances
 from keras_siamese.losses import mining as miners
+from keras_siamese.losses import pairs
+from keras_siamese.losses.base import LabelledEmbeddingLoss
 
 _MINERS = {
     "batch_hard": miners.batch_hard,
@@ -44,6 +39,9 @@ def online_triplet_loss(
     margin: float = 1.0,
     distance: str = "euclidean",
     soft: bool = False,
+    references: Any | None = None,
+    reference_labels: Any | None = None,
+    reference_mask: Any | None = None,
 ) -> Any:
     """Triplet loss over the triplets mined from one batch of embeddings.
 
@@ -68,6 +66,12 @@ def online_triplet_loss(
     labels) has loss 0 and zero gradients. Memory is `O(B^2)`: no
     `(B, B, B)` tensor is built.
 
+    With `references` (embeddings `(M, dim)` with their `reference_labels`),
+    every row of the batch is an anchor and its positives and negatives are
+    taken from the references instead of the batch; a reference of the
+    anchor's class is a positive even if it equals the anchor (as
+    pytorch-metric-learning's `ref_emb`). Memory is then `O(B * M)`.
+
     Args:
         labels: integer class labels, shape `(batch,)` or `(batch, 1)`.
             Keras losses cast labels to float32, which keeps integers exact
@@ -83,13 +87,21 @@ def online_triplet_loss(
             or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (Hermans et al.'s soft margin);
             for `batch_hard` and `semi_hard` only.
+        references: optional embeddings `(M, dim)` to take positives and
+            negatives from instead of the batch.
+        reference_labels: labels of `references`, shape `(M,)`; required
+            with `references`.
+        reference_mask: optional boolean `(batch, M)`: only the
+            anchor-reference pairs where it is true count (cross-batch
+            memory leaves out empty slots and the batch's own rows with it).
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
         ValueError: for an unknown `mining` or `distance`, a negative margin,
-            `soft=True` with `batch_all`, or badly shaped inputs.
+            `soft=True` with `batch_all`, badly shaped inputs, or only one of
+            `references` and `reference_labels`.
 
     Examples:
         >>> import numpy as np
@@ -110,25 +122,22 @@ def online_triplet_loss(
     margin = check_margin(margin)
     distance = distances.check_distance(distance)
     soft = _check_soft(soft, mining_mode)
-    embeddings = as_float(embeddings)
-    if len(embeddings.shape) != 2:
-        raise ValueError(
-            "`embeddings` (y_pred) must have shape (batch, dim); got "
-            f"{tuple(embeddings.shape)}."
+    labels, embeddings, references, reference_labels, reference_mask = (
+        pairs.labelled_inputs(
+            labels, embeddings, references, reference_labels, reference_mask
         )
-    labels = as_vector(ops.convert_to_tensor(labels), "labels")
-    check_same_batch(labels, embeddings, "labels", "embeddings")
-    if embeddings.shape[0] == 0:
+    )
+    if pairs.is_empty(embeddings, references):
         # An empty batch has no triplet, so its loss is 0 like any batch
         # without one; the miners' reductions have no identity on empty input.
-        return ops.sum(embeddings) * 0.0
-    positive, negative = miners.label_masks(labels)
-    matrix = pairwise_distances(embeddings, distance)
+        return pairs.zero_loss(embeddings, references)
+    positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
+    matrix = pairwise_distances(embeddings, distance, references=references)
     return _MINERS[mining_mode](matrix, positive, negative, margin, soft)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class OnlineTripletLoss(keras.losses.Loss):
+class OnlineTripletLoss(LabelledEmbeddingLoss):
     """Triplet loss with in-batch mining: `y_true` labels, `y_pred` embeddings.
 
     Fit an embedding model directly on `(x, class_label)` batches; triplets
@@ -144,6 +153,12 @@ class OnlineTripletLoss(keras.losses.Loss):
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
             or `"manhattan"` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (not with `batch_all`).
+        global_batch: under a `tf.distribute` strategy with several replicas
+            (such as `MirroredStrategy`), mine over the global batch
+            (all-gathered from every replica) instead of each replica's
+            slice, as one device would; gradients reach each replica's own
+            rows. A no-op on JAX (whose `DataParallel` already mines over the
+            global batch) and PyTorch.
         reduction: Keras loss reduction (the loss is already a scalar).
         name: name of the loss.
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
@@ -175,37 +190,28 @@ class OnlineTripletLoss(keras.losses.Loss):
         margin: float = 1.0,
         distance: str = "euclidean",
         soft: bool = False,
+        global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "online_triplet_loss",
         dtype: str | None = None,
     ) -> None:
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+        )
         self.mining = check_mining(mining)
         self.margin = check_margin(margin)
         self.distance = distances.check_distance(distance)
         self.soft = _check_soft(soft, self.mining)
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        if sample_weight is not None:
-            raise ValueError(
-                "OnlineTripletLoss is computed over the whole batch and does "
-                "not take a `sample_weight`."
-            )
-        return super().__call__(y_true, y_pred)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        loss = online_triplet_loss(
-            y_true,
-            y_pred,
+    def compute(self, labels: Any, embeddings: Any) -> Any:
+        return online_triplet_loss(
+            labels,
+            embeddings,
             mining=self.mining,
             margin=self.margin,
             distance=self.distance,
             soft=self.soft,
         )
-        # Keras divides a reduced loss by the number of replicas under
-        # tf.distribute, but returns a scalar unreduced; as a scalar, the loss
-        # and its gradients would come out num_replicas times too large.
-        return ops.reshape(loss, (1,))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -215,7 +221,6 @@ class OnlineTripletLoss(keras.losses.Loss):
                 "margin": self.margin,
                 "distance": self.distance,
                 "soft": self.soft,
-                "dtype": self.dtype,
             }
         )
         return config

@@ -1,0 +1,68 @@
+"""Base class of the losses computed over a whole batch of labelled embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese._checks import check_bool
+from keras_siamese.losses.replicas import gather_replicas
+
+
+class LabelledEmbeddingLoss(keras.losses.Loss):
+    """A batch-level loss of `y_true` class labels and `y_pred` embeddings.
+
+    Subclasses implement `compute(labels, embeddings)`, which returns a scalar.
+    This class refuses `sample_weight` (the loss is not a sum of per-example
+    terms), gathers the global batch when `global_batch=True`, and returns
+    the scalar as a one-element vector: Keras divides a reduced loss by the
+    number of replicas under `tf.distribute` but returns a scalar unreduced,
+    so as a scalar the loss and its gradients would come out `num_replicas`
+    times too large.
+
+    Args:
+        global_batch: under a `tf.distribute` strategy (such as
+            `MirroredStrategy`) with several replicas, all-gather every
+            replica's labels and embeddings and compute the loss over the
+            global batch, as one device would; gradients reach each
+            replica's own rows. Without it, each replica computes the loss of
+            its own slice. A no-op on JAX, whose `DataParallel` already sees
+            the global batch, on PyTorch, and outside a strategy.
+        reduction: Keras loss reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+    """
+
+    def __init__(
+        self,
+        global_batch: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.global_batch = check_bool(global_batch, "global_batch")
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        if sample_weight is not None:
+            raise ValueError(
+                f"{type(self).__name__} is computed over the whole batch and "
+                "does not take a `sample_weight`."
+            )
+        return super().__call__(y_true, y_pred)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        if self.global_batch:
+            y_true, y_pred = gather_replicas(y_true, y_pred)
+        return ops.reshape(self.compute(y_true, y_pred), (1,))
+
+    def compute(self, labels: Any, embeddings: Any) -> Any:
+        """The scalar loss of one batch."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"global_batch": self.global_batch, "dtype": self.dtype})
+        return config

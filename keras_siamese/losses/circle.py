@@ -1,0 +1,179 @@
+"""Circle loss (Sun et al., 2020) of labelled embeddings, pair-based form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese._checks import check_float
+from keras_siamese.losses import pairs
+from keras_siamese.losses.base import LabelledEmbeddingLoss
+
+
+def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
+    return (
+        check_float(m, "m", minimum=0.0),
+        check_float(gamma, "gamma", minimum=0.0, inclusive=False),
+    )
+
+
+def from_similarity(
+    similarity: Any, positive: Any, negative: Any, m: float, gamma: float
+) -> Any:
+    """The loss from a `(B, M)` similarity matrix and its pair masks.
+
+    See `circle_loss`.
+    """
+    fixed = ops.stop_gradient(similarity)
+    # The weights alpha_p, alpha_n are computed from the similarities but
+    # not differentiated, as in the paper.
+    positive_logits = -gamma * ops.relu(1.0 + m - fixed) * (similarity - (1.0 - m))
+    negative_logits = gamma * ops.relu(fixed + m) * (similarity - m)
+    total = pairs.masked_logsumexp(positive_logits, positive) + pairs.masked_logsumexp(
+        negative_logits, negative
+    )
+    both = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
+    losses = ops.where(both, ops.softplus(total), 0.0)
+    loss = pairs.mean_of_positive(losses)
+    return ops.where(pairs.has_pairs(positive, negative), loss, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def circle_loss(
+    labels: Any,
+    embeddings: Any,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    references: Any | None = None,
+    reference_labels: Any | None = None,
+    reference_mask: Any | None = None,
+) -> Any:
+    """Circle loss (Sun et al. 2020), pair-based form, of one batch.
+
+    Embeddings are L2-normalised and compared by cosine similarity
+    `s(i, j)` (`1 - cosine distance` in this package's vocabulary; larger
+    means more similar). Each similarity is weighted by how far it is from
+    its optimum, `alpha_p = max(1 + m - s_p, 0)` and
+    `alpha_n = max(s_n + m, 0)` (not differentiated), and for an anchor `i`
+    with positives `P(i)` and negatives `N(i)`:
+
+        loss(i) = softplus(logsumexp_{p in P(i)} -gamma * alpha_p * (s_p - (1 - m))
+                         + logsumexp_{n in N(i)}  gamma * alpha_n * (s_n - m))
+
+    An anchor without positives or without negatives has loss 0; the batch
+    loss is the mean over the anchors whose loss is above zero. These are the
+    numbers and the reduction (`AvgNonZeroReducer`) of
+    pytorch-metric-learning's `CircleLoss()`.
+
+    With `references`, every row of the batch is an anchor and its positives
+    and negatives are the references (a reference equal to the anchor is a
+    positive like any other), as pytorch-metric-learning's `ref_emb` and
+    `ref_labels`.
+
+    Args:
+        labels: integer class labels, shape `(batch,)` or `(batch, 1)`.
+        embeddings: shape `(batch, dim)`; need not be normalised.
+        m: the relaxation margin, default 0.4 (the paper's value for
+            fine-grained retrieval; 0.25 for face recognition and re-id).
+        gamma: the scale, default 80 (the paper: 80 for fine-grained
+            retrieval, 128 to 256 for faces and re-id).
+        references: optional embeddings `(M, dim)` to take positives and
+            negatives from instead of the batch.
+        reference_labels: labels of `references`, shape `(M,)`; required
+            with `references`.
+        reference_mask: optional boolean `(batch, M)`: only the
+            anchor-reference pairs where it is true count (cross-batch
+            memory leaves out empty slots and the batch's own rows with it).
+
+    Returns:
+        A scalar, float32 for half-precision embeddings.
+
+    Raises:
+        ValueError: for a negative `m`, a `gamma` that is not positive,
+            badly shaped inputs, or only one of `references` and
+            `reference_labels`.
+
+    Examples:
+        >>> import numpy as np
+        >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
+        >>> labels = np.array([0, 0, 1, 1])
+        >>> round(float(circle_loss(labels, embeddings, gamma=1.0)), 4)
+        1.2127
+    """
+    m, gamma = _check_arguments(m, gamma)
+    labels, embeddings, references, reference_labels, reference_mask = (
+        pairs.labelled_inputs(
+            labels, embeddings, references, reference_labels, reference_mask
+        )
+    )
+    if pairs.is_empty(embeddings, references):
+        return pairs.zero_loss(embeddings, references)
+    positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
+    similarity = pairs.cosine_similarity(embeddings, references)
+    return from_similarity(similarity, positive, negative, m, gamma)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class CircleLoss(LabelledEmbeddingLoss):
+    """Circle loss: `y_true` labels, `y_pred` embeddings.
+
+    Sun et al. 2020, pair-based form: a soft version of "every positive more
+    similar than every negative", where each similarity is weighted by its
+    distance from the optimum (`1 + m` for positives, `-m` for negatives);
+    see `circle_loss` for the formula. Defaults and reduction are those of
+    pytorch-metric-learning's `CircleLoss()`. The loss is a batch-level
+    scalar, so `sample_weight` is not supported.
+
+    Args:
+        m: the relaxation margin, default 0.4.
+        gamma: the scale, default 80.
+        global_batch: under a `tf.distribute` strategy with several replicas,
+            compute the loss over the global batch (all-gathered from every
+            replica) instead of each replica's slice. A no-op on JAX (whose
+            `DataParallel` already sees the global batch) and PyTorch.
+        reduction: Keras loss reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+
+    Raises:
+        ValueError: for a negative `m` or a `gamma` that is not positive (at
+            construction); for badly shaped inputs or a `sample_weight` (at
+            call).
+
+    Examples:
+        >>> import numpy as np
+        >>> loss = CircleLoss(m=0.25, gamma=1.0)
+        >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
+        >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
+        1.3528
+
+        Usage with `compile()`:
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss=CircleLoss())
+    """
+
+    def __init__(
+        self,
+        m: float = 0.4,
+        gamma: float = 80.0,
+        global_batch: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str = "circle_loss",
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(
+            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+        )
+        self.m, self.gamma = _check_arguments(m, gamma)
+
+    def compute(self, labels: Any, embeddings: Any) -> Any:
+        return circle_loss(labels, embeddings, m=self.m, gamma=self.gamma)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"m": self.m, "gamma": self.gamma})
+        return config

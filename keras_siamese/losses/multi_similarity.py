@@ -1,0 +1,259 @@
+"""Multi-similarity loss and pair mining (Wang et al., 2019) of labelled embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_siamese._checks import check_bool, check_float
+from keras_siamese.losses import pairs
+from keras_siamese.losses.base import LabelledEmbeddingLoss
+
+
+def _check_arguments(
+    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any
+) -> tuple[float, float, float, bool, float]:
+    return (
+        check_float(alpha, "alpha", minimum=0.0, inclusive=False),
+        check_float(beta, "beta", minimum=0.0, inclusive=False),
+        check_float(base, "base"),
+        check_bool(mining, "mining"),
+        check_float(epsilon, "epsilon", minimum=0.0),
+    )
+
+
+def mine_pairs(
+    similarity: Any, positive: Any, negative: Any, epsilon: float
+) -> tuple[Any, Any]:
+    """The multi-similarity miner: the informative pairs of every anchor.
+
+    A positive pair is kept if `s(i, p) - epsilon < max_n s(i, n)` (it is
+    less similar than the hardest negative, up to `epsilon`); a negative pair
+    if `s(i, n) + epsilon > min_p s(i, p)`. An anchor without negatives keeps
+    no positive pair and one without positives no negative pair; a batch
+    without any positive or any negative pair keeps nothing. The rule of
+    pytorch-metric-learning's `MultiSimilarityMiner(epsilon)`.
+
+    Returns:
+        The kept positive and negative `(B, M)` masks.
+    """
+    fixed = ops.stop_gradient(similarity)
+    hardest_negative = ops.max(
+        ops.where(negative, fixed, pairs._LOWEST), axis=1, keepdims=True
+    )
+    hardest_positive = ops.min(
+        ops.where(positive, fixed, pairs._HIGHEST), axis=1, keepdims=True
+    )
+    anywhere = ops.logical_and(ops.any(positive), ops.any(negative))
+    kept_positive = ops.logical_and(positive, fixed - epsilon < hardest_negative)
+    kept_negative = ops.logical_and(negative, fixed + epsilon > hardest_positive)
+    return (
+        ops.logical_and(kept_positive, anywhere),
+        ops.logical_and(kept_negative, anywhere),
+    )
+
+
+def from_similarity(
+    similarity: Any,
+    positive: Any,
+    negative: Any,
+    alpha: float,
+    beta: float,
+    base: float,
+    mining: bool = False,
+    epsilon: float = 0.1,
+) -> Any:
+    """The loss from a `(B, M)` similarity matrix and its pair masks.
+
+    See `multi_similarity_loss`.
+    """
+    if mining:
+        positive, negative = mine_pairs(similarity, positive, negative, epsilon)
+    pulled = pairs.masked_logsumexp(alpha * (base - similarity), positive, add_one=True)
+    pushed = pairs.masked_logsumexp(beta * (similarity - base), negative, add_one=True)
+    loss = ops.mean(pulled / alpha + pushed / beta)
+    return ops.where(pairs.has_pairs(positive, negative), loss, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+def multi_similarity_loss(
+    labels: Any,
+    embeddings: Any,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    mining: bool = False,
+    epsilon: float = 0.1,
+    references: Any | None = None,
+    reference_labels: Any | None = None,
+    reference_mask: Any | None = None,
+) -> Any:
+    """Multi-similarity loss (Wang et al. 2019) of one batch.
+
+    Embeddings are L2-normalised and compared by cosine similarity
+    `s(i, j)` (`1 - cosine distance` in this package's vocabulary; larger
+    means more similar). For every anchor `i`, with positives `P(i)` and
+    negatives `N(i)`:
+
+        loss(i) = 1/alpha * log(1 + sum_{p in P(i)} exp(-alpha * (s(i, p) - base)))
+                + 1/beta  * log(1 + sum_{n in N(i)} exp( beta * (s(i, n) - base)))
+
+    and the batch loss is the mean over **all** anchors: an anchor without
+    positives still pays for its negatives (and one without negatives for
+    its positives). A batch without any pair has loss 0. These are the
+    numbers and the reduction (`MeanReducer`) of pytorch-metric-learning's
+    `MultiSimilarityLoss()`.
+
+    With `mining=True`, the pairs are first chosen by the paper's pair
+    mining, pytorch-metric-learning's `MultiSimilarityMiner(epsilon)`: a
+    positive pair is kept if it is less similar than the anchor's most
+    similar negative plus `epsilon`, a negative pair if it is more similar
+    than the anchor's least similar positive minus `epsilon`; the loss above
+    runs over the kept pairs (still averaged over all anchors), and is 0 if
+    the batch has no positive or no negative pair.
+
+    With `references`, every row of the batch is an anchor and its positives
+    and negatives are the references (a reference equal to the anchor is a
+    positive like any other), as pytorch-metric-learning's `ref_emb` and
+    `ref_labels`.
+
+    Args:
+        labels: integer class labels, shape `(batch,)` or `(batch, 1)`.
+        embeddings: shape `(batch, dim)`; need not be normalised.
+        alpha: weight of the positive pairs, default 2.
+        beta: weight of the negative pairs, default 50.
+        base: the similarity `lambda` the pairs are measured from, default 0.5.
+        mining: choose the informative pairs first (see above).
+        epsilon: the miner's margin, default 0.1; used when `mining=True`.
+        references: optional embeddings `(M, dim)` to take positives and
+            negatives from instead of the batch.
+        reference_labels: labels of `references`, shape `(M,)`; required
+            with `references`.
+        reference_mask: optional boolean `(batch, M)`: only the
+            anchor-reference pairs where it is true count (cross-batch
+            memory leaves out empty slots and the batch's own rows with it).
+
+    Returns:
+        A scalar, float32 for half-precision embeddings.
+
+    Raises:
+        TypeError: if `mining` is not a bool.
+        ValueError: for `alpha` or `beta` not positive, a negative
+            `epsilon`, badly shaped inputs, or only one of `references` and
+            `reference_labels`.
+
+    Examples:
+        >>> import numpy as np
+        >>> embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        >>> labels = np.array([0, 0, 1, 1])
+        >>> round(float(multi_similarity_loss(labels, embeddings)), 4)
+        0.1566
+    """
+    alpha, beta, base, mining, epsilon = _check_arguments(
+        alpha, beta, base, mining, epsilon
+    )
+    labels, embeddings, references, reference_labels, reference_mask = (
+        pairs.labelled_inputs(
+            labels, embeddings, references, reference_labels, reference_mask
+        )
+    )
+    if pairs.is_empty(embeddings, references):
+        return pairs.zero_loss(embeddings, references)
+    positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
+    similarity = pairs.cosine_similarity(embeddings, references)
+    return from_similarity(
+        similarity, positive, negative, alpha, beta, base, mining, epsilon
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class MultiSimilarityLoss(LabelledEmbeddingLoss):
+    """Multi-similarity loss: `y_true` labels, `y_pred` embeddings.
+
+    Wang et al. 2019: weighs every positive and negative pair of an anchor by
+    how hard it is relative to the others, with soft maxima over cosine
+    similarities; optionally mines the informative pairs first
+    (`mining=True`). See `multi_similarity_loss` for the formula. Defaults
+    and reduction are those of pytorch-metric-learning's
+    `MultiSimilarityLoss()` (and, with `mining=True`, of its
+    `MultiSimilarityMiner()` feeding it). The loss is a batch-level scalar,
+    so `sample_weight` is not supported.
+
+    Args:
+        alpha: weight of the positive pairs, default 2.
+        beta: weight of the negative pairs, default 50.
+        base: the similarity the pairs are measured from, default 0.5.
+        mining: mine the informative pairs first, default False.
+        epsilon: the miner's margin, default 0.1.
+        global_batch: under a `tf.distribute` strategy with several replicas,
+            compute the loss over the global batch (all-gathered from every
+            replica) instead of each replica's slice. A no-op on JAX (whose
+            `DataParallel` already sees the global batch) and PyTorch.
+        reduction: Keras loss reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+
+    Raises:
+        TypeError: if `mining` is not a bool (at construction).
+        ValueError: for `alpha` or `beta` not positive or a negative
+            `epsilon` (at construction); for badly shaped inputs or a
+            `sample_weight` (at call).
+
+    Examples:
+        >>> import numpy as np
+        >>> loss = MultiSimilarityLoss(mining=True)
+        >>> embeddings = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
+        >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
+        0.6791
+
+        Usage with `compile()`:
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss=MultiSimilarityLoss())
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 50.0,
+        base: float = 0.5,
+        mining: bool = False,
+        epsilon: float = 0.1,
+        global_batch: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str = "multi_similarity_loss",
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__(
+            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+        )
+        self.alpha, self.beta, self.base, self.mining, self.epsilon = _check_arguments(
+            alpha, beta, base, mining, epsilon
+        )
+
+    def compute(self, labels: Any, embeddings: Any) -> Any:
+        return multi_similarity_loss(
+            labels,
+            embeddings,
+            alpha=self.alpha,
+            beta=self.beta,
+            base=self.base,
+            mining=self.mining,
+            epsilon=self.epsilon,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "base": self.base,
+                "mining": self.mining,
+                "epsilon": self.epsilon,
+            }
+        )
+        return config

@@ -1,0 +1,671 @@
+"""Supervised contrastive, NT-Xent, multi-similarity and circle losses.
+
+Checked against independent NumPy references (plain loops over anchors and
+pairs, in float64, following the papers' formulas and pytorch-metric-
+learning's reductions), by hypothesis properties (finite gradients,
+invariance to the order of the rows, to the names of the labels and to the
+scale of the embeddings), on degenerate batches, and for configuration and
+errors. `test_pml_goldens.py` compares with pytorch-metric-learning itself.
+"""
+
+from __future__ import annotations
+
+import doctest
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from keras_siamese import (
+    CircleLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    SupervisedContrastiveLoss,
+    circle_loss,
+    multi_similarity_loss,
+    ntxent_loss,
+    supervised_contrastive_loss,
+)
+from keras_siamese.losses import (
+    circle,
+    multi_similarity,
+    ntxent,
+    online_triplet,
+    supervised_contrastive,
+)
+from tests.helpers import to_numpy, value_and_grad
+
+# --- independent references ---------------------------------------------------
+
+
+def np_cosine(x, refs):
+    def unit(rows):
+        norms = np.maximum(np.sqrt((rows.astype("float64") ** 2).sum(1)), 1e-6)
+        return rows / norms[:, None]
+
+    return unit(x) @ unit(refs).T
+
+
+def np_pairs(labels, x, refs, reference_labels):
+    """Similarities and the lists of positive / negative columns of each row."""
+    self_compare = refs is None
+    if self_compare:
+        refs, reference_labels = x, labels
+    s = np_cosine(x, refs)
+    positives, negatives = [], []
+    for i in range(len(labels)):
+        positives.append(
+            [
+                j
+                for j in range(len(reference_labels))
+                if reference_labels[j] == labels[i] and not (self_compare and i == j)
+            ]
+        )
+        negatives.append(
+            [
+                j
+                for j in range(len(reference_labels))
+                if reference_labels[j] != labels[i]
+            ]
+        )
+    return s, positives, negatives
+
+
+def no_pml_pairs(positives, negatives):
+    """pytorch-metric-learning's guard: at most one pair of each kind."""
+    return sum(map(len, positives)) <= 1 and sum(map(len, negatives)) <= 1
+
+
+def logsumexp(values):
+    values = np.asarray(values, "float64")
+    top = values.max()
+    return top + np.log(np.exp(values - top).sum())
+
+
+def mean_nonzero(losses):
+    kept = [value for value in losses if value > 0]
+    return float(np.mean(kept)) if kept else 0.0
+
+
+def ref_supcon(labels, x, refs=None, reference_labels=None, temperature=0.1):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
+        return 0.0
+    losses = []
+    for i in range(len(labels)):
+        if not positives[i]:
+            losses.append(0.0)
+            continue
+        both = positives[i] + negatives[i]
+        norm = logsumexp([s[i, a] / temperature for a in both])
+        losses.append(-np.mean([s[i, p] / temperature - norm for p in positives[i]]))
+    return mean_nonzero(losses)
+
+
+def ref_ntxent(labels, x, refs=None, reference_labels=None, temperature=0.07):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
+        return 0.0
+    losses = []
+    for i in range(len(labels)):
+        for p in positives[i]:
+            logits = [s[i, p] / temperature] + [
+                s[i, n] / temperature for n in negatives[i]
+            ]
+            losses.append(logsumexp(logits) - s[i, p] / temperature)
+    return float(np.mean(losses))
+
+
+def ref_multi_similarity(
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    alpha=2.0,
+    beta=50.0,
+    base=0.5,
+    mining=False,
+    epsilon=0.1,
+):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    if mining:
+        if not any(positives) or not any(negatives):
+            positives = negatives = [[] for _ in labels]
+        else:
+            mined_positives, mined_negatives = [], []
+            for i in range(len(labels)):
+                hardest_negative = max((s[i, n] for n in negatives[i]), default=-np.inf)
+                hardest_positive = min((s[i, p] for p in positives[i]), default=np.inf)
+                mined_positives.append(
+                    [p for p in positives[i] if s[i, p] - epsilon < hardest_negative]
+                )
+                mined_negatives.append(
+                    [n for n in negatives[i] if s[i, n] + epsilon > hardest_positive]
+                )
+            positives, negatives = mined_positives, mined_negatives
+    if no_pml_pairs(positives, negatives):
+        return 0.0
+    losses = []
+    for i in range(len(labels)):
+        pulled = np.log1p(sum(np.exp(-alpha * (s[i, p] - base)) for p in positives[i]))
+        pushed = np.log1p(sum(np.exp(beta * (s[i, n] - base)) for n in negatives[i]))
+        losses.append(pulled / alpha + pushed / beta)
+    return float(np.mean(losses))
+
+
+def ref_circle(
+    labels, x, refs=None, reference_labels=None, m=0.4, gamma=80.0, weights_at=None
+):
+    """Circle loss; `weights_at=(x0, refs0)` fixes alpha_p, alpha_n there.
+
+    The weights are not differentiated (the paper's rule), so finite
+    differences of this function need them held at the point of evaluation.
+    """
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    w = s if weights_at is None else np_pairs(labels, *weights_at, reference_labels)[0]
+    if no_pml_pairs(positives, negatives):
+        return 0.0
+    losses = []
+    for i in range(len(labels)):
+        if not positives[i] or not negatives[i]:
+            losses.append(0.0)
+            continue
+        pulled = [
+            -gamma * max(1 + m - w[i, p], 0) * (s[i, p] - (1 - m)) for p in positives[i]
+        ]
+        pushed = [gamma * max(w[i, n] + m, 0) * (s[i, n] - m) for n in negatives[i]]
+        losses.append(np.logaddexp(0.0, logsumexp(pulled) + logsumexp(pushed)))
+    return mean_nonzero(losses)
+
+
+def _mined(function):
+    def mined(*args, **kwargs):
+        return function(*args, mining=True, **kwargs)
+
+    return mined
+
+
+# name -> (package function, reference, loss class, keyword arguments)
+LOSSES = {
+    "supcon": (supervised_contrastive_loss, ref_supcon, SupervisedContrastiveLoss),
+    "ntxent": (ntxent_loss, ref_ntxent, NTXentLoss),
+    "multi_similarity": (
+        multi_similarity_loss,
+        ref_multi_similarity,
+        MultiSimilarityLoss,
+    ),
+    "multi_similarity-mining": (
+        _mined(multi_similarity_loss),
+        _mined(ref_multi_similarity),
+        lambda **kwargs: MultiSimilarityLoss(mining=True, **kwargs),
+    ),
+    "circle": (circle_loss, ref_circle, CircleLoss),
+}
+# Arguments away from the defaults, where the softmax of SupCon has no
+# terms below float32's resolution (rows whose loss rounds to exactly 0 are
+# left out of its mean, so float64 and float32 would count differently).
+OPTIONS = {
+    "supcon": {"temperature": 0.5},
+    "ntxent": {"temperature": 0.5},
+    "multi_similarity": {"alpha": 1.0, "beta": 10.0, "base": 0.2},
+    "multi_similarity-mining": {"epsilon": 0.3},
+    "circle": {"m": 0.25, "gamma": 16.0},
+}
+NAMES = sorted(LOSSES)
+
+
+def loss_value(name, labels, x, **kwargs):
+    return float(to_numpy(LOSSES[name][0](labels, x, **kwargs)))
+
+
+# --- data -------------------------------------------------------------------
+
+BATCH, REFERENCES, DIM = 8, 6, 3
+
+
+@st.composite
+def labelled_batches(draw, references=True, grid=True):
+    """One, few or all-distinct classes; duplicated rows; optional references.
+
+    Grid rows (multiples of 0.5, zero vectors included) give exact ties
+    between similarities; continuous rows give general position.
+    """
+    classes = draw(st.sampled_from([1, 2, 3, BATCH]))
+    labels = draw(hnp.arrays("int32", BATCH, elements=st.integers(0, classes - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    on_grid = grid and draw(st.booleans())
+
+    def rows(count):
+        if on_grid:
+            return (rng.integers(-2, 3, (count, DIM)) / 2).astype("float32")
+        return rng.normal(size=(count, DIM)).astype("float32")
+
+    x = rows(BATCH)
+    if draw(st.booleans()):
+        x[1] = x[0]
+    if not (references and draw(st.booleans())):
+        return labels, x, None, None
+    reference_labels = draw(
+        hnp.arrays("int32", REFERENCES, elements=st.integers(0, classes))
+    )
+    return labels, x, rows(REFERENCES), reference_labels
+
+
+def _references(refs, reference_labels):
+    if refs is None:
+        return {}
+    return {"references": refs, "reference_labels": reference_labels}
+
+
+# --- equality with the references -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(data=labelled_batches(), defaults=st.booleans())
+def test_matches_numpy_reference(name, data, defaults):
+    labels, x, refs, reference_labels = data
+    function, reference, _ = LOSSES[name]
+    on_grid = np.all(x * 2 == np.round(x * 2))
+    options = {} if defaults and not on_grid else OPTIONS[name]
+    got = function(labels, x, **options, **_references(refs, reference_labels))
+    want = reference(labels, x, refs, reference_labels, **options)
+    np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-4, atol=1e-5)
+
+
+def numeric_gradient(fn, x, step=1e-6):
+    grad = np.zeros_like(x, dtype="float64")
+    for index in np.ndindex(x.shape):
+        up, down = x.astype("float64"), x.astype("float64")
+        up[index] += step
+        down[index] -= step
+        grad[index] = (fn(up) - fn(down)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("with_references", [False, True], ids=["batch", "references"])
+def test_gradient_matches_finite_differences_of_the_reference(name, with_references):
+    rng = np.random.default_rng(5)
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3], "int32")
+    x = rng.normal(size=(8, 3)).astype("float32")
+    function, reference, _ = LOSSES[name]
+    options = dict(OPTIONS[name])
+    if with_references:
+        reference_labels = np.array([0, 1, 1, 2, 4, 3], "int32")
+        refs = rng.normal(size=(6, 3)).astype("float32")
+        if name == "circle":
+            options["weights_at"] = (x, refs)
+        package_options = {k: v for k, v in options.items() if k != "weights_at"}
+        _, grads = value_and_grad(
+            lambda e, r: function(
+                labels,
+                e,
+                references=r,
+                reference_labels=reference_labels,
+                **package_options,
+            ),
+            x,
+            refs,
+        )
+        want = numeric_gradient(
+            lambda e: reference(labels, e, refs, reference_labels, **options), x
+        )
+        want_refs = numeric_gradient(
+            lambda r: reference(labels, x, r, reference_labels, **options), refs
+        )
+        np.testing.assert_allclose(grads[1], want_refs, rtol=1e-3, atol=1e-4)
+    else:
+        package_options = dict(options)
+        if name == "circle":
+            options["weights_at"] = (x, None)
+        _, grads = value_and_grad(lambda e: function(labels, e, **package_options), x)
+        want = numeric_gradient(lambda e: reference(labels, e, **options), x)
+    np.testing.assert_allclose(grads[0], want, rtol=1e-3, atol=1e-4)
+
+
+# --- properties ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(
+    data=labelled_batches(references=False),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([0.01, 10.0]),
+)
+def test_invariant_to_row_order_label_names_and_scale(name, data, seed, scale):
+    labels, x, _, _ = data
+    function = LOSSES[name][0]
+    value, (grad,) = value_and_grad(lambda e: function(labels, e), x)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(BATCH)
+    permuted, (permuted_grad,) = value_and_grad(
+        lambda e: function(labels[order], e), x[order]
+    )
+    np.testing.assert_allclose(permuted, value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(permuted_grad, grad[order], rtol=1e-4, atol=1e-5)
+    renamed = rng.permutation(BATCH)[labels] * 7 + 3
+    assert loss_value(name, renamed, x) == pytest.approx(float(value), rel=1e-6)
+    # Cosine similarity ignores the norm of the embeddings (zero rows stay 0).
+    scaled = loss_value(name, labels, x * np.float32(scale))
+    np.testing.assert_allclose(scaled, value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(data=labelled_batches())
+def test_finite_with_references(name, data):
+    labels, x, refs, reference_labels = data
+    if refs is None:
+        refs, reference_labels = x[::-1].copy(), labels[::-1].copy()
+    value, grads = value_and_grad(
+        lambda e, r: LOSSES[name][0](
+            labels, e, references=r, reference_labels=reference_labels
+        ),
+        x,
+        refs,
+    )
+    assert np.isfinite(value) and value >= 0
+    assert all(np.all(np.isfinite(grad)) for grad in grads)
+
+
+# --- degenerate batches ----------------------------------------------------------------
+
+DEGENERATE = {
+    "one-class": np.zeros(6, "int32"),
+    "all-distinct": np.arange(6, dtype="int32"),
+    "batch-of-one": np.array([3], "int32"),
+}
+# Losses that are 0 without positive pairs or without negative pairs. The
+# multi-similarity loss (without mining) still charges the pairs it has.
+ZERO_WITHOUT_BOTH = ["supcon", "ntxent", "multi_similarity-mining", "circle"]
+
+
+@pytest.mark.parametrize("name", ZERO_WITHOUT_BOTH)
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_no_positive_or_no_negative_pair_gives_zero_and_zero_gradient(name, case):
+    labels = DEGENERATE[case]
+    x = np.random.default_rng(0).normal(size=(len(labels), 3)).astype("float32")
+    value, (grad,) = value_and_grad(lambda e: LOSSES[name][0](labels, e), x)
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(grad, np.zeros_like(x))
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_multi_similarity_charges_the_pairs_a_degenerate_batch_has(case):
+    labels = DEGENERATE[case]
+    x = np.random.default_rng(0).normal(size=(len(labels), 3)).astype("float32")
+    value, (grad,) = value_and_grad(lambda e: multi_similarity_loss(labels, e), x)
+    want = ref_multi_similarity(labels, x)
+    np.testing.assert_allclose(float(value), want, rtol=1e-5)
+    assert (want > 0) == (case != "batch-of-one")
+    assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_singleton_class_matches_the_reference(name):
+    # The singleton is an anchor without positives: 0 in SupCon and circle
+    # (left out of their means), only its negatives in multi-similarity.
+    labels = np.array([0, 0, 1, 1, 2], "int32")
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype("float32")
+    options = OPTIONS[name]
+    got = loss_value(name, labels, x, **options)
+    want = LOSSES[name][1](labels, x, **options)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_with_duplicates_zero_vectors_and_opposite_rows(name):
+    labels = np.array([0, 0, 1, 1, 2, 2], "int32")
+    x = np.zeros((6, 3), "float32")
+    x[2:4] = 1.0
+    x[4] = -1.0
+    for embeddings in (x, np.zeros_like(x), np.ones_like(x)):
+        value, (grad,) = value_and_grad(
+            lambda e: LOSSES[name][0](labels, e), embeddings
+        )
+        assert np.isfinite(value)
+        assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_references_equal_to_the_batch_count_each_anchor_as_its_own_positive(name):
+    labels = np.array([0, 0, 1, 1, 2], "int32")
+    x = np.random.default_rng(2).normal(size=(5, 3)).astype("float32")
+    function, reference, _ = LOSSES[name]
+    got = float(to_numpy(function(labels, x, references=x, reference_labels=labels)))
+    want = reference(labels, x, x, labels)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if name != "multi_similarity-mining":  # the miner may drop the self pairs
+        assert got != pytest.approx(loss_value(name, labels, x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_or_references_give_zero(name):
+    function = LOSSES[name][0]
+    empty = np.zeros((0, 3), "float32")
+    x = np.ones((2, 3), "float32")
+    assert float(to_numpy(function(np.zeros(0, "int32"), empty))) == 0.0
+    value = function(
+        np.zeros(2, "int32"),
+        x,
+        references=empty,
+        reference_labels=np.zeros(0, "int32"),
+    )
+    assert float(to_numpy(value)) == 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_inputs_compute_in_float32(name, dtype):
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 3)
+    half = keras.ops.cast(rng.normal(size=(12, 6)), dtype)
+    as_float32 = to_numpy(keras.ops.cast(half, "float32"))
+    got = to_numpy(LOSSES[name][0](labels, half))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, loss_value(name, labels, as_float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_inputs_compute_like_the_backends_matmul(name):
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(4), 3)
+    x = rng.normal(size=(12, 6))
+    got = to_numpy(LOSSES[name][0](labels, x))
+    # The backend's own matmul decides: JAX (without its 64-bit mode) and
+    # Keras' PyTorch matmul give float32, TensorFlow float64.
+    native = to_numpy(keras.ops.matmul(x, x.T)).dtype
+    assert got.dtype == native
+    tolerance = 1e-9 if native == np.float64 else 1e-5
+    np.testing.assert_allclose(got, LOSSES[name][1](labels, x), rtol=tolerance)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [supervised_contrastive, ntxent, multi_similarity, circle, online_triplet],
+    ids=lambda module: module.__name__.rsplit(".", 1)[1],
+)
+def test_docstring_examples_run(module):
+    failures, attempted = doctest.testmod(module, verbose=False)[:2]
+    assert failures == 0
+    assert attempted > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_large_batch_runs_in_quadratic_memory(name):
+    # A (B, B, B) float32 tensor at B = 4096 would need 256 GiB.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 512, size=4096).astype("int32")
+    x = rng.normal(size=(4096, 16)).astype("float32")
+    assert np.isfinite(loss_value(name, labels, x))
+
+
+# --- classes, configuration and errors ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_equals_function_and_refuses_sample_weight(name):
+    function, _, loss_class = LOSSES[name]
+    labels = np.array([0, 0, 1, 1, 2], "int32")
+    x = np.random.default_rng(4).normal(size=(5, 3)).astype("float32")
+    got = to_numpy(loss_class()(labels, x))
+    np.testing.assert_allclose(got, to_numpy(function(labels, x)), rtol=1e-6)
+    with pytest.raises(ValueError, match="sample_weight"):
+        loss_class()(labels, x, np.ones(5))
+
+
+CONFIGS = {
+    SupervisedContrastiveLoss: {"temperature": 0.3, "global_batch": True},
+    NTXentLoss: {"temperature": 0.2},
+    MultiSimilarityLoss: {
+        "alpha": 1.5,
+        "beta": 20.0,
+        "base": 0.3,
+        "mining": True,
+        "epsilon": 0.2,
+    },
+    CircleLoss: {"m": 0.25, "gamma": 128.0, "global_batch": True},
+}
+
+
+@pytest.mark.parametrize("loss_class", list(CONFIGS), ids=lambda c: c.__name__)
+def test_config_round_trip(loss_class):
+    loss = loss_class(**CONFIGS[loss_class])
+    config = loss.get_config()
+    for key, value in CONFIGS[loss_class].items():
+        assert config[key] == value
+    assert "dtype" in config and "global_batch" in config
+    assert loss_class.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert isinstance(restored, loss_class)
+    assert restored.get_config() == config
+
+
+@pytest.mark.parametrize(
+    ("loss_class", "function", "kwargs", "error", "match"),
+    [
+        (
+            SupervisedContrastiveLoss,
+            supervised_contrastive_loss,
+            {"temperature": 0.0},
+            ValueError,
+            "temperature",
+        ),
+        (
+            SupervisedContrastiveLoss,
+            supervised_contrastive_loss,
+            {"temperature": "1"},
+            TypeError,
+            "temperature",
+        ),
+        (NTXentLoss, ntxent_loss, {"temperature": -1.0}, ValueError, "temperature"),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"alpha": 0.0},
+            ValueError,
+            "alpha",
+        ),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"beta": float("nan")},
+            ValueError,
+            "beta",
+        ),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"base": float("inf")},
+            ValueError,
+            "base",
+        ),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"mining": 1},
+            TypeError,
+            "mining",
+        ),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"epsilon": -0.1},
+            ValueError,
+            "epsilon",
+        ),
+        (CircleLoss, circle_loss, {"m": -0.1}, ValueError, "m"),
+        (CircleLoss, circle_loss, {"gamma": 0}, ValueError, "gamma"),
+    ],
+)
+def test_bad_arguments_raise(loss_class, function, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        loss_class(**kwargs)
+    with pytest.raises(error, match=match):
+        function(np.zeros(2), np.zeros((2, 2), "float32"), **kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_shapes_and_half_given_references_raise(name):
+    function = LOSSES[name][0]
+    labels, x = np.zeros(2), np.zeros((2, 3), "float32")
+    with pytest.raises(ValueError, match="embeddings"):
+        function(labels, np.zeros((2, 3, 1), "float32"))
+    with pytest.raises(ValueError, match="labels"):
+        function(np.zeros((2, 2)), x)
+    with pytest.raises(ValueError, match="batch size"):
+        function(np.zeros(3), x)
+    with pytest.raises(ValueError, match="reference_labels"):
+        function(labels, x, references=x)
+    with pytest.raises(ValueError, match="references"):
+        function(labels, x, reference_labels=labels)
+    with pytest.raises(ValueError, match="embedding size"):
+        function(labels, x, references=np.zeros((2, 4)), reference_labels=labels)
+    with pytest.raises(ValueError, match="batch size"):
+        function(labels, x, references=x, reference_labels=np.zeros(3))
+    with pytest.raises(TypeError, match="global_batch"):
+        LOSSES[name][2](global_batch="yes")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiles_with_an_unknown_or_static_batch_size(backend, name):
+    labels = np.array([0, 0, 1, 1, 2], "int32")
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    function = LOSSES[name][0]
+    want = loss_value(name, labels, x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(
+            lambda y, e: function(y, e),
+            input_signature=[
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None, 3], tf.float32),
+            ],
+        )
+    elif backend == "jax":
+        import jax
+
+        compiled = jax.jit(lambda y, e: function(y, e))
+    else:
+        pytest.skip("PyTorch runs eagerly")
+    assert float(to_numpy(compiled(labels, x))) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fits_a_model(name):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 4)
+    x = (rng.normal(size=(4, 6))[labels] + 0.3 * rng.normal(size=(16, 6))).astype(
+        "float32"
+    )
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSSES[name][2]())
+    history = model.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
