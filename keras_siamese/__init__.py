@@ -4,7 +4,12 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
-from keras_siamese.callbacks import EmbeddingPlot, EpochSync, pca_project
+from keras_siamese.callbacks import (
+    EmbeddingPlot,
+    EpochSync,
+    RetrievalEvaluation,
+    pca_project,
+)
 from keras_siamese.data import (
     ClassBalancedDataset,
     PairDataset,
@@ -42,13 +47,23 @@ from keras_siamese.metrics import (
     triplet_accuracy,
     verification_accuracy,
 )
+from keras_siamese.retrieval import (
+    Calibration,
+    EmbeddingIndex,
+    Verifier,
+    calibrate_threshold,
+    one_shot_accuracy,
+    retrieval_metrics,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibration",
     "ClassBalancedDataset",
     "ContrastiveLoss",
     "CosineDistance",
+    "EmbeddingIndex",
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",
@@ -56,22 +71,27 @@ __all__ = [
     "OnlineTripletLoss",
     "PairAccuracy",
     "PairDataset",
+    "RetrievalEvaluation",
     "SiameseWrapper",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
+    "Verifier",
+    "calibrate_threshold",
     "contrastive_loss",
     "cosine_distance",
     "euclidean_distance",
     "make_pairs",
     "manhattan_distance",
     "map_at_r",
+    "one_shot_accuracy",
     "online_triplet_loss",
     "pair_accuracy",
     "paired_distances",
     "pairwise_distances",
     "pca_project",
     "recall_at_k",
+    "retrieval_metrics",
     "roc_auc",
     "triplet_accuracy",
     "triplet_loss",

@@ -2,5 +2,6 @@
 
 from keras_siamese.callbacks.embedding_plot import EmbeddingPlot, pca_project
 from keras_siamese.callbacks.epoch_sync import EpochSync
+from keras_siamese.callbacks.retrieval_evaluation import RetrievalEvaluation
 
-__all__ = ["EmbeddingPlot", "EpochSync", "pca_project"]
+__all__ = ["EmbeddingPlot", "EpochSync", "RetrievalEvaluation", "pca_project"]

@@ -1,0 +1,356 @@
+"""Exact k-nearest-neighbour search in blocks, with `keras.ops` on the backend.
+
+The gallery is split once into tiles of at most `TILE_COLUMNS` rows, kept on
+the backend's device. A block of queries is scored against one tile at a
+time (a matrix product for the Euclidean and cosine distances), and the
+backend's `top_k` keeps the best candidates of each tile, so the device never
+holds more than one `(block rows, tile columns)` matrix. The candidates of all
+tiles are merged on the host, and the final ones get their distances computed
+again, directly from the coordinates in float64: the matrix-product form
+loses precision to cancellation for near-zero distances (a query that is a
+gallery item), the direct form does not. Ties are broken by the lower
+gallery index, identically on every backend, because every selection that
+could meet a tie is made on the host with a stable `(distance, index)` sort:
+where a tile's `top_k` cut falls inside a run of equal scores (whose order
+differs between backends), that row is re-selected on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from keras import ops
+
+from keras_siamese.distances import pairwise_distances
+
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+# Widest tile of gallery rows scored at once; wider tiles only make the
+# backend's `top_k` slower per element on the CPU.
+TILE_COLUMNS = 16384
+# Copies of a `(rows, columns)` score matrix alive at once on the backend
+# (the product, its negation for `top_k`, a mask), for the memory budget.
+_TEMPORARIES = 3
+# Elements of the `(rows, candidates, dim)` differences of the final,
+# direct distance computation on the host (float64).
+_EXACT_CHUNK_ELEMENTS = 2**22
+_NORM_FLOOR = 1e-6
+_EUCLIDEAN = ("euclidean", "squared_euclidean")
+
+
+def over_fetch(k: int, available: int) -> int:
+    """Candidates to take from the fast scores to return `k` exact neighbours.
+
+    A few more than `k`, so that round-off in the matrix-product scores
+    cannot push a true neighbour out before its distance is recomputed.
+    """
+    return min(available, k + max(8, k // 8))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.sum(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
+    return x / np.maximum(norms, _NORM_FLOOR)
+
+
+def exact_distances(
+    queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, distance: str
+) -> np.ndarray:
+    """Distances from each query to its candidate gallery rows, in float64.
+
+    Computed from coordinate differences, never from a Gram matrix: exact to
+    float64 round-off even for (near-)identical embeddings.
+
+    Args:
+        queries: `(n, dim)` float32.
+        gallery: `(m, dim)` float32.
+        indices: `(n, c)` gallery rows to measure for each query.
+        distance: a distance name.
+
+    Returns:
+        `(n, c)` float64 distances.
+    """
+    n, c = indices.shape
+    out = np.empty((n, c), dtype=np.float64)
+    if n == 0 or c == 0:
+        return out
+    step = max(1, _EXACT_CHUNK_ELEMENTS // max(c * gallery.shape[1], 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        q = queries[start:stop, None, :].astype(np.float64)
+        g = gallery[indices[start:stop]].astype(np.float64)
+        out[start:stop] = paired_exact(q, g, distance)
+    return out
+
+
+def paired_exact(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
+    """Distance between `a[..., :]` and `b[..., :]` (broadcast), in float64.
+
+    The cosine distance `1 - cos` is computed as half the squared distance
+    between the unit vectors, which keeps its precision near 0; zero (or
+    near-zero) vectors, which normalise to no unit vector, fall back to
+    `1 - u.v` as in `keras_siamese.distances`.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if distance == "cosine":
+        u, v = unit_rows(a), unit_rows(b)
+        half_chord = 0.5 * np.sum(np.square(u - v), axis=-1)
+        degenerate = (np.sum(np.square(u), axis=-1) < 0.5) | (
+            np.sum(np.square(v), axis=-1) < 0.5
+        )
+        if np.any(degenerate):
+            dot = 1.0 - np.sum(u * v, axis=-1)
+            half_chord = np.where(degenerate, dot, half_chord)
+        return np.clip(half_chord, 0.0, 2.0)
+    difference = a - b
+    if distance == "manhattan":
+        return np.sum(np.abs(difference), axis=-1)
+    squares = np.sum(np.square(difference), axis=-1)
+    if distance == "squared_euclidean":
+        return squares
+    return np.sqrt(squares)
+
+
+def _stable_order(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Per row, the positions that sort by `(value, index)`."""
+    return np.lexsort((indices, values), axis=-1)
+
+
+class PreparedGallery:
+    """A gallery laid out on the backend for blocked exact search.
+
+    Euclidean kinds are centred on the gallery mean (distances do not change,
+    the matrix-product scores lose less to cancellation) and stored as
+    `-2 g^T` tiles with the squared norms; cosine as `-u^T` tiles of unit
+    rows; Manhattan as plain row tiles.
+
+    Args:
+        embeddings: `(m, dim)` float32, finite.
+        distance: a distance name.
+        block_bytes: memory budget of one score matrix on the backend.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        distance: str,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
+        self.embeddings = embeddings
+        self.distance = distance
+        count = embeddings.shape[0]
+        self.center = None
+        if distance in _EUCLIDEAN and count:
+            self.center = embeddings.mean(axis=0, dtype=np.float64).astype(np.float32)
+        budget = max(1, block_bytes // (4 * _TEMPORARIES))
+        self.tile_columns = max(1, min(count, TILE_COLUMNS, budget))
+        self.block_elements = budget
+        prepared = self.prepare(embeddings)
+        self.tiles: list[tuple[int, int, object, object]] = []
+        for start in range(0, count, self.tile_columns):
+            stop = min(start + self.tile_columns, count)
+            part = prepared[start:stop]
+            if distance in _EUCLIDEAN:
+                weights = np.ascontiguousarray(-2.0 * part.T)
+                squares = np.sum(np.square(part), axis=1)
+                tile = (ops.convert_to_tensor(weights), ops.convert_to_tensor(squares))
+            elif distance == "cosine":
+                tile = (ops.convert_to_tensor(np.ascontiguousarray(-part.T)), None)
+            else:
+                tile = (ops.convert_to_tensor(part), None)
+            self.tiles.append((start, stop, *tile))
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Queries or gallery rows in the layout the scores use (float32)."""
+        if self.distance in _EUCLIDEAN and self.center is not None:
+            return x - self.center
+        if self.distance == "cosine":
+            return unit_rows(x).astype(np.float32)
+        return x
+
+    def rows_per_block(self, candidates: int = 0) -> int:
+        """Query rows per block: one score matrix, plus the candidates kept."""
+        tiles = max(len(self.tiles), 1)
+        width = self.tile_columns + (tiles + 1) * candidates
+        return max(1, self.block_elements // max(width, 1))
+
+    def scores(self, queries: object, tile: tuple) -> object:
+        """`(rows, columns)` scores that order like the distance, smaller nearer.
+
+        For the Euclidean kinds `||g||^2 - 2 q.g` (the query's own `||q||^2`
+        is the same along a row), for cosine `-cos`.
+        """
+        _, _, weights, squares = tile
+        if self.distance in _EUCLIDEAN:
+            return ops.matmul(queries, weights) + squares
+        if self.distance == "cosine":
+            return ops.matmul(queries, weights)
+        return pairwise_distances(queries, "manhattan", references=weights)
+
+
+def _mask_self(scores: object, row_ids: np.ndarray, start: int, stop: int) -> object:
+    """Set the score of each query against itself (same row number) to +inf."""
+    if row_ids.size == 0 or row_ids.max() < start or row_ids.min() >= stop:
+        return scores
+    same = row_ids[:, None] == np.arange(start, stop)[None, :]
+    return ops.where(ops.convert_to_tensor(same), np.inf, scores)
+
+
+def _tile_candidates(
+    scores: object, start: int, stop: int, fetch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `fetch` best `(score, index)` of a tile, ties by the lower index."""
+    width = stop - start
+    if width <= fetch:
+        values = ops.convert_to_numpy(scores)
+        columns = np.broadcast_to(np.arange(start, stop), values.shape)
+        return values, columns
+    negated, positions = ops.top_k(-scores, fetch + 1)
+    values = -ops.convert_to_numpy(negated)
+    columns = ops.convert_to_numpy(positions).astype(np.int64)
+    # If the (fetch + 1)-th score equals the fetch-th, a run of ties crosses
+    # the cut and the backend chose which of them to keep: choose again here.
+    crossing = np.flatnonzero(values[:, fetch - 1] == values[:, fetch])
+    values, columns = values[:, :fetch], columns[:, :fetch]
+    if crossing.size:
+        full = ops.convert_to_numpy(ops.take(scores, crossing, axis=0))
+        everything = np.broadcast_to(np.arange(width), full.shape)
+        order = _stable_order(full, everything)[:, :fetch]
+        values[crossing] = np.take_along_axis(full, order, axis=1)
+        columns[crossing] = order
+    return values, columns + start
+
+
+def search_blocks(
+    gallery: PreparedGallery,
+    queries: np.ndarray,
+    depth: int | Callable[[slice], int],
+    exclude_self: bool = False,
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """Yield the exact nearest neighbours of successive blocks of queries.
+
+    Args:
+        gallery: the prepared gallery.
+        queries: `(n, dim)` float32, finite.
+        depth: neighbours wanted per query, or a function of the block's rows
+            giving that number; capped at the number of candidates.
+        exclude_self: the queries are the gallery itself, row for row, and a
+            query must not find itself (leave-one-out).
+
+    Yields:
+        `(rows, distances, indices)`: the block's query rows, the float64
+        distances and int64 gallery indices of their neighbours, `(b, k)`,
+        nearest first, ties by the lower index.
+    """
+    available = len(gallery) - int(exclude_self)
+    depth_of = depth if callable(depth) else (lambda rows: depth)
+    count = queries.shape[0]
+    deepest = min(max(int(depth_of(slice(0, count))), 1), max(available, 1))
+    size = gallery.rows_per_block(over_fetch(deepest, max(available, 1)))
+    for start in range(0, count, size):
+        rows = slice(start, min(start + size, count))
+        k = min(int(depth_of(rows)), available)
+        if k < 1:
+            empty = np.zeros((rows.stop - rows.start, 0))
+            yield rows, empty, empty.astype(np.int64)
+            continue
+        fetch = over_fetch(k, available)
+        block = ops.convert_to_tensor(gallery.prepare(queries[rows]))
+        values, columns = [], []
+        for tile in gallery.tiles:
+            tile_start, tile_stop = tile[0], tile[1]
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                row_ids = np.arange(rows.start, rows.stop)
+                scores = _mask_self(scores, row_ids, tile_start, tile_stop)
+            tile_values, tile_columns = _tile_candidates(
+                scores, tile_start, tile_stop, fetch
+            )
+            values.append(tile_values)
+            columns.append(tile_columns)
+        values = np.concatenate(values, axis=1)
+        columns = np.concatenate(columns, axis=1)
+        order = _stable_order(values, columns)[:, :fetch]
+        columns = np.take_along_axis(columns, order, axis=1)
+        distances = exact_distances(
+            queries[rows], gallery.embeddings, columns, gallery.distance
+        )
+        if exclude_self:
+            distances[columns == np.arange(rows.start, rows.stop)[:, None]] = np.inf
+        order = _stable_order(distances, columns)[:, :k]
+        yield (
+            rows,
+            np.take_along_axis(distances, order, axis=1),
+            np.take_along_axis(columns, order, axis=1),
+        )
+
+
+def first_relevant_ranks(
+    gallery: PreparedGallery,
+    queries: np.ndarray,
+    query_rows: np.ndarray,
+    query_codes: np.ndarray,
+    gallery_codes: np.ndarray,
+    exclude_self: bool,
+) -> np.ndarray:
+    """1-based rank of each query's nearest same-class gallery item.
+
+    Two passes over the tiles: the best same-class score (and its lowest
+    index) of each query, then how many items come before it.
+
+    Args:
+        gallery: the prepared gallery.
+        queries: `(n, dim)` float32, the queries to rank for.
+        query_rows: their row numbers, matched to gallery rows when
+            `exclude_self`.
+        query_codes: their integer class codes.
+        gallery_codes: the gallery's integer class codes.
+        exclude_self: the query does not count itself.
+
+    Returns:
+        `(n,)` int64 ranks (every query must have a same-class item).
+    """
+    ranks = np.zeros(len(query_rows), dtype=np.int64)
+    size = gallery.rows_per_block()
+    code_tiles = [
+        ops.convert_to_tensor(gallery_codes[start:stop][None, :].astype(np.int32))
+        for start, stop, *_ in gallery.tiles
+    ]
+    for begin in range(0, len(query_rows), size):
+        part = slice(begin, min(begin + size, len(query_rows)))
+        block = ops.convert_to_tensor(gallery.prepare(queries[part]))
+        codes = ops.convert_to_tensor(query_codes[part][:, None].astype(np.int32))
+        row_ids = query_rows[part] if exclude_self else np.zeros(0, np.int64)
+        best = np.full(part.stop - part.start, np.inf, dtype=np.float64)
+        best_index = np.full(part.stop - part.start, np.iinfo(np.int64).max)
+        for tile, tile_codes in zip(gallery.tiles, code_tiles):
+            scores = _mask_self(gallery.scores(block, tile), row_ids, *tile[:2])
+            relevant = ops.equal(tile_codes, codes)
+            masked = ops.where(relevant, scores, np.inf)
+            low = ops.min(masked, axis=1, keepdims=True)
+            columns = ops.convert_to_tensor(np.arange(tile[0], tile[1])[None, :])
+            at_low = ops.logical_and(relevant, ops.equal(masked, low))
+            first = ops.min(ops.where(at_low, columns, tile[1] + 1), axis=1)
+            low = ops.convert_to_numpy(low)[:, 0].astype(np.float64)
+            first = ops.convert_to_numpy(first).astype(np.int64)
+            better = (low < best) | ((low == best) & (first < best_index))
+            best = np.where(better, low, best)
+            best_index = np.where(better, first, best_index)
+        threshold = ops.convert_to_tensor(best[:, None].astype(np.float32))
+        limit = ops.convert_to_tensor(best_index[:, None])
+        before = np.zeros(part.stop - part.start, dtype=np.int64)
+        for tile in gallery.tiles:
+            scores = _mask_self(gallery.scores(block, tile), row_ids, *tile[:2])
+            columns = ops.convert_to_tensor(np.arange(tile[0], tile[1])[None, :])
+            ahead = ops.logical_or(
+                ops.less(scores, threshold),
+                ops.logical_and(ops.equal(scores, threshold), columns < limit),
+            )
+            before += ops.convert_to_numpy(
+                ops.sum(ops.cast(ahead, "int32"), axis=1)
+            ).astype(np.int64)
+        ranks[part] = before + 1
+    return ranks
