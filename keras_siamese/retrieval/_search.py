@@ -17,8 +17,10 @@ differs between backends), that row is re-selected on the host.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -31,6 +33,9 @@ TILE_COLUMNS = 16384
 # Copies of a `(rows, columns)` score matrix alive at once on the backend
 # (the product, its negation for `top_k`, a mask), for the memory budget.
 _TEMPORARIES = 3
+# Smallest score matrix, whatever the budget: below it, per-operation
+# overhead dominates and no memory is saved.
+_MIN_BLOCK_ELEMENTS = 16
 # Elements of the `(rows, candidates, dim)` differences of the final,
 # direct distance computation on the host (float64).
 _EXACT_CHUNK_ELEMENTS = 2**22
@@ -116,13 +121,50 @@ def _stable_order(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.lexsort((indices, values), axis=-1)
 
 
+def padded_size(size: int) -> int:
+    """`size` rounded up to one of four sizes per power of two (1, 2, 4, 8, ...).
+
+    On JAX every new array shape compiles every operation anew; rounding the
+    shapes of blocks and tiles up keeps the number of distinct shapes small,
+    for at most 25% more work (none where the shapes are already round).
+    """
+    if size <= 16:
+        return 1 << max(size - 1, 0).bit_length()
+    step = 1 << (size.bit_length() - 3)
+    return -(-size // step) * step
+
+
+@dataclasses.dataclass
+class Tile:
+    """Gallery rows `[start, stop)` on the device, padded to `width` columns.
+
+    Attributes:
+        start: first gallery row.
+        stop: one past the last gallery row.
+        weights: `(dim, width)` (Euclidean, cosine) or `(width, dim)`
+            (Manhattan) tensor.
+        bias: `(width,)` tensor added to the scores: the squared norms for the
+            Euclidean kinds, 0 otherwise, and +inf on padding columns.
+    """
+
+    start: int
+    stop: int
+    weights: object
+    bias: object
+
+    @property
+    def width(self) -> int:
+        return int(self.bias.shape[0])
+
+
 class PreparedGallery:
     """A gallery laid out on the backend for blocked exact search.
 
     Euclidean kinds are centred on the gallery mean (distances do not change,
     the matrix-product scores lose less to cancellation) and stored as
     `-2 g^T` tiles with the squared norms; cosine as `-u^T` tiles of unit
-    rows; Manhattan as plain row tiles.
+    rows; Manhattan as plain row tiles. On JAX, tiles and query blocks are
+    padded to few distinct shapes (`padded_size`).
 
     Args:
         embeddings: `(m, dim)` float32, finite.
@@ -138,27 +180,40 @@ class PreparedGallery:
     ) -> None:
         self.embeddings = embeddings
         self.distance = distance
+        self.pad = keras.backend.backend() == "jax"
         count = embeddings.shape[0]
         self.center = None
         if distance in _EUCLIDEAN and count:
             self.center = embeddings.mean(axis=0, dtype=np.float64).astype(np.float32)
-        budget = max(1, block_bytes // (4 * _TEMPORARIES))
+        budget = max(_MIN_BLOCK_ELEMENTS, block_bytes // (4 * _TEMPORARIES))
         self.tile_columns = max(1, min(count, TILE_COLUMNS, budget))
+        if self.pad:
+            # Padded tiles must still fit the budget.
+            while self.tile_columns > 1 and padded_size(self.tile_columns) > budget:
+                self.tile_columns -= 1
         self.block_elements = budget
         prepared = self.prepare(embeddings)
-        self.tiles: list[tuple[int, int, object, object]] = []
+        self.tiles: list[Tile] = []
         for start in range(0, count, self.tile_columns):
             stop = min(start + self.tile_columns, count)
-            part = prepared[start:stop]
-            if distance in _EUCLIDEAN:
-                weights = np.ascontiguousarray(-2.0 * part.T)
-                squares = np.sum(np.square(part), axis=1)
-                tile = (ops.convert_to_tensor(weights), ops.convert_to_tensor(squares))
-            elif distance == "cosine":
-                tile = (ops.convert_to_tensor(np.ascontiguousarray(-part.T)), None)
-            else:
-                tile = (ops.convert_to_tensor(part), None)
-            self.tiles.append((start, stop, *tile))
+            self.tiles.append(self._tile(prepared, start, stop))
+
+    def _tile(self, prepared: np.ndarray, start: int, stop: int) -> Tile:
+        width = padded_size(stop - start) if self.pad else stop - start
+        part = np.zeros((width, prepared.shape[1]), dtype=np.float32)
+        part[: stop - start] = prepared[start:stop]
+        bias = np.zeros(width, dtype=np.float32)
+        bias[stop - start :] = np.inf
+        if self.distance in _EUCLIDEAN:
+            bias[: stop - start] = np.sum(np.square(part[: stop - start]), axis=1)
+            weights = np.ascontiguousarray(-2.0 * part.T)
+        elif self.distance == "cosine":
+            weights = np.ascontiguousarray(-part.T)
+        else:
+            weights = part
+        return Tile(
+            start, stop, ops.convert_to_tensor(weights), ops.convert_to_tensor(bias)
+        )
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -171,57 +226,87 @@ class PreparedGallery:
             return unit_rows(x).astype(np.float32)
         return x
 
+    def block(self, queries: np.ndarray) -> object:
+        """A block of queries on the device, padded with zero rows on JAX."""
+        prepared = self.prepare(queries)
+        if self.pad:
+            rows = padded_size(len(prepared))
+            prepared = np.concatenate(
+                [prepared, np.zeros((rows - len(prepared), prepared.shape[1]), "f4")]
+            )
+        return ops.convert_to_tensor(prepared)
+
     def rows_per_block(self, candidates: int = 0) -> int:
         """Query rows per block: one score matrix, plus the candidates kept."""
         tiles = max(len(self.tiles), 1)
-        width = self.tile_columns + (tiles + 1) * candidates
-        return max(1, self.block_elements // max(width, 1))
+        width = padded_size(self.tile_columns) if self.pad else self.tile_columns
+        width += (tiles + 1) * candidates
+        rows = max(1, self.block_elements // max(width, 1))
+        if self.pad:
+            while rows > 1 and padded_size(rows) * width > self.block_elements:
+                rows -= 1
+        return rows
 
-    def scores(self, queries: object, tile: tuple) -> object:
-        """`(rows, columns)` scores that order like the distance, smaller nearer.
+    def scores(self, queries: object, tile: Tile) -> object:
+        """`(rows, width)` scores that order like the distance, smaller nearer.
 
         For the Euclidean kinds `||g||^2 - 2 q.g` (the query's own `||q||^2`
-        is the same along a row), for cosine `-cos`.
+        is the same along a row), for cosine `-cos`; +inf on padding.
         """
-        _, _, weights, squares = tile
-        if self.distance in _EUCLIDEAN:
-            return ops.matmul(queries, weights) + squares
-        if self.distance == "cosine":
-            return ops.matmul(queries, weights)
-        return pairwise_distances(queries, "manhattan", references=weights)
+        if self.distance == "manhattan":
+            distances = pairwise_distances(
+                queries, "manhattan", references=tile.weights
+            )
+            return distances + tile.bias
+        return ops.matmul(queries, tile.weights) + tile.bias
 
 
-def _mask_self(scores: object, row_ids: np.ndarray, start: int, stop: int) -> object:
-    """Set the score of each query against itself (same row number) to +inf."""
-    if row_ids.size == 0 or row_ids.max() < start or row_ids.min() >= stop:
+def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
+    """Set the score of each query against itself (same row number) to +inf.
+
+    `row_ids` holds one gallery row per row of `scores`; -1 matches none.
+    """
+    if row_ids.size == 0 or row_ids.max() < tile.start or row_ids.min() >= tile.stop:
         return scores
-    same = row_ids[:, None] == np.arange(start, stop)[None, :]
+    columns = np.arange(tile.start, tile.start + tile.width)
+    same = row_ids[:, None] == columns[None, :]
     return ops.where(ops.convert_to_tensor(same), np.inf, scores)
 
 
+def _row_ids(rows: np.ndarray, padded: int) -> np.ndarray:
+    """Gallery row of each row of a (padded) block; -1 for padding."""
+    ids = np.full(padded, -1, dtype=np.int64)
+    ids[: len(rows)] = rows
+    return ids
+
+
 def _tile_candidates(
-    scores: object, start: int, stop: int, fetch: int
+    scores: object, tile: Tile, fetch: int, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The `fetch` best `(score, index)` of a tile, ties by the lower index."""
-    width = stop - start
+    """The `fetch` best `(score, index)` of the first `count` rows of a tile.
+
+    Ties are broken by the lower index.
+    """
+    width = tile.stop - tile.start
     if width <= fetch:
-        values = ops.convert_to_numpy(scores)
-        columns = np.broadcast_to(np.arange(start, stop), values.shape)
+        values = ops.convert_to_numpy(scores)[:count, :width]
+        columns = np.broadcast_to(np.arange(tile.start, tile.stop), values.shape)
         return values, columns
-    negated, positions = ops.top_k(-scores, fetch + 1)
-    values = -ops.convert_to_numpy(negated)
-    columns = ops.convert_to_numpy(positions).astype(np.int64)
+    depth = min(padded_size(fetch + 1), tile.width)
+    negated, positions = ops.top_k(-scores, depth)
+    values = -ops.convert_to_numpy(negated)[:count]
+    columns = ops.convert_to_numpy(positions)[:count].astype(np.int64)
     # If the (fetch + 1)-th score equals the fetch-th, a run of ties crosses
     # the cut and the backend chose which of them to keep: choose again here.
     crossing = np.flatnonzero(values[:, fetch - 1] == values[:, fetch])
     values, columns = values[:, :fetch], columns[:, :fetch]
     if crossing.size:
-        full = ops.convert_to_numpy(ops.take(scores, crossing, axis=0))
+        full = ops.convert_to_numpy(ops.take(scores, crossing, axis=0))[:, :width]
         everything = np.broadcast_to(np.arange(width), full.shape)
         order = _stable_order(full, everything)[:, :fetch]
         values[crossing] = np.take_along_axis(full, order, axis=1)
         columns[crossing] = order
-    return values, columns + start
+    return values, columns + tile.start
 
 
 def search_blocks(
@@ -258,16 +343,15 @@ def search_blocks(
             yield rows, empty, empty.astype(np.int64)
             continue
         fetch = over_fetch(k, available)
-        block = ops.convert_to_tensor(gallery.prepare(queries[rows]))
+        block = gallery.block(queries[rows])
+        row_ids = _row_ids(np.arange(rows.start, rows.stop), int(block.shape[0]))
         values, columns = [], []
         for tile in gallery.tiles:
-            tile_start, tile_stop = tile[0], tile[1]
             scores = gallery.scores(block, tile)
             if exclude_self:
-                row_ids = np.arange(rows.start, rows.stop)
-                scores = _mask_self(scores, row_ids, tile_start, tile_stop)
+                scores = _mask_self(scores, row_ids, tile)
             tile_values, tile_columns = _tile_candidates(
-                scores, tile_start, tile_stop, fetch
+                scores, tile, fetch, rows.stop - rows.start
             )
             values.append(tile_values)
             columns.append(tile_columns)
@@ -315,36 +399,46 @@ def first_relevant_ranks(
     """
     ranks = np.zeros(len(query_rows), dtype=np.int64)
     size = gallery.rows_per_block()
-    code_tiles = [
-        ops.convert_to_tensor(gallery_codes[start:stop][None, :].astype(np.int32))
-        for start, stop, *_ in gallery.tiles
-    ]
+    code_tiles, column_tiles = [], []
+    for tile in gallery.tiles:
+        codes = np.full(tile.width, -1, dtype=np.int32)
+        codes[: tile.stop - tile.start] = gallery_codes[tile.start : tile.stop]
+        code_tiles.append(ops.convert_to_tensor(codes[None, :]))
+        columns = np.arange(tile.start, tile.start + tile.width, dtype=np.int32)
+        column_tiles.append(ops.convert_to_tensor(columns[None, :]))
+    beyond = np.iinfo(np.int32).max
     for begin in range(0, len(query_rows), size):
         part = slice(begin, min(begin + size, len(query_rows)))
-        block = ops.convert_to_tensor(gallery.prepare(queries[part]))
-        codes = ops.convert_to_tensor(query_codes[part][:, None].astype(np.int32))
-        row_ids = query_rows[part] if exclude_self else np.zeros(0, np.int64)
-        best = np.full(part.stop - part.start, np.inf, dtype=np.float64)
-        best_index = np.full(part.stop - part.start, np.iinfo(np.int64).max)
-        for tile, tile_codes in zip(gallery.tiles, code_tiles):
-            scores = _mask_self(gallery.scores(block, tile), row_ids, *tile[:2])
+        count = part.stop - part.start
+        block = gallery.block(queries[part])
+        padded = int(block.shape[0])
+        row_ids = _row_ids(query_rows[part], padded) if exclude_self else np.zeros(0)
+        codes = np.full((padded, 1), -2, dtype=np.int32)
+        codes[:count, 0] = query_codes[part]
+        codes = ops.convert_to_tensor(codes)
+        best = np.full(padded, np.inf, dtype=np.float64)
+        best_index = np.full(padded, beyond, dtype=np.int64)
+        for tile, tile_codes, columns in zip(gallery.tiles, code_tiles, column_tiles):
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                scores = _mask_self(scores, row_ids, tile)
             relevant = ops.equal(tile_codes, codes)
             masked = ops.where(relevant, scores, np.inf)
             low = ops.min(masked, axis=1, keepdims=True)
-            columns = ops.convert_to_tensor(np.arange(tile[0], tile[1])[None, :])
             at_low = ops.logical_and(relevant, ops.equal(masked, low))
-            first = ops.min(ops.where(at_low, columns, tile[1] + 1), axis=1)
+            first = ops.min(ops.where(at_low, columns, beyond), axis=1)
             low = ops.convert_to_numpy(low)[:, 0].astype(np.float64)
             first = ops.convert_to_numpy(first).astype(np.int64)
             better = (low < best) | ((low == best) & (first < best_index))
             best = np.where(better, low, best)
             best_index = np.where(better, first, best_index)
         threshold = ops.convert_to_tensor(best[:, None].astype(np.float32))
-        limit = ops.convert_to_tensor(best_index[:, None])
-        before = np.zeros(part.stop - part.start, dtype=np.int64)
-        for tile in gallery.tiles:
-            scores = _mask_self(gallery.scores(block, tile), row_ids, *tile[:2])
-            columns = ops.convert_to_tensor(np.arange(tile[0], tile[1])[None, :])
+        limit = ops.convert_to_tensor(best_index[:, None].astype(np.int32))
+        before = np.zeros(padded, dtype=np.int64)
+        for tile, columns in zip(gallery.tiles, column_tiles):
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                scores = _mask_self(scores, row_ids, tile)
             ahead = ops.logical_or(
                 ops.less(scores, threshold),
                 ops.logical_and(ops.equal(scores, threshold), columns < limit),
@@ -352,5 +446,5 @@ def first_relevant_ranks(
             before += ops.convert_to_numpy(
                 ops.sum(ops.cast(ahead, "int32"), axis=1)
             ).astype(np.int64)
-        ranks[part] = before + 1
+        ranks[part] = before[:count] + 1
     return ranks
