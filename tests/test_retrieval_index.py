@@ -102,21 +102,41 @@ def test_search_equals_brute_force(gallery, distance, block_bytes):
     assert distances[0].tolist() == [0.0, 0.0, 0.0]
 
 
-def test_ties_across_the_backend_top_k_cut_go_to_the_lower_index():
-    """Forty identical rows over several tiles: the first ones win on every backend.
+@pytest.mark.parametrize(
+    ("rows", "block_bytes"),
+    [(300, 12 * 4 * 64), (3000, 2**26)],  # 64-row tiles; one grouped tile
+    ids=["tiles", "grouped"],
+)
+def test_ties_across_the_backend_top_k_cut_go_to_the_lower_index(rows, block_bytes):
+    """Forty identical rows: the first ones win on every backend.
 
-    Each tile has more copies than the candidates its `top_k` keeps, so the
-    cut falls inside a run of equal scores.
+    Each tile (or group of a wide tile) holds more copies than the candidates
+    its `top_k` keeps, so the cut falls inside a run of equal scores.
     """
     rng = np.random.default_rng(2)
-    gallery = rng.normal(size=(300, 3)).astype("float32")
-    copies = rng.permutation(150)[:40]  # 10 to 20 copies per 64-row tile
+    gallery = rng.normal(size=(rows, 3)).astype("float32")
+    copies = rng.permutation(150)[:40]
     gallery[copies] = np.float32([0.5, 0.5, 0.5])
-    index = EmbeddingIndex("euclidean", block_bytes=12 * 4 * 64)  # 64-row tiles
+    index = EmbeddingIndex("euclidean", block_bytes=block_bytes)
     for k in (1, 5, 12):
         distances, indices = index_search(index, gallery, np.float32([[0.5] * 3]), k)
         assert indices[0].tolist() == sorted(copies)[:k]
         assert (distances == 0).all()
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_wide_tiles_select_in_two_stages_exactly(distance):
+    """Galleries wider than a group scan match the brute force too."""
+    rng = np.random.default_rng(7)
+    gallery = rng.normal(size=(5000, 8)).astype("float32")
+    gallery[4000:4100] = gallery[:100]  # duplicates in other groups
+    queries = np.concatenate([rng.normal(size=(20, 8)), gallery[[0, 50, 4999]]])
+    index = EmbeddingIndex(distance)
+    index.add(gallery)
+    reference = brute_force(queries, gallery, distance)
+    for k in (1, 10, 40):
+        distances, indices = index.search(queries.astype("float32"), k=k)
+        assert_matches_brute_force(distances, indices, reference, k)
 
 
 def index_search(index, gallery, queries, k):

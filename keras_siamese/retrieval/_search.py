@@ -27,8 +27,9 @@ from keras import ops
 from keras_siamese.distances import pairwise_distances
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
-# Widest tile of gallery rows scored at once; wider tiles only make the
-# backend's `top_k` slower per element on the CPU.
+# Widest tile of gallery rows scored at once: narrower than a large gallery,
+# so that a block still holds many query rows (efficient matrix products)
+# within the memory budget.
 TILE_COLUMNS = 16384
 # Copies of a `(rows, columns)` score matrix alive at once on the backend
 # (the product, its negation for `top_k`, a mask), for the memory budget.
@@ -40,19 +41,27 @@ _MIN_BLOCK_ELEMENTS = 16
 # direct distance computation on the host (float64).
 _EXACT_CHUNK_ELEMENTS = 2**22
 _NORM_FLOOR = 1e-6
+# Tiles at least this wide select candidates in two stages: the best groups
+# of `_GROUP` consecutive columns by their minimum, then the best columns of
+# those groups (see `_top_candidates`).
+_GROUPED_MIN_WIDTH = 1024
+_GROUP = 32
 _EUCLIDEAN = ("euclidean", "squared_euclidean")
 
 
 def over_fetch(k: int, available: int) -> int:
     """Candidates to take from the fast scores to return `k` exact neighbours.
 
-    A few more than `k`, so that round-off in the matrix-product scores
-    cannot push a true neighbour out before its distance is recomputed.
+    A few more than `k`: round-off in the float32 matrix-product scores (about
+    1e-7 of the squared norms) can reorder near-ties, and a true neighbour is
+    only lost if more than `max(8, k // 8)` candidates lie within that
+    round-off of the `k`-th distance.
     """
     return min(available, k + max(8, k // 8))
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (in float64), zero rows left at zero."""
     norms = np.sqrt(np.sum(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
     return x / np.maximum(norms, _NORM_FLOOR)
 
@@ -141,20 +150,20 @@ class Tile:
     Attributes:
         start: first gallery row.
         stop: one past the last gallery row.
-        weights: `(dim, width)` (Euclidean, cosine) or `(width, dim)`
-            (Manhattan) tensor.
-        bias: `(width,)` tensor added to the scores: the squared norms for the
-            Euclidean kinds, 0 otherwise, and +inf on padding columns.
+        width: columns of the tile's scores, padding included.
+        weights: for the Euclidean kinds and cosine, a `(dim + 1, width)`
+            tensor whose last row is the bias (the squared norms, or 0), so
+            that one matrix product with `[query, 1]` gives the scores; for
+            Manhattan the `(width, dim)` rows.
+        bias: for Manhattan, the `(width,)` bias (0); `None` otherwise. The
+            bias is +inf on padding columns.
     """
 
     start: int
     stop: int
+    width: int
     weights: object
-    bias: object
-
-    @property
-    def width(self) -> int:
-        return int(self.bias.shape[0])
+    bias: object | None
 
 
 class PreparedGallery:
@@ -192,28 +201,38 @@ class PreparedGallery:
             while self.tile_columns > 1 and padded_size(self.tile_columns) > budget:
                 self.tile_columns -= 1
         self.block_elements = budget
-        prepared = self.prepare(embeddings)
         self.tiles: list[Tile] = []
         for start in range(0, count, self.tile_columns):
             stop = min(start + self.tile_columns, count)
-            self.tiles.append(self._tile(prepared, start, stop))
+            self.tiles.append(self._tile(start, stop))
 
-    def _tile(self, prepared: np.ndarray, start: int, stop: int) -> Tile:
-        width = padded_size(stop - start) if self.pad else stop - start
-        part = np.zeros((width, prepared.shape[1]), dtype=np.float32)
-        part[: stop - start] = prepared[start:stop]
+    def _tile(self, start: int, stop: int) -> Tile:
+        width = stop - start
+        if self.pad:
+            width = padded_size(width)
+        elif width >= _GROUPED_MIN_WIDTH:
+            width = -(-width // _GROUP) * _GROUP
+        part = np.zeros((width, self.embeddings.shape[1]), dtype=np.float32)
+        part[: stop - start] = self.prepare(self.embeddings[start:stop])
         bias = np.zeros(width, dtype=np.float32)
         bias[stop - start :] = np.inf
+        if self.distance == "manhattan":
+            return Tile(
+                start,
+                stop,
+                width,
+                ops.convert_to_tensor(part),
+                ops.convert_to_tensor(bias),
+            )
         if self.distance in _EUCLIDEAN:
             bias[: stop - start] = np.sum(np.square(part[: stop - start]), axis=1)
-            weights = np.ascontiguousarray(-2.0 * part.T)
-        elif self.distance == "cosine":
-            weights = np.ascontiguousarray(-part.T)
+            weights = -2.0 * part.T
         else:
-            weights = part
-        return Tile(
-            start, stop, ops.convert_to_tensor(weights), ops.convert_to_tensor(bias)
-        )
+            weights = -part.T
+        # The bias rides in the matrix product (a column of ones in the
+        # queries): one pass over the scores instead of two.
+        weights = np.ascontiguousarray(np.concatenate([weights, bias[None, :]]))
+        return Tile(start, stop, width, ops.convert_to_tensor(weights), None)
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -227,14 +246,19 @@ class PreparedGallery:
         return x
 
     def block(self, queries: np.ndarray) -> object:
-        """A block of queries on the device, padded with zero rows on JAX."""
+        """A block of queries on the device, padded with zero rows on JAX.
+
+        Except for Manhattan, a column of ones is appended, which picks up
+        the bias row of the tiles' weights.
+        """
         prepared = self.prepare(queries)
-        if self.pad:
-            rows = padded_size(len(prepared))
-            prepared = np.concatenate(
-                [prepared, np.zeros((rows - len(prepared), prepared.shape[1]), "f4")]
-            )
-        return ops.convert_to_tensor(prepared)
+        rows = padded_size(len(prepared)) if self.pad else len(prepared)
+        ones = self.distance != "manhattan"
+        block = np.zeros((rows, prepared.shape[1] + ones), dtype=np.float32)
+        block[: len(prepared), : prepared.shape[1]] = prepared
+        if ones:
+            block[:, -1] = 1.0
+        return ops.convert_to_tensor(block)
 
     def rows_per_block(self, candidates: int = 0) -> int:
         """Query rows per block: one score matrix, plus the candidates kept."""
@@ -258,7 +282,7 @@ class PreparedGallery:
                 queries, "manhattan", references=tile.weights
             )
             return distances + tile.bias
-        return ops.matmul(queries, tile.weights) + tile.bias
+        return ops.matmul(queries, tile.weights)
 
 
 def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
@@ -280,6 +304,34 @@ def _row_ids(rows: np.ndarray, padded: int) -> np.ndarray:
     return ids
 
 
+def _top_candidates(scores: object, depth: int, width: int) -> tuple[object, object]:
+    """`top_k(-scores, depth)`, reading most of `scores` only once.
+
+    A full `top_k` over a wide tile costs more than the matrix product that
+    made it. When `depth` is small against the width, the columns are cut
+    into groups of `_GROUP`: the `depth` groups with the smallest minima hold
+    the `depth` smallest scores (any other score is at least the `depth`-th
+    of those minima, which is at least the `depth`-th smallest score), so
+    `top_k` runs only over group minima and over the chosen groups. Equal
+    scores at the `depth`-th place may come from either stage in any order;
+    the caller re-selects such rows on the host.
+    """
+    groups = width // _GROUP
+    if width % _GROUP or width < _GROUPED_MIN_WIDTH or 4 * depth > groups:
+        return ops.top_k(-scores, depth)
+    rows = scores.shape[0]
+    minima = ops.min(ops.reshape(scores, (rows, groups, _GROUP)), axis=2)
+    _, chosen = ops.top_k(-minima, depth)
+    offsets = ops.arange(_GROUP, dtype=chosen.dtype)
+    columns = ops.expand_dims(chosen * _GROUP, 2) + offsets
+    columns = ops.reshape(columns, (rows, depth * _GROUP))
+    # A gather from the flat scores is the fastest on every backend.
+    starts = ops.expand_dims(ops.arange(rows, dtype=columns.dtype) * width, 1)
+    candidates = ops.take(ops.reshape(scores, (-1,)), columns + starts)
+    negated, order = ops.top_k(-candidates, depth)
+    return negated, ops.take_along_axis(columns, order, axis=1)
+
+
 def _tile_candidates(
     scores: object, tile: Tile, fetch: int, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +345,7 @@ def _tile_candidates(
         columns = np.broadcast_to(np.arange(tile.start, tile.stop), values.shape)
         return values, columns
     depth = min(padded_size(fetch + 1), tile.width)
-    negated, positions = ops.top_k(-scores, depth)
+    negated, positions = _top_candidates(scores, depth, tile.width)
     values = -ops.convert_to_numpy(negated)[:count]
     columns = ops.convert_to_numpy(positions)[:count].astype(np.int64)
     # If the (fetch + 1)-th score equals the fetch-th, a run of ties crosses

@@ -52,10 +52,13 @@ class EmbeddingIndex:
     default: queries are scored in blocks against tiles of the gallery with
     `keras.ops` on the active backend (so on the GPU when there is one),
     holding at most one `block_bytes` score matrix at a time, never the
-    `(queries, gallery)` matrix; the final neighbours' distances are then
-    computed directly from the coordinates (in float64, returned as float32),
-    so even near-zero distances are exact. Ties are broken by the lower row
-    number, identically on every backend.
+    `(queries, gallery)` matrix. The scores (float32 matrix products) select
+    a few more candidates than asked for, whose distances are then computed
+    directly from the coordinates (in float64, returned as float32), so even
+    near-zero distances are exact; a true neighbour could only be missed if
+    more than `max(8, k // 8)` rows were within float32 round-off of the
+    `k`-th distance. Ties are broken by the lower row number, identically on
+    every backend.
 
     With faiss installed (`pip install "keras-siamese[faiss]"`),
     `engine="faiss"` finds the candidates with faiss' exact flat index and
@@ -191,6 +194,8 @@ class EmbeddingIndex:
                 for a labelled one).
         """
         rows = check_embeddings(embeddings, "embeddings", dim=self._dim)
+        if isinstance(embeddings, np.ndarray) and np.shares_memory(rows, embeddings):
+            rows = rows.copy()  # the caller's array may change later
         if labels is not None:
             labels = check_labels(labels, len(rows))
         if self._labelled is not None and self._labelled != (labels is not None):
