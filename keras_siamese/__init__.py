@@ -9,6 +9,7 @@ from keras_siamese.callbacks import (
     EmbeddingCollapseWarning,
     EmbeddingPlot,
     EpochSync,
+    RetrievalEvaluation,
     pca_project,
 )
 from keras_siamese.data import (
@@ -64,11 +65,20 @@ from keras_siamese.metrics import (
     triplet_accuracy,
     verification_accuracy,
 )
+from keras_siamese.retrieval import (
+    Calibration,
+    EmbeddingIndex,
+    Verifier,
+    calibrate_threshold,
+    one_shot_accuracy,
+    retrieval_metrics,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArcFaceLoss",
+    "Calibration",
     "CircleLoss",
     "ClassBalancedDataset",
     "CollapseMonitor",
@@ -78,6 +88,7 @@ __all__ = [
     "CosineProxies",
     "CrossBatchMemory",
     "EmbeddingCollapseWarning",
+    "EmbeddingIndex",
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",
@@ -88,12 +99,15 @@ __all__ = [
     "PairAccuracy",
     "PairDataset",
     "ProxyAnchorLoss",
+    "RetrievalEvaluation",
     "SiameseWrapper",
     "SupervisedContrastiveLoss",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
+    "Verifier",
     "arcface_loss",
+    "calibrate_threshold",
     "circle_loss",
     "contrastive_loss",
     "cosface_loss",
@@ -104,6 +118,7 @@ __all__ = [
     "map_at_r",
     "multi_similarity_loss",
     "ntxent_loss",
+    "one_shot_accuracy",
     "online_triplet_loss",
     "pair_accuracy",
     "paired_distances",
@@ -111,6 +126,7 @@ __all__ = [
     "pca_project",
     "proxy_anchor_loss",
     "recall_at_k",
+    "retrieval_metrics",
     "roc_auc",
     "supervised_contrastive_loss",
     "triplet_accuracy",

@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keras-siamese",
         description=(
             "Train a Siamese network end to end and report test pair accuracy "
-            "at the best threshold, ROC AUC and recall@1. Writes model.keras "
-            "and a PNG of the test embeddings to --output."
+            "at the best threshold, ROC AUC and recall@1, then one-shot accuracy "
+            "and open-set identification on classes held out of training. "
+            "Writes model.keras, the saved verifier (index/) and a PNG of the "
+            "test embeddings to --output."
         ),
     )
     parser.add_argument(
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="keras-siamese-demo",
         metavar="DIR",
-        help="directory for model.keras and embeddings.png (created).",
+        help="directory for model.keras, index/ and embeddings.png (created).",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed.")
     parser.add_argument(
@@ -81,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="use only the first N training examples (for quick runs).",
+    )
+    parser.add_argument(
+        "--unseen-classes",
+        type=_unseen_count,
+        default=5,
+        metavar="N",
+        help="hold the N largest labels out of training (default 5: train on "
+        "digits 0-4) and report one-shot accuracy and open-set identification "
+        "on them; 0 trains on every class.",
     )
     parser.add_argument(
         "--verbose",
@@ -91,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch, 0 silent.",
     )
     return parser
+
+
+def _unseen_count(text: str) -> int:
+    value = int(text)
+    if value == 1 or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 or at least 2 (one-shot needs two classes), got {text}"
+        )
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -258,3 +258,110 @@ def check_class_scores(labels: Any, scores: Any, argument: str = "y_pred") -> tu
     labels = as_vector(ops.convert_to_tensor(labels), "labels")
     check_same_batch(labels, scores, "labels", argument)
     return labels, scores
+
+
+def check_embeddings(
+    x: Any, argument: str, dim: int | None = None, allow_empty: bool = False
+) -> np.ndarray:
+    """`x` as a C-contiguous float32 NumPy array of shape `(n, dim)`.
+
+    Args:
+        x: embeddings, a 2-D array-like or tensor of real numbers.
+        argument: its name, for the error message.
+        dim: the embedding size `x` must have, if known.
+        allow_empty: whether `n = 0` rows are allowed.
+
+    Raises:
+        TypeError: for strings, complex numbers and other non-real values.
+        ValueError: if `x` is not 2-D, has no rows (unless allowed), has the
+            wrong embedding size, or holds NaN or infinite values.
+    """
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = ops.convert_to_numpy(x)
+    array = np.asarray(x)
+    check_real(array, argument)
+    if array.ndim != 2:
+        raise ValueError(
+            f"`{argument}` must be a 2-D array (n, dim); got shape {array.shape}."
+        )
+    if array.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"`{argument}` has no rows; got shape {array.shape}.")
+    if dim is not None and array.shape[1] != dim:
+        raise ValueError(
+            f"`{argument}` must have embedding size {dim} (the size already "
+            f"indexed); got shape {array.shape}."
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0, 0])
+        raise ValueError(
+            f"`{argument}` must hold finite numbers; row {row} has NaN or "
+            "infinite values (or values beyond the float32 range)."
+        )
+    return array
+
+
+def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarray:
+    """`labels` as a 1-D NumPy array with one hashable label per row.
+
+    Integer labels become int64, strings a unicode array, floating-point
+    labels float64; other hashable labels (or a mix of kinds) an object array.
+
+    Args:
+        labels: one label per row.
+        count: the number of rows the labels belong to.
+        argument: its name, for the error message.
+
+    Raises:
+        TypeError: if `labels` is a single string or not array-like, or holds
+            complex or unhashable values.
+        ValueError: if `labels` is not 1-D, its length differs from `count`,
+            or it holds NaN.
+    """
+    if isinstance(labels, (str, bytes)) or labels is None:
+        raise TypeError(f"`{argument}` must be a 1-D array of labels; got {labels!r}.")
+    if hasattr(labels, "numpy") and not isinstance(labels, np.ndarray):
+        labels = ops.convert_to_numpy(labels)
+    array = np.asarray(labels)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(
+            f"`{argument}` must be 1-D, one label per row; got shape {array.shape}."
+        )
+    if len(array) != count:
+        raise ValueError(
+            f"`{argument}` must hold one label per row: {count} rows but "
+            f"{len(array)} labels."
+        )
+    kind = array.dtype.kind
+    if kind in "iub":
+        return array.astype(np.int64)
+    if kind == "U":
+        return array
+    if kind == "S":
+        return array.astype(str)
+    if kind == "f":
+        if not np.isfinite(array).all():
+            raise ValueError(f"`{argument}` must not hold NaN or infinite labels.")
+        return array.astype(np.float64)
+    if kind == "c":
+        raise TypeError(f"`{argument}` must not be complex numbers.")
+    values = array.tolist()
+    for value in values:
+        try:
+            hash(value)
+        except TypeError:
+            raise TypeError(
+                f"`{argument}` must hold hashable labels; got {value!r}."
+            ) from None
+    if all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=str).reshape(-1)
+    if all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+    ):
+        return np.asarray(values, dtype=np.int64).reshape(-1)
+    result = np.empty(len(values), dtype=object)
+    result[:] = values
+    return result

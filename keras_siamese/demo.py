@@ -2,9 +2,18 @@
 
 The pieces are plain functions so that they can be reused and tested on
 their own: `load_data` gives flat float32 features in `[0, 1]` with integer
-labels, `stratified_split` splits class by class, `build_encoder` makes the
-shared embedding network, `build_training` pairs a loss with the matching
-model and dataset, and `evaluate` measures the embeddings on held-out data.
+labels, `stratified_split` splits class by class, `held_out_classes` picks
+the classes kept out of training, `build_encoder` makes the shared embedding
+network, `build_training` pairs a loss with the matching model and dataset,
+`evaluate` measures the embeddings on held-out examples of the training
+classes, and `evaluate_unseen` measures them on the held-out classes:
+one-shot accuracy, and open-set identification with a calibrated `Verifier`.
+
+By default the demo trains on digits 0-4 only (`--unseen-classes 5`): pair
+accuracy, ROC AUC and recall@1 are measured on test examples of those five
+classes, and digits 5-9, which the encoder never saw, are the new classes of
+the retrieval workflow. `--unseen-classes 0` trains on every class as
+releases before 0.2 did.
 """
 
 from __future__ import annotations
@@ -26,6 +35,13 @@ from keras_siamese.data import (
 from keras_siamese.layers import EuclideanDistance, SiameseWrapper
 from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
 from keras_siamese.metrics import recall_at_k, roc_auc, verification_accuracy
+from keras_siamese.retrieval import (
+    Calibration,
+    EmbeddingIndex,
+    Verifier,
+    calibrate_threshold,
+    one_shot_accuracy,
+)
 
 _DEMO_HINT = 'install the demo extras: pip install "keras-siamese[demo]"'
 _KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -284,6 +300,153 @@ def evaluate(
     }
 
 
+def held_out_classes(y: np.ndarray, count: int) -> np.ndarray:
+    """The `count` largest labels of `y`, kept out of training.
+
+    Args:
+        y: all labels of the data set.
+        count: how many classes to hold out; 0 for none.
+
+    Returns:
+        The held-out labels, in increasing order.
+
+    Raises:
+        ValueError: unless at least two classes are left for training, and
+            `count` is 0 or at least 2.
+
+    Example:
+    >>> held_out_classes(np.arange(10), 5).tolist()
+    [5, 6, 7, 8, 9]
+    """
+    classes = np.unique(y)
+    if count == 1 or count < 0:
+        raise ValueError(f"Hold out 0 or at least 2 classes; got {count}.")
+    if len(classes) - count < 2:
+        raise ValueError(
+            f"Holding out {count} of {len(classes)} classes leaves fewer than two "
+            "to train on."
+        )
+    return classes[len(classes) - count :]
+
+
+def calibrate_open_set(
+    verifier: Verifier,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+) -> Calibration:
+    """Calibrate the verifier's threshold for open-set identification.
+
+    A rehearsal on the training classes: the training examples of the first
+    half of them are enrolled, and every test example is identified by its
+    nearest enrolled example. The threshold is the one that best separates
+    the nearest distances of queries whose class is enrolled from those of
+    queries whose class is not (`calibrate_threshold`, target accuracy); a
+    pair threshold would be too loose, since a query's nearest neighbour in a
+    large gallery is nearer than a typical pair.
+
+    Args:
+        verifier: the verifier to calibrate (its gallery is left as it is).
+        x_train: training examples.
+        y_train: their labels.
+        x_test: test examples of the same classes.
+        y_test: their labels.
+
+    Returns:
+        The `Calibration`, also stored in the verifier.
+    """
+    classes = np.unique(y_train)
+    enrolled = classes[: max(1, len(classes) // 2)]
+    members = np.isin(y_train, enrolled)
+    index = EmbeddingIndex.from_encoder(
+        verifier.encoder,
+        x_train[members],
+        y_train[members],
+        batch_size=1024,
+        verbose=0,
+        distance=verifier.distance,
+    )
+    distances, _ = index.search(verifier.embed(x_test), k=1)
+    calibration = calibrate_threshold(distances[:, 0], np.isin(y_test, enrolled))
+    verifier.calibration = calibration
+    verifier.threshold = calibration.threshold
+    return calibration
+
+
+def evaluate_unseen(
+    encoder: keras.Model,
+    verifier: Verifier,
+    x_enroll: np.ndarray,
+    y_enroll: np.ndarray,
+    x_query: np.ndarray,
+    y_query: np.ndarray,
+    seed: int = 0,
+) -> dict[str, float]:
+    """One-shot accuracy and open-set identification on classes never trained on.
+
+    One-shot: `one_shot_accuracy` over the embeddings of all the examples
+    given, with `min(5, classes)` ways, one shot and 1000 episodes. Open
+    set: the first `classes - classes // 2` classes are enrolled (their
+    `x_enroll` examples form the verifier's gallery); every `x_query` example
+    is then identified with the verifier's calibrated threshold, and should
+    get its label if its class is enrolled, or "unknown" (-1) if not.
+
+    Args:
+        encoder: the trained embedding network.
+        verifier: a `Verifier` of `encoder` with a calibrated threshold; the
+            enrolled examples are added to its gallery.
+        x_enroll: examples of the unseen classes to enrol.
+        y_enroll: their labels.
+        x_query: other examples of the unseen classes, to identify.
+        y_query: their labels.
+        seed: seed of the one-shot episodes.
+
+    Returns:
+        A dict with `one_shot_accuracy` (and `one_shot_accuracy_raw_inputs`,
+        the same episodes on the inputs themselves), `one_shot_ways`,
+        `enrolled_classes`,
+        `identification_rate` (enrolled-class queries labelled correctly) and
+        `rejection_rate` (other queries labelled unknown).
+    """
+    classes = np.unique(np.concatenate([y_enroll, y_query]))
+    ways = min(5, len(classes))
+    embeddings = encoder.predict(
+        np.concatenate([x_enroll, x_query]), batch_size=1024, verbose=0
+    )
+    one_shot = one_shot_accuracy(
+        embeddings,
+        np.concatenate([y_enroll, y_query]),
+        ways=ways,
+        shots=1,
+        episodes=1000,
+        seed=seed,
+    )
+    # The same episodes on the raw inputs: what the encoder adds (or loses)
+    # on classes it never saw.
+    pixels = one_shot_accuracy(
+        np.concatenate([x_enroll, x_query]).reshape(len(embeddings), -1),
+        np.concatenate([y_enroll, y_query]),
+        ways=ways,
+        shots=1,
+        episodes=1000,
+        seed=seed,
+    )
+    enrolled = classes[: len(classes) - len(classes) // 2]
+    members = np.isin(y_enroll, enrolled)
+    verifier.enroll(x_enroll[members], y_enroll[members])
+    predicted = verifier.identify(x_query)
+    known = np.isin(y_query, enrolled)
+    return {
+        "one_shot_accuracy": float(one_shot),
+        "one_shot_accuracy_raw_inputs": float(pixels),
+        "one_shot_ways": ways,
+        "enrolled_classes": len(enrolled),
+        "identification_rate": float(np.mean(predicted[known] == y_query[known])),
+        "rejection_rate": float(np.mean(predicted[~known] == -1)),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     """Train and evaluate the demo model described by parsed arguments.
 
@@ -291,17 +454,31 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         args: the namespace from `keras_siamese.__main__.build_parser()`.
 
     Returns:
-        The metrics of `evaluate`, plus `seconds` spent training.
+        The metrics of `evaluate`, plus `seconds` spent training and, when
+        classes are held out, those of `evaluate_unseen` prefixed `unseen_`.
     """
     keras.utils.set_random_seed(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.dataset, args.data, args.seed)
+    unseen = held_out_classes(np.concatenate([y_train, y_test]), args.unseen_classes)
+    train_new, test_new = np.isin(y_train, unseen), np.isin(y_test, unseen)
+    x_enroll, y_enroll = x_train[train_new], y_train[train_new]
+    x_query, y_query = x_test[test_new], y_test[test_new]
+    x_train, y_train = x_train[~train_new], y_train[~train_new]
+    x_test, y_test = x_test[~test_new], y_test[~test_new]
     if args.max_train is not None:
         x_train, y_train = x_train[: args.max_train], y_train[: args.max_train]
     source = args.data or args.dataset
+    seen = np.unique(y_train).tolist()
     print(
         f"keras-siamese demo: {source}, {len(x_train)} train / {len(x_test)} test "
-        f"examples, loss={args.loss}, backend={keras.backend.backend()}"
+        f"examples of classes {seen}, loss={args.loss}, "
+        f"backend={keras.backend.backend()}"
     )
+    if len(unseen):
+        print(
+            f"Held out of training: classes {unseen.tolist()} ({len(x_enroll)} + "
+            f"{len(x_query)} examples)"
+        )
     os.makedirs(args.output, exist_ok=True)
     encoder = build_encoder(x_train.shape[1], args.embedding_dim)
     model, dataset = build_training(
@@ -332,6 +509,23 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model_path = os.path.join(args.output, "model.keras")
     model.save(model_path)
     written = [model_path]
+
+    # The retrieval workflow: a threshold calibrated on the training classes,
+    # then one-shot and open-set identification on the classes never trained on.
+    verifier = Verifier(encoder, distance="euclidean")
+    calibrate_open_set(verifier, x_train, y_train, x_test, y_test)
+    if len(unseen):
+        unseen_metrics = evaluate_unseen(
+            encoder, verifier, x_enroll, y_enroll, x_query, y_query, seed=args.seed
+        )
+        metrics.update(
+            {f"unseen_{key}": value for key, value in unseen_metrics.items()}
+        )
+    else:
+        verifier.enroll(x_train, y_train)
+    index_path = os.path.join(args.output, "index")
+    verifier.save(index_path)
+    written.append(index_path)
     if plot is not None:
         written.append(plot.save_plot(os.path.join(args.output, "embeddings.png")))
 
@@ -342,6 +536,23 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     )
     print(f"Test ROC AUC:       {metrics['test_roc_auc']:.4f}")
     print(f"Test recall@1:      {metrics['test_recall_at_1']:.4f}")
+    if len(unseen):
+        ways = metrics["unseen_one_shot_ways"]
+        enrolled = metrics["unseen_enrolled_classes"]
+        print(
+            f"Unseen classes {unseen.tolist()}: one-shot {ways}-way accuracy "
+            f"{metrics['unseen_one_shot_accuracy']:.4f} (1000 episodes; chance "
+            f"{1 / ways:.4f}, raw inputs "
+            f"{metrics['unseen_one_shot_accuracy_raw_inputs']:.4f})"
+        )
+        print(
+            f"Open-set identification (threshold {verifier.threshold:.4f}, "
+            f"calibrated on the training classes; {enrolled} unseen classes "
+            "enrolled): "
+            f"{metrics['unseen_identification_rate']:.4f} of their test examples "
+            f"identified, {metrics['unseen_rejection_rate']:.4f} of the other "
+            f"{len(unseen) - enrolled} classes' rejected as unknown"
+        )
     for path in written:
         print(f"Wrote {path}")
     return metrics

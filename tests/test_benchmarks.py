@@ -241,3 +241,25 @@ def test_roofline_flops_match_xla_cost_analysis() -> None:
         analysis = analysis[0]
     expected = native.matmul_flops_per_pair(features) * batch
     assert expected <= analysis["flops"] <= 1.02 * expected
+
+
+@pytest.mark.slow
+def test_bench_search_times_every_engine_and_the_metrics(tmp_path: Path) -> None:
+    out = run_script(
+        "bench_search.py",
+        *("--sizes", "500", "--queries", "20", "--repeats", "1", "--k", "5"),
+        *("--metrics-sizes", "300", "--calibration-pairs", "1000", "--no-json"),
+        cwd=tmp_path,
+    )
+    assert "| 500     | keras euclidean" in out
+    assert "| 500     | keras cosine" in out
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        assert "faiss not installed" in out
+    else:
+        for engine in ("faiss IndexFlatL2", "faiss IndexFlatIP", "faiss HNSW"):
+            assert f"| {engine}" in out
+        assert "keras euclidean: " in out  # the package / faiss ratio
+    assert "300 x 128" in out
+    assert "1,000 pairs" in out

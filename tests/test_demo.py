@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_siamese import Verifier, demo
 from keras_siamese import __main__ as cli
-from keras_siamese import demo
 
 
 def test_parser_defaults():
@@ -19,6 +19,7 @@ def test_parser_defaults():
     assert args.loss == "contrastive"
     assert args.backend is None
     assert (args.epochs, args.batch_size, args.seed) == (20, 128, 0)
+    assert args.unseen_classes == 5
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,7 @@ def test_parser_defaults():
         ["--backend", "numpy"],
         ["--epochs", "0"],
         ["--dataset", "x"],
+        ["--unseen-classes", "1"],
     ],
 )
 def test_parser_rejects_bad_values(argv, capsys):
@@ -89,6 +91,38 @@ def test_load_npz_in_keras_layout(tmp_path):
         demo.load_data(path=str(tmp_path / "bad.npz"))
 
 
+def test_held_out_classes_are_the_largest_labels():
+    y = np.repeat(np.arange(10), 3)
+    assert demo.held_out_classes(y, 5).tolist() == [5, 6, 7, 8, 9]
+    assert demo.held_out_classes(y, 0).tolist() == []
+    with pytest.raises(ValueError, match="fewer than two"):
+        demo.held_out_classes(y, 9)
+    with pytest.raises(ValueError, match="at least 2"):
+        demo.held_out_classes(y, 1)
+
+
+def test_evaluate_unseen_enrols_half_the_classes_and_rejects_the_rest():
+    """With identity embeddings of well-separated classes, everything is right."""
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    rng = np.random.default_rng(0)
+    y_enroll, y_query = np.repeat(np.arange(5, 10), 6), np.repeat(np.arange(5, 10), 4)
+    centres = rng.normal(size=(10, 2)) * 50
+    x_enroll = (centres[y_enroll] + rng.normal(size=(30, 2))).astype("float32")
+    x_query = (centres[y_query] + rng.normal(size=(20, 2))).astype("float32")
+    verifier = demo.Verifier(encoder, threshold=10.0)
+    got = demo.evaluate_unseen(encoder, verifier, x_enroll, y_enroll, x_query, y_query)
+    assert got == {
+        "one_shot_accuracy": 1.0,
+        "one_shot_accuracy_raw_inputs": 1.0,
+        "one_shot_ways": 5,
+        "enrolled_classes": 3,
+        "identification_rate": 1.0,
+        "rejection_rate": 1.0,
+    }
+    assert sorted(set(verifier.index.labels.tolist())) == [5, 6, 7]
+
+
 def test_unknown_loss_and_dataset_raise():
     encoder = demo.build_encoder(4, 2)
     with pytest.raises(ValueError, match="`loss`"):
@@ -139,6 +173,13 @@ def test_demo_runs_end_to_end(loss, tmp_path, capsys):
         line = next(line for line in printed.splitlines() if line.startswith(label))
         value = float(line.split(":")[1].split()[0])
         assert 0.0 <= value <= 1.0
+    assert "classes [0, 1, 2, 3, 4]" in printed
+    assert "Unseen classes [5, 6, 7, 8, 9]: one-shot 5-way accuracy" in printed
+    assert "Open-set identification" in printed
+    verifier = Verifier.load(output / "index")
+    assert verifier.threshold is not None
+    assert sorted(set(verifier.index.labels.tolist())) == [5, 6, 7]
+    assert verifier.identify(np.zeros((2, 64), "float32")).shape == (2,)
     assert (output / "embeddings.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / "embedding_plots" / "embeddings_grid.png").exists()
 

@@ -36,6 +36,7 @@ def test_the_guides_have_code_to_run():
         "weight-sharing.md",
         "saving-loading.md",
         "embedding-plot.md",
+        "retrieval.md",
     } <= names
 
 

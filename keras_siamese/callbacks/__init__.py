@@ -3,11 +3,13 @@
 from keras_siamese.callbacks.collapse import CollapseMonitor, EmbeddingCollapseWarning
 from keras_siamese.callbacks.embedding_plot import EmbeddingPlot, pca_project
 from keras_siamese.callbacks.epoch_sync import EpochSync
+from keras_siamese.callbacks.retrieval_evaluation import RetrievalEvaluation
 
 __all__ = [
     "CollapseMonitor",
     "EmbeddingCollapseWarning",
     "EmbeddingPlot",
     "EpochSync",
+    "RetrievalEvaluation",
     "pca_project",
 ]

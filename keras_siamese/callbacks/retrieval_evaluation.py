@@ -1,0 +1,142 @@
+"""`RetrievalEvaluation`: retrieval metrics of a validation set in `fit`'s logs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_siamese._checks import check_labels, check_positive_int
+from keras_siamese.distances import check_distance
+from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
+from keras_siamese.retrieval.index import encode
+from keras_siamese.retrieval.metrics import _check_include, retrieval_metrics
+
+
+def _count(x: Any) -> int:
+    sizes = {int(np.shape(leaf)[0]) for leaf in keras.tree.flatten(x)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"All arrays in `x` must have the same number of samples; got {sizes}."
+        )
+    return sizes.pop()
+
+
+class RetrievalEvaluation(keras.callbacks.Callback):
+    """Writes retrieval metrics of a validation set into the epoch's logs.
+
+    At the end of every `every_n_epochs`-th epoch the callback encodes `x`
+    with `embedding_model`, computes `retrieval_metrics` (the queries against
+    each other, leave-one-out, or against an encoded reference set) and adds
+    each metric to the logs as `prefix + name`, e.g. `val_precision_at_1` and
+    `val_map_at_r`. Later callbacks see them, so
+    `EarlyStopping(monitor="val_map_at_r", mode="max")` and
+    `ModelCheckpoint(monitor="val_map_at_r", mode="max")` work; put this
+    callback before them in the list. Epochs that are not evaluated get no
+    entry (monitoring callbacks then skip that epoch, with a warning), so
+    monitor with `every_n_epochs=1`. `History` records the metrics.
+
+    Args:
+        embedding_model: the model mapping one input to one embedding (the
+            encoder being trained, e.g. the layer inside `SiameseWrapper`).
+        x: validation inputs: an array, or a structure of arrays.
+        y: their class labels, `(n,)`.
+        reference_x: optional reference inputs to search instead of `x`
+            itself.
+        reference_y: their labels.
+        metrics: names from `keras_siamese.retrieval.METRICS`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`.
+        every_n_epochs: evaluate after epochs `N, 2N, ...` (1-based).
+        batch_size: batch size of `predict`.
+        prefix: prepended to each metric name in the logs.
+        block_bytes: memory budget of one block of scores on the device.
+
+    Attributes:
+        history: `{epoch: {name: value}}` of every evaluated epoch (1-based).
+
+    Raises:
+        TypeError: if `embedding_model` has no `predict` method.
+        ValueError: for labels of the wrong length, an unknown metric or
+            distance, or `every_n_epochs < 1`.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from keras_siamese import OnlineTripletLoss
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat(np.arange(4), 8)
+        >>> x = (y[:, None] + rng.normal(scale=0.1, size=(32, 4))).astype("float32")
+        >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> encoder.compile(optimizer="adam", loss=OnlineTripletLoss())
+        >>> callback = RetrievalEvaluation(encoder, x, y)
+        >>> history = encoder.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+        >>> sorted(name for name in history.history if name.startswith("val_"))
+        ['val_map_at_r', 'val_precision_at_1']
+    """
+
+    def __init__(
+        self,
+        embedding_model: keras.Model,
+        x: Any,
+        y: Any,
+        reference_x: Any | None = None,
+        reference_y: Any | None = None,
+        metrics: Sequence[str] = ("precision_at_1", "map_at_r"),
+        distance: str = "euclidean",
+        every_n_epochs: int = 1,
+        batch_size: int = 256,
+        prefix: str = "val_",
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
+        super().__init__()
+        if not callable(getattr(embedding_model, "predict", None)):
+            raise TypeError(
+                "`embedding_model` must be a Keras model with a `predict` method; "
+                f"got {type(embedding_model).__name__}."
+            )
+        if (reference_x is None) != (reference_y is None):
+            raise ValueError("Give both `reference_x` and `reference_y`, or neither.")
+        self.embedding_model = embedding_model
+        self.x = x
+        self.y = check_labels(y, _count(x), "y")
+        self.reference_x = reference_x
+        self.reference_y = (
+            None
+            if reference_y is None
+            else check_labels(reference_y, _count(reference_x), "reference_y")
+        )
+        self.metrics = _check_include(metrics)
+        self.distance = check_distance(distance)
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.prefix = str(prefix)
+        self.block_bytes = check_positive_int(block_bytes, "block_bytes")
+        self.history: dict[int, dict[str, float]] = {}
+
+    def evaluate(self) -> dict[str, float]:
+        """Encode the validation set with the current weights and score it."""
+        queries = encode(self.embedding_model, self.x, self.batch_size, verbose=0)
+        references = None
+        if self.reference_x is not None:
+            references = encode(
+                self.embedding_model, self.reference_x, self.batch_size, verbose=0
+            )
+        return retrieval_metrics(
+            queries,
+            self.y,
+            references,
+            self.reference_y,
+            distance=self.distance,
+            include=self.metrics,
+            block_bytes=self.block_bytes,
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        results = self.evaluate()
+        self.history[epoch + 1] = results
+        if logs is not None:
+            logs.update({self.prefix + name: value for name, value in results.items()})

@@ -1,0 +1,41 @@
+"""From a trained encoder to answers: search, thresholds, one-shot, evaluation.
+
+- `EmbeddingIndex`: a gallery of embeddings with labels, exact (or faiss)
+  nearest-neighbour search, saved without pickle.
+- `calibrate_threshold`: the distance threshold for a target accuracy,
+  precision or false-accept rate.
+- `Verifier`: an encoder with a threshold and a gallery, for verification
+  and open-set identification, saved and loaded as one directory.
+- `one_shot_accuracy`: the N-way K-shot protocol of Koch et al. (2015).
+- `retrieval_metrics`: precision@1, R-precision, MAP@R, MRR, NMI and AMI as
+  pytorch-metric-learning defines them, in bounded memory.
+"""
+
+from keras_siamese.retrieval.calibration import (
+    TARGETS,
+    Calibration,
+    calibrate_threshold,
+)
+from keras_siamese.retrieval.index import ENGINES, EmbeddingIndex
+from keras_siamese.retrieval.metrics import (
+    CLUSTERING_METRICS,
+    KNN_METRICS,
+    METRICS,
+    retrieval_metrics,
+)
+from keras_siamese.retrieval.one_shot import one_shot_accuracy
+from keras_siamese.retrieval.verifier import Verifier
+
+__all__ = [
+    "CLUSTERING_METRICS",
+    "ENGINES",
+    "KNN_METRICS",
+    "METRICS",
+    "TARGETS",
+    "Calibration",
+    "EmbeddingIndex",
+    "Verifier",
+    "calibrate_threshold",
+    "one_shot_accuracy",
+    "retrieval_metrics",
+]

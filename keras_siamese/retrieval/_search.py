@@ -1,0 +1,502 @@
+"""Exact k-nearest-neighbour search in blocks, with `keras.ops` on the backend.
+
+The gallery is split once into tiles of at most `TILE_COLUMNS` rows, kept on
+the backend's device. A block of queries is scored against one tile at a
+time (a matrix product for the Euclidean and cosine distances), and the
+backend's `top_k` keeps the best candidates of each tile, so the device never
+holds more than one `(block rows, tile columns)` matrix. The candidates of all
+tiles are merged on the host, and the final ones get their distances computed
+again, directly from the coordinates in float64: the matrix-product form
+loses precision to cancellation for near-zero distances (a query that is a
+gallery item), the direct form does not. Ties are broken by the lower
+gallery index, identically on every backend, because every selection that
+could meet a tie is made on the host with a stable `(distance, index)` sort:
+where a tile's `top_k` cut falls inside a run of equal scores (whose order
+differs between backends), that row is re-selected on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_siamese.distances import pairwise_distances
+
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+# Widest tile of gallery rows scored at once: narrower than a large gallery,
+# so that a block still holds many query rows (efficient matrix products)
+# within the memory budget.
+TILE_COLUMNS = 16384
+# Copies of a `(rows, columns)` score matrix alive at once on the backend
+# (the product, its negation for `top_k`, a mask), for the memory budget.
+_TEMPORARIES = 3
+# Smallest score matrix, whatever the budget: below it, per-operation
+# overhead dominates and no memory is saved.
+_MIN_BLOCK_ELEMENTS = 16
+# Elements of the `(rows, candidates, dim)` differences of the final,
+# direct distance computation on the host (float64).
+_EXACT_CHUNK_ELEMENTS = 2**22
+_NORM_FLOOR = 1e-6
+# Tiles at least this wide select candidates in two stages: the best groups
+# of `_GROUP` consecutive columns by their minimum, then the best columns of
+# those groups (see `_top_candidates`).
+_GROUPED_MIN_WIDTH = 1024
+_GROUP = 32
+_EUCLIDEAN = ("euclidean", "squared_euclidean")
+
+
+def over_fetch(k: int, available: int) -> int:
+    """Candidates to take from the fast scores to return `k` exact neighbours.
+
+    A few more than `k`: round-off in the float32 matrix-product scores (about
+    1e-7 of the squared norms) can reorder near-ties, and a true neighbour is
+    only lost if more than `max(8, k // 8)` candidates lie within that
+    round-off of the `k`-th distance.
+    """
+    return min(available, k + max(8, k // 8))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (in float64), zero rows left at zero."""
+    norms = np.sqrt(np.sum(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
+    return x / np.maximum(norms, _NORM_FLOOR)
+
+
+def exact_distances(
+    queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, distance: str
+) -> np.ndarray:
+    """Distances from each query to its candidate gallery rows, in float64.
+
+    Computed from coordinate differences, never from a Gram matrix: exact to
+    float64 round-off even for (near-)identical embeddings.
+
+    Args:
+        queries: `(n, dim)` float32.
+        gallery: `(m, dim)` float32.
+        indices: `(n, c)` gallery rows to measure for each query.
+        distance: a distance name.
+
+    Returns:
+        `(n, c)` float64 distances.
+    """
+    n, c = indices.shape
+    out = np.empty((n, c), dtype=np.float64)
+    if n == 0 or c == 0:
+        return out
+    step = max(1, _EXACT_CHUNK_ELEMENTS // max(c * gallery.shape[1], 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        q = queries[start:stop, None, :].astype(np.float64)
+        g = gallery[indices[start:stop]].astype(np.float64)
+        out[start:stop] = paired_exact(q, g, distance)
+    return out
+
+
+def paired_exact(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
+    """Distance between `a[..., :]` and `b[..., :]` (broadcast), in float64.
+
+    The cosine distance `1 - cos` is computed as half the squared distance
+    between the unit vectors, which keeps its precision near 0; zero (or
+    near-zero) vectors, which normalise to no unit vector, fall back to
+    `1 - u.v` as in `keras_siamese.distances`.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if distance == "cosine":
+        u, v = unit_rows(a), unit_rows(b)
+        half_chord = 0.5 * np.sum(np.square(u - v), axis=-1)
+        degenerate = (np.sum(np.square(u), axis=-1) < 0.5) | (
+            np.sum(np.square(v), axis=-1) < 0.5
+        )
+        if np.any(degenerate):
+            dot = 1.0 - np.sum(u * v, axis=-1)
+            half_chord = np.where(degenerate, dot, half_chord)
+        return np.clip(half_chord, 0.0, 2.0)
+    difference = a - b
+    if distance == "manhattan":
+        return np.sum(np.abs(difference), axis=-1)
+    squares = np.sum(np.square(difference), axis=-1)
+    if distance == "squared_euclidean":
+        return squares
+    return np.sqrt(squares)
+
+
+def _stable_order(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Per row, the positions that sort by `(value, index)`."""
+    return np.lexsort((indices, values), axis=-1)
+
+
+def padded_size(size: int) -> int:
+    """`size` rounded up to one of four sizes per power of two (1, 2, 4, 8, ...).
+
+    On JAX every new array shape compiles every operation anew; rounding the
+    shapes of blocks and tiles up keeps the number of distinct shapes small,
+    for at most 25% more work (none where the shapes are already round).
+    """
+    if size <= 16:
+        return 1 << max(size - 1, 0).bit_length()
+    step = 1 << (size.bit_length() - 3)
+    return -(-size // step) * step
+
+
+@dataclasses.dataclass
+class Tile:
+    """Gallery rows `[start, stop)` on the device, padded to `width` columns.
+
+    Attributes:
+        start: first gallery row.
+        stop: one past the last gallery row.
+        width: columns of the tile's scores, padding included.
+        weights: for the Euclidean kinds and cosine, a `(dim + 1, width)`
+            tensor whose last row is the bias (the squared norms, or 0), so
+            that one matrix product with `[query, 1]` gives the scores; for
+            Manhattan the `(width, dim)` rows.
+        bias: for Manhattan, the `(width,)` bias (0); `None` otherwise. The
+            bias is +inf on padding columns.
+    """
+
+    start: int
+    stop: int
+    width: int
+    weights: object
+    bias: object | None
+
+
+class PreparedGallery:
+    """A gallery laid out on the backend for blocked exact search.
+
+    Euclidean kinds are centred on the gallery mean (distances do not change,
+    the matrix-product scores lose less to cancellation) and stored as
+    `-2 g^T` tiles with the squared norms; cosine as `-u^T` tiles of unit
+    rows; Manhattan as plain row tiles. On JAX, tiles and query blocks are
+    padded to few distinct shapes (`padded_size`).
+
+    Args:
+        embeddings: `(m, dim)` float32, finite.
+        distance: a distance name.
+        block_bytes: memory budget of one score matrix on the backend.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        distance: str,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
+        self.embeddings = embeddings
+        self.distance = distance
+        self.pad = keras.backend.backend() == "jax"
+        count = embeddings.shape[0]
+        self.center = None
+        if distance in _EUCLIDEAN and count:
+            self.center = embeddings.mean(axis=0, dtype=np.float64).astype(np.float32)
+        budget = max(_MIN_BLOCK_ELEMENTS, block_bytes // (4 * _TEMPORARIES))
+        self.tile_columns = max(1, min(count, TILE_COLUMNS, budget))
+        if self.pad:
+            # Padded tiles must still fit the budget.
+            while self.tile_columns > 1 and padded_size(self.tile_columns) > budget:
+                self.tile_columns -= 1
+        self.block_elements = budget
+        self.tiles: list[Tile] = []
+        for start in range(0, count, self.tile_columns):
+            stop = min(start + self.tile_columns, count)
+            self.tiles.append(self._tile(start, stop))
+
+    def _tile(self, start: int, stop: int) -> Tile:
+        width = stop - start
+        if self.pad:
+            width = padded_size(width)
+        elif width >= _GROUPED_MIN_WIDTH:
+            width = -(-width // _GROUP) * _GROUP
+        part = np.zeros((width, self.embeddings.shape[1]), dtype=np.float32)
+        part[: stop - start] = self.prepare(self.embeddings[start:stop])
+        bias = np.zeros(width, dtype=np.float32)
+        bias[stop - start :] = np.inf
+        if self.distance == "manhattan":
+            return Tile(
+                start,
+                stop,
+                width,
+                ops.convert_to_tensor(part),
+                ops.convert_to_tensor(bias),
+            )
+        if self.distance in _EUCLIDEAN:
+            bias[: stop - start] = np.sum(np.square(part[: stop - start]), axis=1)
+            weights = -2.0 * part.T
+        else:
+            weights = -part.T
+        # The bias rides in the matrix product (a column of ones in the
+        # queries): one pass over the scores instead of two.
+        weights = np.ascontiguousarray(np.concatenate([weights, bias[None, :]]))
+        return Tile(start, stop, width, ops.convert_to_tensor(weights), None)
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Queries or gallery rows in the layout the scores use (float32)."""
+        if self.distance in _EUCLIDEAN and self.center is not None:
+            return x - self.center
+        if self.distance == "cosine":
+            return unit_rows(x).astype(np.float32)
+        return x
+
+    def block(self, queries: np.ndarray) -> object:
+        """A block of queries on the device, padded with zero rows on JAX.
+
+        Except for Manhattan, a column of ones is appended, which picks up
+        the bias row of the tiles' weights.
+        """
+        prepared = self.prepare(queries)
+        rows = padded_size(len(prepared)) if self.pad else len(prepared)
+        ones = self.distance != "manhattan"
+        block = np.zeros((rows, prepared.shape[1] + ones), dtype=np.float32)
+        block[: len(prepared), : prepared.shape[1]] = prepared
+        if ones:
+            block[:, -1] = 1.0
+        return ops.convert_to_tensor(block)
+
+    def rows_per_block(self, candidates: int = 0) -> int:
+        """Query rows per block: one score matrix, plus the candidates kept."""
+        tiles = max(len(self.tiles), 1)
+        width = padded_size(self.tile_columns) if self.pad else self.tile_columns
+        width += (tiles + 1) * candidates
+        rows = max(1, self.block_elements // max(width, 1))
+        if self.pad:
+            while rows > 1 and padded_size(rows) * width > self.block_elements:
+                rows -= 1
+        return rows
+
+    def scores(self, queries: object, tile: Tile) -> object:
+        """`(rows, width)` scores that order like the distance, smaller nearer.
+
+        For the Euclidean kinds `||g||^2 - 2 q.g` (the query's own `||q||^2`
+        is the same along a row), for cosine `-cos`; +inf on padding.
+        """
+        if self.distance == "manhattan":
+            distances = pairwise_distances(
+                queries, "manhattan", references=tile.weights
+            )
+            return distances + tile.bias
+        return ops.matmul(queries, tile.weights)
+
+
+def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
+    """Set the score of each query against itself (same row number) to +inf.
+
+    `row_ids` holds one gallery row per row of `scores`; -1 matches none.
+    """
+    if row_ids.size == 0 or row_ids.max() < tile.start or row_ids.min() >= tile.stop:
+        return scores
+    columns = np.arange(tile.start, tile.start + tile.width)
+    same = row_ids[:, None] == columns[None, :]
+    return ops.where(ops.convert_to_tensor(same), np.inf, scores)
+
+
+def _row_ids(rows: np.ndarray, padded: int) -> np.ndarray:
+    """Gallery row of each row of a (padded) block; -1 for padding."""
+    ids = np.full(padded, -1, dtype=np.int64)
+    ids[: len(rows)] = rows
+    return ids
+
+
+def _top_candidates(scores: object, depth: int, width: int) -> tuple[object, object]:
+    """`top_k(-scores, depth)`, reading most of `scores` only once.
+
+    A full `top_k` over a wide tile costs more than the matrix product that
+    made it. When `depth` is small against the width, the columns are cut
+    into groups of `_GROUP`: the `depth` groups with the smallest minima hold
+    the `depth` smallest scores (any other score is at least the `depth`-th
+    of those minima, which is at least the `depth`-th smallest score), so
+    `top_k` runs only over group minima and over the chosen groups. Equal
+    scores at the `depth`-th place may come from either stage in any order;
+    the caller re-selects such rows on the host.
+    """
+    groups = width // _GROUP
+    if width % _GROUP or width < _GROUPED_MIN_WIDTH or 4 * depth > groups:
+        return ops.top_k(-scores, depth)
+    rows = scores.shape[0]
+    minima = ops.min(ops.reshape(scores, (rows, groups, _GROUP)), axis=2)
+    _, chosen = ops.top_k(-minima, depth)
+    offsets = ops.arange(_GROUP, dtype=chosen.dtype)
+    columns = ops.expand_dims(chosen * _GROUP, 2) + offsets
+    columns = ops.reshape(columns, (rows, depth * _GROUP))
+    # A gather from the flat scores is the fastest on every backend.
+    starts = ops.expand_dims(ops.arange(rows, dtype=columns.dtype) * width, 1)
+    candidates = ops.take(ops.reshape(scores, (-1,)), columns + starts)
+    negated, order = ops.top_k(-candidates, depth)
+    return negated, ops.take_along_axis(columns, order, axis=1)
+
+
+def _tile_candidates(
+    scores: object, tile: Tile, fetch: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `fetch` best `(score, index)` of the first `count` rows of a tile.
+
+    Ties are broken by the lower index.
+    """
+    width = tile.stop - tile.start
+    if width <= fetch:
+        values = ops.convert_to_numpy(scores)[:count, :width]
+        columns = np.broadcast_to(np.arange(tile.start, tile.stop), values.shape)
+        return values, columns
+    depth = min(padded_size(fetch + 1), tile.width)
+    negated, positions = _top_candidates(scores, depth, tile.width)
+    values = -ops.convert_to_numpy(negated)[:count]
+    columns = ops.convert_to_numpy(positions)[:count].astype(np.int64)
+    # If the (fetch + 1)-th score equals the fetch-th, a run of ties crosses
+    # the cut and the backend chose which of them to keep: choose again here.
+    crossing = np.flatnonzero(values[:, fetch - 1] == values[:, fetch])
+    values, columns = values[:, :fetch], columns[:, :fetch]
+    if crossing.size:
+        full = ops.convert_to_numpy(ops.take(scores, crossing, axis=0))[:, :width]
+        everything = np.broadcast_to(np.arange(width), full.shape)
+        order = _stable_order(full, everything)[:, :fetch]
+        values[crossing] = np.take_along_axis(full, order, axis=1)
+        columns[crossing] = order
+    return values, columns + tile.start
+
+
+def search_blocks(
+    gallery: PreparedGallery,
+    queries: np.ndarray,
+    depth: int | Callable[[slice], int],
+    exclude_self: bool = False,
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """Yield the exact nearest neighbours of successive blocks of queries.
+
+    Args:
+        gallery: the prepared gallery.
+        queries: `(n, dim)` float32, finite.
+        depth: neighbours wanted per query, or a function of the block's rows
+            giving that number; capped at the number of candidates.
+        exclude_self: the queries are the gallery itself, row for row, and a
+            query must not find itself (leave-one-out).
+
+    Yields:
+        `(rows, distances, indices)`: the block's query rows, the float64
+        distances and int64 gallery indices of their neighbours, `(b, k)`,
+        nearest first, ties by the lower index.
+    """
+    available = len(gallery) - int(exclude_self)
+    depth_of = depth if callable(depth) else (lambda rows: depth)
+    count = queries.shape[0]
+    deepest = min(max(int(depth_of(slice(0, count))), 1), max(available, 1))
+    size = gallery.rows_per_block(over_fetch(deepest, max(available, 1)))
+    for start in range(0, count, size):
+        rows = slice(start, min(start + size, count))
+        k = min(int(depth_of(rows)), available)
+        if k < 1:
+            empty = np.zeros((rows.stop - rows.start, 0))
+            yield rows, empty, empty.astype(np.int64)
+            continue
+        fetch = over_fetch(k, available)
+        block = gallery.block(queries[rows])
+        row_ids = _row_ids(np.arange(rows.start, rows.stop), int(block.shape[0]))
+        values, columns = [], []
+        for tile in gallery.tiles:
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                scores = _mask_self(scores, row_ids, tile)
+            tile_values, tile_columns = _tile_candidates(
+                scores, tile, fetch, rows.stop - rows.start
+            )
+            values.append(tile_values)
+            columns.append(tile_columns)
+        values = np.concatenate(values, axis=1)
+        columns = np.concatenate(columns, axis=1)
+        order = _stable_order(values, columns)[:, :fetch]
+        columns = np.take_along_axis(columns, order, axis=1)
+        distances = exact_distances(
+            queries[rows], gallery.embeddings, columns, gallery.distance
+        )
+        if exclude_self:
+            distances[columns == np.arange(rows.start, rows.stop)[:, None]] = np.inf
+        order = _stable_order(distances, columns)[:, :k]
+        yield (
+            rows,
+            np.take_along_axis(distances, order, axis=1),
+            np.take_along_axis(columns, order, axis=1),
+        )
+
+
+def first_relevant_ranks(
+    gallery: PreparedGallery,
+    queries: np.ndarray,
+    query_rows: np.ndarray,
+    query_codes: np.ndarray,
+    gallery_codes: np.ndarray,
+    exclude_self: bool,
+) -> np.ndarray:
+    """1-based rank of each query's nearest same-class gallery item.
+
+    Two passes over the tiles: the best same-class score (and its lowest
+    index) of each query, then how many items come before it.
+
+    Args:
+        gallery: the prepared gallery.
+        queries: `(n, dim)` float32, the queries to rank for.
+        query_rows: their row numbers, matched to gallery rows when
+            `exclude_self`.
+        query_codes: their integer class codes.
+        gallery_codes: the gallery's integer class codes.
+        exclude_self: the query does not count itself.
+
+    Returns:
+        `(n,)` int64 ranks (every query must have a same-class item).
+    """
+    ranks = np.zeros(len(query_rows), dtype=np.int64)
+    size = gallery.rows_per_block()
+    code_tiles, column_tiles = [], []
+    for tile in gallery.tiles:
+        codes = np.full(tile.width, -1, dtype=np.int32)
+        codes[: tile.stop - tile.start] = gallery_codes[tile.start : tile.stop]
+        code_tiles.append(ops.convert_to_tensor(codes[None, :]))
+        columns = np.arange(tile.start, tile.start + tile.width, dtype=np.int32)
+        column_tiles.append(ops.convert_to_tensor(columns[None, :]))
+    beyond = np.iinfo(np.int32).max
+    for begin in range(0, len(query_rows), size):
+        part = slice(begin, min(begin + size, len(query_rows)))
+        count = part.stop - part.start
+        block = gallery.block(queries[part])
+        padded = int(block.shape[0])
+        row_ids = _row_ids(query_rows[part], padded) if exclude_self else np.zeros(0)
+        codes = np.full((padded, 1), -2, dtype=np.int32)
+        codes[:count, 0] = query_codes[part]
+        codes = ops.convert_to_tensor(codes)
+        best = np.full(padded, np.inf, dtype=np.float64)
+        best_index = np.full(padded, beyond, dtype=np.int64)
+        for tile, tile_codes, columns in zip(gallery.tiles, code_tiles, column_tiles):
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                scores = _mask_self(scores, row_ids, tile)
+            relevant = ops.equal(tile_codes, codes)
+            masked = ops.where(relevant, scores, np.inf)
+            low = ops.min(masked, axis=1, keepdims=True)
+            at_low = ops.logical_and(relevant, ops.equal(masked, low))
+            first = ops.min(ops.where(at_low, columns, beyond), axis=1)
+            low = ops.convert_to_numpy(low)[:, 0].astype(np.float64)
+            first = ops.convert_to_numpy(first).astype(np.int64)
+            better = (low < best) | ((low == best) & (first < best_index))
+            best = np.where(better, low, best)
+            best_index = np.where(better, first, best_index)
+        threshold = ops.convert_to_tensor(best[:, None].astype(np.float32))
+        limit = ops.convert_to_tensor(best_index[:, None].astype(np.int32))
+        before = np.zeros(padded, dtype=np.int64)
+        for tile, columns in zip(gallery.tiles, column_tiles):
+            scores = gallery.scores(block, tile)
+            if exclude_self:
+                scores = _mask_self(scores, row_ids, tile)
+            ahead = ops.logical_or(
+                ops.less(scores, threshold),
+                ops.logical_and(ops.equal(scores, threshold), columns < limit),
+            )
+            before += ops.convert_to_numpy(
+                ops.sum(ops.cast(ahead, "int32"), axis=1)
+            ).astype(np.int64)
+        ranks[part] = before[:count] + 1
+    return ranks

@@ -1,0 +1,454 @@
+"""`EmbeddingIndex`: a gallery of embeddings with labels, searched exactly."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_siamese._checks import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_positive_int,
+)
+from keras_siamese.distances import check_distance
+from keras_siamese.retrieval import _labels, _search, _storage
+from keras_siamese.retrieval._faiss import FaissCandidates, import_faiss
+
+#: Search engines: exact on the Keras backend, exact faiss, approximate HNSW.
+ENGINES = ("keras", "faiss", "faiss-hnsw")
+
+
+def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.ndarray:
+    """Embeddings of `x` by `encoder.predict`, as a float32 `(n, dim)` array.
+
+    Raises:
+        TypeError: if `encoder` has no `predict` method or does not return
+            one array.
+        ValueError: if the embeddings are not 2-D or not finite.
+    """
+    if not callable(getattr(encoder, "predict", None)):
+        raise TypeError(
+            "`encoder` must be a Keras model with a `predict` method; got "
+            f"{type(encoder).__name__}."
+        )
+    batch_size = check_positive_int(batch_size, "batch_size")
+    output = encoder.predict(x, batch_size=batch_size, verbose=verbose)
+    leaves = keras.tree.flatten(output)
+    if len(leaves) != 1:
+        raise TypeError(
+            f"`encoder` must return one embedding array; it returned {len(leaves)}."
+        )
+    return check_embeddings(leaves[0], "the encoder's embeddings", allow_empty=True)
+
+
+class EmbeddingIndex:
+    """A gallery of embeddings, with optional labels, for nearest-neighbour search.
+
+    Rows are numbered in the order they are added. `search` is exact by
+    default: queries are scored in blocks against tiles of the gallery with
+    `keras.ops` on the active backend (so on the GPU when there is one),
+    holding at most one `block_bytes` score matrix at a time, never the
+    `(queries, gallery)` matrix. The scores (float32 matrix products) select
+    a few more candidates than asked for, whose distances are then computed
+    directly from the coordinates (in float64, returned as float32), so even
+    near-zero distances are exact; a true neighbour could only be missed if
+    more than `max(8, k // 8)` rows were within float32 round-off of the
+    `k`-th distance. Ties are broken by the lower row number, identically on
+    every backend.
+
+    With faiss installed (`pip install "keras-siamese[faiss]"`),
+    `engine="faiss"` finds the candidates with faiss' exact flat index and
+    `engine="faiss-hnsw"` with its approximate HNSW graph (fast for large
+    galleries, but it can miss true neighbours); in both, the candidates are
+    re-ranked with the exact distances as above.
+
+    Args:
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`, as in the losses.
+        engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
+        block_bytes: memory budget of one block of scores on the device.
+        hnsw_neighbors: links per node of the HNSW graph (faiss' `M`).
+        ef_search: HNSW search breadth; larger is slower and more accurate.
+        ef_construction: HNSW construction breadth.
+
+    Raises:
+        ImportError: for a faiss engine without faiss installed.
+        TypeError: for non-integer sizes.
+        ValueError: for an unknown distance or engine, or sizes below 1.
+
+    Examples:
+        >>> import numpy as np
+        >>> index = EmbeddingIndex(distance="euclidean")
+        >>> index.add(np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]]), ["a", "b", "a"])
+        >>> distances, indices = index.search(np.array([[0.9, 0.1]]), k=2)
+        >>> indices.tolist(), [round(float(d), 4) for d in distances[0]]
+        ([[2, 0]], [0.1414, 0.9055])
+        >>> index.labels_of(indices).tolist()
+        [['a', 'a']]
+        >>> len(index)
+        3
+    """
+
+    def __init__(
+        self,
+        distance: str = "euclidean",
+        *,
+        engine: str = "keras",
+        block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
+        hnsw_neighbors: int = 32,
+        ef_search: int = 64,
+        ef_construction: int = 64,
+    ) -> None:
+        self._distance = check_distance(distance)
+        self._engine = check_choice(engine, ENGINES, "engine")
+        self.block_bytes = check_positive_int(block_bytes, "block_bytes")
+        self.hnsw_neighbors = check_positive_int(hnsw_neighbors, "hnsw_neighbors")
+        self.ef_search = check_positive_int(ef_search, "ef_search")
+        self.ef_construction = check_positive_int(ef_construction, "ef_construction")
+        if self._engine != "keras":
+            import_faiss(self._engine)
+        self._chunks: list[np.ndarray] = []
+        self._label_chunks: list[np.ndarray] = []
+        self._embeddings = np.zeros((0, 0), dtype=np.float32)
+        self._labels: np.ndarray | None = None
+        self._dim: int | None = None
+        self._labelled: bool | None = None
+        self._count = 0
+        self._prepared: _search.PreparedGallery | None = None
+        self._faiss: FaissCandidates | None = None
+        self._faiss_count = 0
+
+    # -- contents ---------------------------------------------------------
+
+    @property
+    def distance(self) -> str:
+        """The name of the distance the index searches with."""
+        return self._distance
+
+    @property
+    def engine(self) -> str:
+        """The search engine: `"keras"`, `"faiss"` or `"faiss-hnsw"`."""
+        return self._engine
+
+    @property
+    def dim(self) -> int | None:
+        """The embedding size, or `None` while the index is empty."""
+        return self._dim
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The gallery, a read-only float32 `(len(index), dim)` array."""
+        self._consolidate()
+        view = self._embeddings.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The labels of the rows (read-only), or `None` for an unlabelled index."""
+        self._consolidate()
+        if self._labels is None:
+            return None
+        view = self._labels.view()
+        view.flags.writeable = False
+        return view
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        labelled = "labelled" if self._labelled else "unlabelled"
+        return (
+            f"EmbeddingIndex({self._count} x {self._dim} {labelled} embeddings, "
+            f"distance={self._distance!r}, engine={self._engine!r})"
+        )
+
+    def _consolidate(self) -> None:
+        if self._chunks:
+            existing = [self._embeddings] if len(self._embeddings) else []
+            self._embeddings = np.concatenate([*existing, *self._chunks])
+            self._chunks = []
+        if self._label_chunks:
+            existing = [] if self._labels is None else [self._labels]
+            self._labels = _labels.combine(*existing, *self._label_chunks)
+            self._label_chunks = []
+
+    def add(self, embeddings: Any, labels: Any | None = None) -> None:
+        """Append rows to the gallery; they are numbered after the existing ones.
+
+        Args:
+            embeddings: `(n, dim)` embeddings (converted to float32).
+            labels: `(n,)` labels, any hashable values (integers or strings to
+                be saved), or `None`. An index is either labelled or not: once
+                rows have labels, every later `add` must give them.
+
+        Raises:
+            TypeError: for non-numeric embeddings or unhashable labels.
+            ValueError: for a shape other than `(n, dim)`, a `dim` other than
+                the index's, NaN or infinite values, labels of the wrong
+                length, or labels given to an unlabelled index (or missing
+                for a labelled one).
+        """
+        rows = check_embeddings(embeddings, "embeddings", dim=self._dim)
+        if isinstance(embeddings, np.ndarray) and np.shares_memory(rows, embeddings):
+            rows = rows.copy()  # the caller's array may change later
+        if labels is not None:
+            labels = check_labels(labels, len(rows))
+        if self._labelled is not None and self._labelled != (labels is not None):
+            if self._labelled:
+                raise ValueError(
+                    "This index holds labels: pass `labels` for the new rows too."
+                )
+            raise ValueError(
+                "This index holds no labels: rows added without labels cannot be "
+                "mixed with labelled ones."
+            )
+        self._labelled = labels is not None
+        self._dim = rows.shape[1]
+        self._chunks.append(rows)
+        if labels is not None:
+            self._label_chunks.append(labels)
+        self._count += len(rows)
+        self._prepared = None
+
+    # -- search -----------------------------------------------------------
+
+    def _check_queries(self, queries: Any, k: int) -> tuple[np.ndarray, int]:
+        if self._count == 0:
+            raise ValueError("The index is empty: add embeddings before searching.")
+        k = check_positive_int(k, "k")
+        if k > self._count:
+            raise ValueError(
+                f"`k` must be at most the number of indexed rows ({self._count}); "
+                f"got {k}."
+            )
+        return check_embeddings(queries, "queries", dim=self._dim), k
+
+    def search(self, queries: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` nearest gallery rows of each query.
+
+        Args:
+            queries: `(n, dim)` embeddings.
+            k: neighbours per query, `1 <= k <= len(index)`.
+
+        Returns:
+            `(distances, indices)`: NumPy arrays of shape `(n, k)`, float32
+            distances and int64 row numbers, nearest first, ties broken by
+            the lower row number.
+
+        Raises:
+            TypeError: if `k` is not an integer or the queries not numbers.
+            ValueError: for an empty index, `k < 1` or `k > len(index)`,
+                queries of another embedding size, or NaN or infinite values.
+        """
+        queries, k = self._check_queries(queries, k)
+        self._consolidate()
+        if self._engine == "keras":
+            return self._search_exact(queries, k)
+        return self._search_faiss(queries, k)
+
+    def _gallery(self) -> _search.PreparedGallery:
+        if self._prepared is None:
+            self._prepared = _search.PreparedGallery(
+                self._embeddings, self._distance, self.block_bytes
+            )
+        return self._prepared
+
+    def _search_exact(
+        self, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        distances = np.empty((len(queries), k), dtype=np.float32)
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        for rows, block_distances, block_indices in _search.search_blocks(
+            self._gallery(), queries, k
+        ):
+            distances[rows] = block_distances
+            indices[rows] = block_indices
+        return distances, indices
+
+    def _search_faiss(
+        self, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._faiss is None:
+            self._faiss = FaissCandidates(
+                self._engine,
+                self._distance,
+                self._dim,
+                self.hnsw_neighbors,
+                self.ef_search,
+                self.ef_construction,
+            )
+            self._faiss_count = 0
+        if self._faiss_count < self._count:
+            self._faiss.add(self._embeddings[self._faiss_count :])
+            self._faiss_count = self._count
+        fetch = _search.over_fetch(k, self._count)
+        candidates = self._faiss.candidates(queries, fetch)
+        missing = candidates < 0
+        safe = np.where(missing, 0, candidates)
+        distances = _search.exact_distances(
+            queries, self._embeddings, safe, self._distance
+        )
+        distances[missing] = np.inf
+        order = np.lexsort((np.where(missing, self._count, safe), distances), axis=-1)
+        order = order[:, :k]
+        distances = np.take_along_axis(distances, order, axis=1)
+        indices = np.take_along_axis(safe, order, axis=1)
+        short = np.flatnonzero(~np.isfinite(distances).all(axis=1))
+        if short.size:  # faiss returned fewer than k results for these rows
+            distances[short], indices[short] = self._search_exact(queries[short], k)
+        return distances.astype(np.float32), indices
+
+    def labels_of(self, indices: Any) -> np.ndarray:
+        """The labels of gallery rows, in the shape of `indices`.
+
+        Args:
+            indices: row numbers of any shape, e.g. the `indices` of `search`.
+
+        Returns:
+            A NumPy array of labels.
+
+        Raises:
+            ValueError: if the index has no labels, or a row number is out of
+                range.
+            TypeError: if `indices` are not integers.
+        """
+        if not self._labelled:
+            raise ValueError("This index holds no labels; add rows with `labels`.")
+        self._consolidate()
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"`indices` must be integers; got dtype {indices.dtype}.")
+        if indices.size and (indices.min() < 0 or indices.max() >= self._count):
+            raise ValueError(
+                f"`indices` must be row numbers in [0, {self._count}); got values "
+                f"from {indices.min()} to {indices.max()}."
+            )
+        return self._labels[indices]
+
+    # -- building from an encoder -------------------------------------------
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: keras.Model,
+        x: Any,
+        labels: Any | None = None,
+        *,
+        batch_size: int = 256,
+        verbose: Any = "auto",
+        distance: str = "euclidean",
+        **options: Any,
+    ) -> EmbeddingIndex:
+        """Encode a gallery with a Keras model in batches and index it.
+
+        Args:
+            encoder: the trained embedding network (anything with `predict`).
+            x: the gallery's inputs, as `encoder.predict` takes them.
+            labels: their labels, or `None`.
+            batch_size: batch size of `predict`.
+            verbose: `predict`'s progress bar setting.
+            distance: the index's distance.
+            **options: other `EmbeddingIndex` arguments (`engine`, ...).
+
+        Returns:
+            A new index holding the embeddings of `x`.
+
+        Examples:
+            >>> import keras, numpy as np
+            >>> encoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> x = np.random.default_rng(0).random((10, 3)).astype("float32")
+            >>> index = EmbeddingIndex.from_encoder(encoder, x, np.arange(10), verbose=0)
+            >>> len(index), index.dim
+            (10, 2)
+        """
+        index = cls(distance, **options)
+        index.add(encode(encoder, x, batch_size, verbose), labels)
+        return index
+
+    # -- persistence ---------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        self._consolidate()
+        kind = None
+        if self._labels is not None:
+            if self._labels.dtype == np.int64:
+                kind = "int"
+            elif self._labels.dtype.kind == "U":
+                kind = "str"
+            else:
+                raise ValueError(
+                    "Only integer or string labels can be saved; this index holds "
+                    f"labels of dtype {self._labels.dtype}. Convert them, e.g. "
+                    "with `labels.astype(str)`, before adding."
+                )
+        return {
+            "distance": self._distance,
+            "count": self._count,
+            "dim": self._dim,
+            "labels": kind,
+            "engine": {
+                "name": self._engine,
+                "block_bytes": self.block_bytes,
+                "hnsw_neighbors": self.hnsw_neighbors,
+                "ef_search": self.ef_search,
+                "ef_construction": self.ef_construction,
+            },
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the index as a directory: JSON metadata and `.npy` arrays.
+
+        The directory holds `index.json` (distance, sizes, label kind, engine
+        settings, SHA-256 checksums), `embeddings.npy` and `labels.npy`. No
+        pickle: `load` reads it back without running anything from it, on
+        any backend.
+
+        Args:
+            path: the directory to write (created if needed). An existing
+                saved index there is replaced; any other non-empty directory
+                is refused.
+
+        Raises:
+            ValueError: if the labels are neither integers nor strings, or
+                `path` is a file or a non-empty directory that is not an
+                index.
+        """
+        _storage.write(path, self._metadata(), self._embeddings, self._labels)
+
+    @classmethod
+    def _from_record(cls, record: dict[str, Any], engine: str | None) -> EmbeddingIndex:
+        settings = dict(record["engine"])
+        name = settings.pop("name")
+        try:
+            index = cls(record["distance"], engine=engine or name, **settings)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Cannot load the index: its settings are invalid ({error})"
+            ) from None
+        if record["count"]:
+            index.add(record["embeddings"], record["labels"])
+        return index
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, engine: str | None = None) -> EmbeddingIndex:
+        """Load an index written by `save` (or by `Verifier.save`).
+
+        Args:
+            path: the saved directory.
+            engine: search with this engine instead of the saved one (say
+                `"keras"` where faiss is not installed).
+
+        Returns:
+            The index, with the same rows, labels and distance.
+
+        Raises:
+            ValueError: if the directory is missing, malformed, of an
+                unsupported version, truncated or tampered with.
+            ImportError: if the (saved) engine needs faiss and it is missing.
+        """
+        return cls._from_record(_storage.read(path), engine)

@@ -1,0 +1,355 @@
+"""`Verifier`: same-or-different decisions and open-set identification."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_siamese._checks import check_float, check_positive_int
+from keras_siamese.distances import check_distance
+from keras_siamese.retrieval import _storage
+from keras_siamese.retrieval._search import paired_exact
+from keras_siamese.retrieval.calibration import Calibration, calibrate_threshold
+from keras_siamese.retrieval.index import EmbeddingIndex, encode
+
+#: What `identify` answers for an unknown query, by the kind of labels.
+DEFAULT_UNKNOWN = {"int": -1, "str": "unknown"}
+
+
+class Verifier:
+    """An encoder, a distance and a threshold: verification and identification.
+
+    Two inputs are "the same" when the distance between their embeddings is
+    strictly below `threshold` (as `PairAccuracy` and
+    `verification_accuracy` decide). `calibrate` chooses the threshold on
+    labelled pairs (see `calibrate_threshold`). Enrolled with a labelled
+    gallery (an `EmbeddingIndex`), the verifier also identifies: a query gets
+    the label of its nearest gallery item, or an "unknown" marker when even
+    that item is not nearer than the threshold (open-set identification).
+    `save` writes the encoder, the threshold and the gallery to one
+    directory, and `load` reads it back on any backend.
+
+    Args:
+        encoder: the trained embedding network (a Keras model).
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
+            or `"manhattan"`.
+        threshold: the distance threshold, or `None` until calibrated.
+        index: a gallery to identify against (its distance must be the
+            verifier's), or `None`; `enroll` creates one.
+        batch_size: batch size of the encoder's `predict`.
+        unknown: what `identify` returns for an unknown query; by default
+            `-1` for integer labels and `"unknown"` for string labels.
+
+    Raises:
+        TypeError: if `encoder` has no `predict` method, `index` is not an
+            `EmbeddingIndex`, or `unknown` is neither an int nor a string.
+        ValueError: for an unknown distance, a negative or non-finite
+            threshold, or an index with another distance.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> encoder = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+        >>> verifier = Verifier(encoder, threshold=1.0)
+        >>> verifier.verify(np.array([[0.0, 0.0], [0.0, 0.0]]),
+        ...                 np.array([[0.5, 0.0], [3.0, 0.0]])).tolist()
+        [True, False]
+        >>> verifier.enroll(np.array([[0.0, 0.0], [5.0, 5.0]]), ["ann", "bob"])
+        >>> verifier.identify(np.array([[0.2, 0.1], [5.0, 4.5], [9.0, 0.0]])).tolist()
+        ['ann', 'bob', 'unknown']
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        distance: str = "euclidean",
+        threshold: float | None = None,
+        index: EmbeddingIndex | None = None,
+        *,
+        batch_size: int = 256,
+        unknown: int | str | None = None,
+    ) -> None:
+        if not callable(getattr(encoder, "predict", None)):
+            raise TypeError(
+                "`encoder` must be a Keras model with a `predict` method; got "
+                f"{type(encoder).__name__}."
+            )
+        self.encoder = encoder
+        self._distance = check_distance(distance)
+        self.threshold = threshold
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        if unknown is not None and (
+            isinstance(unknown, bool) or not isinstance(unknown, (int, str))
+        ):
+            raise TypeError(f"`unknown` must be an int or a string; got {unknown!r}.")
+        self.unknown = unknown
+        self.calibration: Calibration | None = None
+        self._index: EmbeddingIndex | None = None
+        if index is not None:
+            self.index = index
+
+    @property
+    def distance(self) -> str:
+        """The name of the distance between embeddings."""
+        return self._distance
+
+    @property
+    def threshold(self) -> float | None:
+        """The distance threshold: pairs strictly nearer are "the same"."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self._threshold = (
+            None if value is None else check_float(value, "threshold", minimum=0.0)
+        )
+
+    @property
+    def index(self) -> EmbeddingIndex | None:
+        """The gallery `identify` searches, or `None`."""
+        return self._index
+
+    @index.setter
+    def index(self, index: EmbeddingIndex | None) -> None:
+        if index is not None:
+            if not isinstance(index, EmbeddingIndex):
+                raise TypeError(
+                    f"`index` must be an EmbeddingIndex; got {type(index).__name__}."
+                )
+            if index.distance != self._distance:
+                raise ValueError(
+                    f"The index searches with distance={index.distance!r} but the "
+                    f"verifier measures distance={self._distance!r}; they must agree."
+                )
+        self._index = index
+
+    def __repr__(self) -> str:
+        gallery = (
+            "no gallery" if self._index is None else f"{len(self._index)} enrolled"
+        )
+        return (
+            f"Verifier(distance={self._distance!r}, threshold={self._threshold}, "
+            f"{gallery})"
+        )
+
+    def embed(self, x: Any, verbose: Any = 0) -> np.ndarray:
+        """The embeddings of `x`, float32 `(n, dim)`, encoded in batches."""
+        return encode(self.encoder, x, self.batch_size, verbose)
+
+    def pair_distances(self, x1: Any, x2: Any) -> np.ndarray:
+        """Distances between the embeddings of `x1[i]` and `x2[i]`, float64 `(n,)`.
+
+        Raises:
+            ValueError: if `x1` and `x2` hold different numbers of inputs.
+        """
+        a, b = self.embed(x1), self.embed(x2)
+        if a.shape != b.shape:
+            raise ValueError(
+                "`x1` and `x2` must hold the same number of inputs; their "
+                f"embeddings have shapes {a.shape} and {b.shape}."
+            )
+        return paired_exact(a, b, self._distance)
+
+    def calibrate(
+        self,
+        x1: Any,
+        x2: Any,
+        same: Any,
+        target: str = "accuracy",
+        value: float | None = None,
+    ) -> Calibration:
+        """Choose the threshold on labelled pairs `(x1[i], x2[i])`.
+
+        Args:
+            x1: first inputs of the pairs.
+            x2: second inputs.
+            same: true (or 1) where a pair is of one class.
+            target: `"accuracy"`, `"precision"` or `"far"`, as in
+                `calibrate_threshold`.
+            value: the precision or false-accept rate to reach.
+
+        Returns:
+            The `Calibration`, also kept as `self.calibration`; its threshold
+            becomes `self.threshold`.
+        """
+        calibration = calibrate_threshold(
+            self.pair_distances(x1, x2), same, target=target, value=value
+        )
+        self.calibration = calibration
+        self.threshold = calibration.threshold
+        return calibration
+
+    def _threshold_or(self, threshold: float | None) -> float:
+        if threshold is not None:
+            return check_float(threshold, "threshold", minimum=0.0)
+        if self._threshold is None:
+            raise ValueError(
+                "The verifier has no threshold: call `calibrate` first, set "
+                "`threshold`, or pass `threshold=`."
+            )
+        return self._threshold
+
+    def verify(self, x1: Any, x2: Any, threshold: float | None = None) -> np.ndarray:
+        """Whether each pair `(x1[i], x2[i])` is "the same": a boolean `(n,)` array.
+
+        Args:
+            x1: first inputs.
+            x2: second inputs.
+            threshold: overrides the verifier's threshold for this call.
+
+        Raises:
+            ValueError: without a threshold, or for mismatched inputs.
+        """
+        threshold = self._threshold_or(threshold)
+        return self.pair_distances(x1, x2) < threshold
+
+    def enroll(self, x: Any, labels: Any) -> None:
+        """Encode `x` and add it, with its labels, to the gallery."""
+        embeddings = self.embed(x)
+        if self._index is None:
+            self._index = EmbeddingIndex(self._distance)
+        self._index.add(embeddings, labels)
+
+    def identify(
+        self,
+        x: Any,
+        threshold: float | None = None,
+        index: EmbeddingIndex | None = None,
+        return_distances: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The label of each query's nearest gallery item, or "unknown".
+
+        A query whose nearest gallery item is at `threshold` or farther gets
+        the `unknown` marker (open-set identification).
+
+        Args:
+            x: the queries' inputs.
+            threshold: overrides the verifier's threshold for this call.
+            index: a labelled gallery to search instead of the verifier's.
+            return_distances: also return the distance to the nearest item.
+
+        Returns:
+            The `(n,)` labels (with the marker where unknown), and, with
+            `return_distances`, the `(n,)` float32 distances.
+
+        Raises:
+            ValueError: without a threshold, without a labelled gallery, or
+                for a gallery with another distance.
+        """
+        threshold = self._threshold_or(threshold)
+        gallery = self._index if index is None else index
+        if gallery is None:
+            raise ValueError(
+                "No gallery to identify against: `enroll` labelled examples, or "
+                "pass `index=`."
+            )
+        if gallery.distance != self._distance:
+            raise ValueError(
+                f"The index searches with distance={gallery.distance!r} but the "
+                f"verifier measures distance={self._distance!r}; they must agree."
+            )
+        if gallery.labels is None:
+            raise ValueError("The gallery holds no labels to identify with.")
+        distances, indices = gallery.search(self.embed(x), k=1)
+        labels = gallery.labels_of(indices[:, 0])
+        known = distances[:, 0] < threshold
+        kind = {"i": "int", "U": "str"}.get(labels.dtype.kind)
+        marker = self.unknown if self.unknown is not None else DEFAULT_UNKNOWN.get(kind)
+        fits = (kind == "int" and isinstance(marker, int)) or (
+            kind == "str" and isinstance(marker, str)
+        )
+        if fits:
+            answer = np.where(known, labels, marker)
+        else:  # a marker of another kind than the labels: keep both as they are
+            answer = labels.astype(object)
+            answer[~known] = marker
+        if return_distances:
+            return answer, distances[:, 0]
+        return answer
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the encoder, distance, threshold and gallery to one directory.
+
+        The layout of `EmbeddingIndex.save`, plus `encoder.keras` and the
+        verifier's settings in `index.json`; `EmbeddingIndex.load` reads the
+        gallery from it too.
+
+        Args:
+            path: the directory to write (created if needed).
+
+        Raises:
+            ValueError: as `EmbeddingIndex.save`.
+        """
+        index = (
+            self._index if self._index is not None else EmbeddingIndex(self._distance)
+        )
+        metadata = index._metadata()
+        metadata["verifier"] = {
+            "threshold": self._threshold,
+            "unknown": self.unknown,
+            "batch_size": self.batch_size,
+            "calibration": None
+            if self.calibration is None
+            else self.calibration.as_dict(),
+        }
+        embeddings = index.embeddings
+        if index.dim is None:
+            embeddings = np.zeros((0, 0), dtype=np.float32)
+        _storage.write(
+            path, metadata, np.asarray(embeddings), index.labels, self.encoder
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, engine: str | None = None) -> Verifier:
+        """Load a verifier written by `save`, on any backend.
+
+        The encoder loads with Keras' safe mode and without its training
+        configuration.
+
+        Args:
+            path: the saved directory.
+            engine: search the gallery with this engine instead of the saved
+                one.
+
+        Raises:
+            ValueError: if the directory is not a saved verifier, or is
+                malformed, truncated or tampered with.
+        """
+        record = _storage.read(path)
+        settings = record.get("verifier")
+        if settings is None or record["encoder_path"] is None:
+            raise ValueError(
+                f"Cannot load a verifier from {os.fspath(path)}: it holds an index "
+                "without an encoder (load it with EmbeddingIndex.load)."
+            )
+        try:
+            encoder = keras.saving.load_model(
+                record["encoder_path"], compile=False, safe_mode=True
+            )
+        except Exception as error:  # a crafted archive fails in many ways
+            raise ValueError(
+                f"Cannot load the encoder saved at {record['encoder_path']}: {error}"
+            ) from error
+        index = None
+        if record["count"]:
+            index = EmbeddingIndex._from_record(record, engine)
+        try:
+            verifier = cls(
+                encoder,
+                record["distance"],
+                settings.get("threshold"),
+                index,
+                batch_size=settings.get("batch_size", 256),
+                unknown=settings.get("unknown"),
+            )
+            calibration = settings.get("calibration")
+            if calibration is not None:
+                verifier.calibration = Calibration(**calibration)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Cannot load the verifier saved at {os.fspath(path)}: its settings "
+                f"are invalid ({error})"
+            ) from None
+        return verifier

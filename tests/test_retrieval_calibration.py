@@ -1,0 +1,146 @@
+"""calibrate_threshold against brute force over thresholds, and on held-out pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from keras_siamese import calibrate_threshold, verification_accuracy
+
+pair_sets = (
+    st.integers(2, 30)
+    .flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(
+                "float64", n, elements=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0])
+            ),
+            hnp.arrays("bool", n),
+        )
+    )
+    .filter(lambda data: 0 < data[1].sum() < data[1].size)
+)
+
+
+def figures(distances, same, threshold):
+    accepted = distances < threshold
+    tp = int((accepted & same).sum())
+    fp = int((accepted & ~same).sum())
+    return {
+        "accuracy": float(np.mean(accepted == same)),
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / same.sum(),
+        "far": fp / (~same).sum(),
+    }
+
+
+def candidate_thresholds(distances):
+    values = np.unique(distances)
+    return np.concatenate(
+        [[values[0]], (values[1:] + values[:-1]) / 2, [values[-1] + 1]]
+    )
+
+
+def check_figures(result, distances, same):
+    expected = figures(distances, same, result.threshold)
+    assert result.accuracy == pytest.approx(expected["accuracy"])
+    assert result.precision == pytest.approx(expected["precision"])
+    assert result.recall == pytest.approx(expected["recall"])
+    assert result.far == pytest.approx(expected["far"])
+    assert result.frr == pytest.approx(1 - expected["recall"])
+    assert result.pairs == distances.size
+
+
+@given(data=pair_sets)
+def test_accuracy_target_is_the_best_threshold(data):
+    distances, same = data
+    result = calibrate_threshold(distances, same)
+    best = max(
+        figures(distances, same, t)["accuracy"] for t in candidate_thresholds(distances)
+    )
+    assert result.accuracy == pytest.approx(best)
+    check_figures(result, distances, same)
+    assert (result.accuracy, result.threshold) == verification_accuracy(distances, same)
+
+
+@given(data=pair_sets, value=st.sampled_from([0.5, 0.75, 0.9, 1.0]))
+def test_precision_target_is_the_largest_threshold_reaching_it(data, value):
+    distances, same = data
+    reaching = [
+        t
+        for t in candidate_thresholds(distances)[1:]
+        if figures(distances, same, t)["precision"] >= value
+    ]
+    if not reaching:
+        with pytest.raises(ValueError, match="No threshold reaches precision"):
+            calibrate_threshold(distances, same, "precision", value)
+        return
+    result = calibrate_threshold(distances, same, "precision", value)
+    assert result.threshold == pytest.approx(max(reaching))
+    assert result.precision >= value
+    check_figures(result, distances, same)
+
+
+@given(data=pair_sets, value=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_far_target_is_the_largest_threshold_within_it(data, value):
+    distances, same = data
+    within = [
+        t
+        for t in candidate_thresholds(distances)
+        if figures(distances, same, t)["far"] <= value
+    ]
+    result = calibrate_threshold(distances, same, target="far", value=value)
+    assert result.threshold == pytest.approx(max(within))
+    check_figures(result, distances, same)
+    assert result.as_dict()["target"] == "far"
+
+
+def test_precision_holds_on_held_out_pairs():
+    """Threshold from one half of the pairs, precision measured on the other."""
+    rng = np.random.default_rng(0)
+    classes, per_class, dim = 50, 40, 8
+    labels = np.repeat(np.arange(classes), per_class)
+    embeddings = rng.normal(size=(classes, dim))[labels] * 1.5 + rng.normal(
+        size=(labels.size, dim)
+    )
+    first = rng.integers(0, labels.size, 400_000)
+    second = rng.integers(0, labels.size, 400_000)
+    distances = np.linalg.norm(embeddings[first] - embeddings[second], axis=1)
+    same = labels[first] == labels[second]
+    half = distances.size // 2
+    for target in (0.9, 0.95, 0.99):
+        result = calibrate_threshold(distances[:half], same[:half], "precision", target)
+        held_out = figures(distances[half:], same[half:], result.threshold)
+        assert abs(held_out["precision"] - target) <= 0.01
+        far = calibrate_threshold(distances[:half], same[:half], "far", 1 - target)
+        assert figures(distances[half:], same[half:], far.threshold)["far"] == (
+            pytest.approx(1 - target, abs=0.01)
+        )
+
+
+def test_bad_arguments_raise():
+    d, same = [0.1, 0.2, 0.3], [1, 0, 0]
+    with pytest.raises(ValueError, match="`target`"):
+        calibrate_threshold(d, same, target="recall")
+    with pytest.raises(ValueError, match="needs a `value`"):
+        calibrate_threshold(d, same, target="precision")
+    with pytest.raises(ValueError, match="must be None"):
+        calibrate_threshold(d, same, value=0.9)
+    with pytest.raises(ValueError, match="`value`"):
+        calibrate_threshold(d, same, target="precision", value=0.0)
+    with pytest.raises(ValueError, match="`value`"):
+        calibrate_threshold(d, same, target="far", value=1.5)
+    with pytest.raises(TypeError, match="`value`"):
+        calibrate_threshold(d, same, target="far", value="low")
+    with pytest.raises(ValueError, match="both same and different"):
+        calibrate_threshold(d, [1, 1, 1])
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_threshold([0.1, np.nan], [1, 0])
+    with pytest.raises(ValueError, match="one value per pair"):
+        calibrate_threshold(d, [1, 0])
+    with pytest.raises(ValueError, match="empty"):
+        calibrate_threshold([], [])
+    with pytest.raises(TypeError, match="`same`"):
+        calibrate_threshold(d, ["yes", "no", "no"])

@@ -1,0 +1,112 @@
+"""RetrievalEvaluation writes retrieval metrics into fit's logs."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_siamese import OnlineTripletLoss, RetrievalEvaluation, retrieval_metrics
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    y = rng.permutation(np.repeat(np.arange(6), 10))
+    x = (rng.normal(size=(6, 5))[y] + 0.8 * rng.normal(size=(60, 5))).astype("float32")
+    return x, y
+
+
+def encoder_for(data):
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    encoder.compile(optimizer=keras.optimizers.Adam(0.01), loss=OnlineTripletLoss())
+    return encoder
+
+
+def test_metrics_reach_history_early_stopping_and_checkpoints(data, tmp_path):
+    x, y = data
+    encoder = encoder_for(data)
+    callback = RetrievalEvaluation(
+        encoder, x, y, metrics=("map_at_r", "precision_at_1")
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_map_at_r", mode="max", patience=50
+    )
+    best = tmp_path / "best.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        best, monitor="val_map_at_r", mode="max", save_best_only=True
+    )
+    with warnings.catch_warnings():
+        # A monitored metric missing from the logs would be a warning.
+        warnings.filterwarnings("error", message=".*available")
+        history = encoder.fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=20,
+            verbose=0,
+            callbacks=[callback, stop, checkpoint],
+        )
+    assert len(history.history["val_map_at_r"]) == 3
+    assert history.history["val_map_at_r"] == [
+        callback.history[e]["map_at_r"] for e in (1, 2, 3)
+    ]
+    assert best.exists()
+    # The last values are those of the trained encoder.
+    expected = retrieval_metrics(
+        encoder.predict(x, verbose=0), y, include=("map_at_r", "precision_at_1")
+    )
+    assert callback.history[3] == pytest.approx(expected)
+    assert history.history["val_precision_at_1"][-1] == pytest.approx(
+        expected["precision_at_1"]
+    )
+
+
+def test_every_n_epochs_and_a_reference_set(data):
+    x, y = data
+    encoder = encoder_for(data)
+    callback = RetrievalEvaluation(
+        encoder,
+        x[:20],
+        y[:20],
+        reference_x=x[20:],
+        reference_y=y[20:],
+        metrics=("mean_reciprocal_rank",),
+        every_n_epochs=2,
+        prefix="test_",
+    )
+    history = encoder.fit(
+        x, y, epochs=4, batch_size=20, verbose=0, callbacks=[callback]
+    )
+    assert sorted(callback.history) == [2, 4]
+    # Keras' History records a metric only on the epochs that have it.
+    assert history.history["test_mean_reciprocal_rank"] == [
+        callback.history[2]["mean_reciprocal_rank"],
+        callback.history[4]["mean_reciprocal_rank"],
+    ]
+    expected = retrieval_metrics(
+        encoder.predict(x[:20], verbose=0),
+        y[:20],
+        encoder.predict(x[20:], verbose=0),
+        y[20:],
+        include=("mean_reciprocal_rank",),
+    )
+    assert callback.history[4] == pytest.approx(expected)
+
+
+def test_bad_arguments_raise(data):
+    x, y = data
+    encoder = encoder_for(data)
+    with pytest.raises(TypeError, match="predict"):
+        RetrievalEvaluation(object(), x, y)
+    with pytest.raises(ValueError, match="one label per row"):
+        RetrievalEvaluation(encoder, x, y[:-1])
+    with pytest.raises(ValueError, match="unknown"):
+        RetrievalEvaluation(encoder, x, y, metrics=("recall_at_5",))
+    with pytest.raises(ValueError, match="`every_n_epochs`"):
+        RetrievalEvaluation(encoder, x, y, every_n_epochs=0)
+    with pytest.raises(ValueError, match="both `reference_x` and `reference_y`"):
+        RetrievalEvaluation(encoder, x, y, reference_x=x)

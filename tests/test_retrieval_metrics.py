@@ -1,0 +1,230 @@
+"""retrieval_metrics: hand-computed cases, a brute-force reference, and PML."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from keras_siamese import map_at_r, recall_at_k, retrieval_metrics
+from keras_siamese.retrieval import _search
+from keras_siamese.retrieval.metrics import KNN_METRICS
+
+
+def reference_metrics(queries, labels, references=None, reference_labels=None):
+    """PML's definitions with a full ranking per query, Euclidean distance."""
+    loo = references is None
+    if loo:
+        references, reference_labels = queries, labels
+    queries = np.asarray(queries, dtype=np.float64)
+    references = np.asarray(references, dtype=np.float64)
+    scores = {name: [] for name in KNN_METRICS}
+    for i, q in enumerate(queries):
+        d = np.sqrt(((references - q) ** 2).sum(axis=1))
+        order = [j for j in np.lexsort((np.arange(len(d)), d)) if not (loo and j == i)]
+        relevant = [reference_labels[j] == labels[i] for j in order]
+        r = sum(relevant)
+        if r == 0:
+            continue
+        scores["precision_at_1"].append(float(relevant[0]))
+        scores["r_precision"].append(sum(relevant[:r]) / r)
+        found, total = 0, 0.0
+        for rank, hit in enumerate(relevant[:r], start=1):
+            if hit:
+                found += 1
+                total += found / rank
+        scores["map_at_r"].append(total / r)
+        scores["mean_reciprocal_rank"].append(1.0 / (relevant.index(True) + 1))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def clustered(n, dim, classes, spread, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    centres = rng.normal(size=(classes, dim)) * 3
+    return (centres[labels] + spread * rng.normal(size=(n, dim))).astype(
+        "float32"
+    ), labels
+
+
+def test_hand_computed_values():
+    # Query 2 (label 1) has R = 2 same-class items at ranks 3 and 4 (after the
+    # two label-0 points at distances 2 and 3); query 4 finds label 0 first.
+    x = np.array([[0.0], [1.0], [3.0], [50.0], [2.0]])
+    labels = np.array([0, 0, 1, 1, 1])
+    got = retrieval_metrics(x, labels)
+    assert got == pytest.approx(
+        {
+            "precision_at_1": 4 / 5,
+            "r_precision": (1 + 1 + 0.5 + 1 + 0.5) / 5,
+            "map_at_r": (1 + 1 + 0.5 + 1 + 0.25) / 5,
+            "mean_reciprocal_rank": (1 + 1 + 1 + 1 + 0.5) / 5,
+        }
+    )
+    # Against a separate reference set: query 0 (label "a") has R = 2 at
+    # ranks 2 and 3, so AP@R = (0 + 1/2) / 2 and its first hit has rank 2.
+    got = retrieval_metrics(
+        np.array([[0.0]]),
+        np.array(["a"]),
+        np.array([[0.5], [1.0], [2.0], [9.0]]),
+        np.array(["b", "a", "a", "b"]),
+    )
+    assert got == pytest.approx(
+        {
+            "precision_at_1": 0.0,
+            "r_precision": 0.5,
+            "map_at_r": 0.25,
+            "mean_reciprocal_rank": 0.5,
+        }
+    )
+
+
+@pytest.mark.parametrize("block_bytes", [2**14, 2**26])
+def test_matches_the_brute_force_reference(block_bytes):
+    x, labels = clustered(300, 6, 12, 2.0, seed=0)
+    expected = reference_metrics(x, labels)
+    assert retrieval_metrics(x, labels, block_bytes=block_bytes) == pytest.approx(
+        expected
+    )
+    # Every metric comes from one engine with recall_at_k and map_at_r.
+    assert recall_at_k(x, labels, 1) == pytest.approx(expected["precision_at_1"])
+    assert map_at_r(x, labels) == pytest.approx(expected["map_at_r"])
+    queries, query_labels = x[:50], labels[:50]
+    expected = reference_metrics(queries, query_labels, x[50:], labels[50:])
+    got = retrieval_metrics(
+        queries, query_labels, x[50:], labels[50:], block_bytes=block_bytes
+    )
+    assert got == pytest.approx(expected)
+
+
+def test_reciprocal_rank_beyond_the_r_nearest_is_counted():
+    # Query 0's only same-class item is the farthest of 40: rank 39.
+    x = np.arange(40, dtype="float32")[:, None]
+    labels = np.arange(40)
+    labels[39] = 0
+    got = retrieval_metrics(x[:1], labels[:1], x[1:], labels[1:], block_bytes=256)
+    assert got["mean_reciprocal_rank"] == pytest.approx(1 / 39)
+    assert got["precision_at_1"] == got["map_at_r"] == 0.0
+
+
+def test_lone_queries_are_left_out_and_nothing_to_find_raises():
+    x = np.array([[0.0], [0.1], [7.0]])
+    got = retrieval_metrics(x, [0, 0, 1])  # class 1 has a single member
+    assert got == {name: 1.0 for name in KNN_METRICS}
+    with pytest.raises(ValueError, match="same-class"):
+        retrieval_metrics(x, [0, 1, 2])
+
+
+def test_include_selects_and_orders_the_metrics():
+    x, labels = clustered(40, 3, 4, 0.1, seed=1)
+    got = retrieval_metrics(x, labels, include=["map_at_r", "precision_at_1"])
+    assert list(got) == ["map_at_r", "precision_at_1"]
+    with pytest.raises(ValueError, match=r"unknown.*recall"):
+        retrieval_metrics(x, labels, include=("recall",))
+    with pytest.raises(TypeError, match="tuple of metric names"):
+        retrieval_metrics(x, labels, include="nmi")
+    with pytest.raises(ValueError, match="`distance`"):
+        retrieval_metrics(x, labels, distance="hamming")
+    with pytest.raises(ValueError, match="one label per row"):
+        retrieval_metrics(x, labels[:-1])
+    with pytest.raises(ValueError, match="finite"):
+        retrieval_metrics(np.full((3, 2), np.nan), [0, 0, 1])
+    with pytest.raises(ValueError, match="embedding size 3"):
+        retrieval_metrics(x, labels, x[:, :2], labels)
+
+
+def test_clustering_metrics():
+    pytest.importorskip("sklearn")
+    x, labels = clustered(200, 8, 5, 0.05, seed=2)
+    got = retrieval_metrics(x, labels, include=("nmi", "ami"))
+    assert got == pytest.approx({"nmi": 1.0, "ami": 1.0})
+    noise = np.random.default_rng(3).normal(size=(200, 8))
+    got = retrieval_metrics(noise, labels, include=("nmi", "ami"))
+    assert got["ami"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_clustering_without_scikit_learn_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    x, labels = clustered(20, 2, 2, 0.1, seed=4)
+    with pytest.raises(ImportError, match=r"keras-siamese\[retrieval\]"):
+        retrieval_metrics(x, labels, include=("precision_at_1", "nmi"))
+    assert set(retrieval_metrics(x, labels)) == set(KNN_METRICS)  # no sklearn needed
+
+
+def test_large_leave_one_out_holds_one_block_at_a_time(monkeypatch):
+    shapes = []
+    original = _search.PreparedGallery.scores
+
+    def recording(self, queries, tile):
+        result = original(self, queries, tile)
+        shapes.append(tuple(result.shape))
+        return result
+
+    monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
+    x, labels = clustered(2000, 16, 40, 1.0, seed=5)
+    block_bytes = 2**18
+    small = retrieval_metrics(x, labels, block_bytes=block_bytes)
+    assert max(rows * columns for rows, columns in shapes) <= block_bytes // 4
+    monkeypatch.setattr(_search.PreparedGallery, "scores", original)
+    assert small == pytest.approx(retrieval_metrics(x, labels))
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+@pytest.mark.parametrize("separate_references", [False, True])
+def test_equals_pytorch_metric_learning(distance, separate_references):
+    """The definitions are PML's `AccuracyCalculator`'s (torch environment only)."""
+    pytest.importorskip("torch")
+    pml = pytest.importorskip("pytorch_metric_learning")
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+    from sklearn.cluster import KMeans
+
+    del pml
+    x, labels = clustered(400, 8, 10, 2.5, seed=6)
+
+    def kmeans(query, clusters):
+        fitted = KMeans(n_clusters=clusters, n_init=1, max_iter=20, random_state=0)
+        return fitted.fit(query.cpu().numpy()).labels_
+
+    euclidean = LpDistance(normalize_embeddings=False)  # PML normalises by default
+    knn = CustomKNN(euclidean if distance == "euclidean" else CosineSimilarity())
+    calculator = AccuracyCalculator(
+        include=(
+            "precision_at_1",
+            "r_precision",
+            "mean_average_precision_at_r",
+            "mean_reciprocal_rank",
+            "NMI",
+            "AMI",
+        ),
+        device=__import__("torch").device("cpu"),
+        knn_func=knn,
+        kmeans_func=kmeans,
+    )
+    if separate_references:
+        args = (x[:100], labels[:100], x[100:], labels[100:])
+    else:
+        args = (x, labels)
+    expected = calculator.get_accuracy(*args)
+    got = retrieval_metrics(
+        *args,
+        distance=distance,
+        include=(
+            "precision_at_1",
+            "r_precision",
+            "map_at_r",
+            "mean_reciprocal_rank",
+            "nmi",
+            "ami",
+        ),
+    )
+    assert got["precision_at_1"] == pytest.approx(expected["precision_at_1"])
+    assert got["r_precision"] == pytest.approx(expected["r_precision"])
+    assert got["map_at_r"] == pytest.approx(expected["mean_average_precision_at_r"])
+    assert got["mean_reciprocal_rank"] == pytest.approx(
+        expected["mean_reciprocal_rank"]
+    )
+    assert got["nmi"] == pytest.approx(expected["NMI"])
+    assert got["ami"] == pytest.approx(expected["AMI"])
