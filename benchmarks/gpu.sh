@@ -26,7 +26,8 @@
 # in a dry run KERAS_BACKEND or jax), STEPS (default "training branches
 # mining search training_jit", in that order; name fewer to rerun some),
 # BUDGET, WHEELS (default .whl), SEARCH_ARGS / SEARCH_DRY_ARGS (the options
-# of bench_search.py, none by default).
+# of bench_search.py; by default the exact Keras engines, as the device has
+# no faiss).
 
 set -uo pipefail
 
@@ -75,13 +76,17 @@ if [ "$DRY_RUN" = 1 ]; then
   TRAINING_ARGS=(--pairs 256 --rounds 1 --variants "$VARIANTS")
   BRANCHES_ARGS=(--encoders mlp --steps 1 --rounds 1 --batch-size 16)
   MINING_ARGS=(--sizes 32 --dim 8 --modes semi_hard --repeats 1)
-  read -r -a SEARCH <<<"${SEARCH_DRY_ARGS:-}"
+  SEARCH=(--sizes 500 --queries 20 --repeats 1 --engines "keras euclidean"
+    --metrics-sizes 300 --calibration-pairs 1000)
+  [ -n "${SEARCH_DRY_ARGS:-}" ] && read -r -a SEARCH <<<"$SEARCH_DRY_ARGS"
   LIMITS=(training=300 branches=150 mining=150 search=150 training_jit=0)
 else
   TRAINING_ARGS=(--pairs 25600 --rounds 5 --variants "$VARIANTS")
   BRANCHES_ARGS=(--steps 40 --rounds 5)
   MINING_ARGS=(--sizes 1024 4096 8192 --dim 512 --repeats 3 --naive-limit-gib 16)
-  read -r -a SEARCH <<<"${SEARCH_ARGS:-}"
+  SEARCH=(--sizes 100000 1000000 --queries 10000 --engines "keras euclidean"
+    "keras cosine" --metrics-sizes 60502 --calibration-pairs 10000000)
+  [ -n "${SEARCH_ARGS:-}" ] && read -r -a SEARCH <<<"$SEARCH_ARGS"
   LIMITS=(training=100 branches=60 mining=120 search=60 training_jit=120)
 fi
 JIT_ARGS=(--pairs 25600 --rounds 3 --variants b_package,b_jit,c_native)

@@ -314,9 +314,9 @@ def held_out_classes(y: np.ndarray, count: int) -> np.ndarray:
         ValueError: unless at least two classes are left for training, and
             `count` is 0 or at least 2.
 
-    Example:
-    >>> held_out_classes(np.arange(10), 5).tolist()
-    [5, 6, 7, 8, 9]
+    Examples:
+        >>> held_out_classes(np.arange(10), 5).tolist()
+        [5, 6, 7, 8, 9]
     """
     classes = np.unique(y)
     if count == 1 or count < 0:

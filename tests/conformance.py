@@ -10,7 +10,8 @@ Keras' own `run_layer_test`.
 To add a public layer, loss or metric, add one line to `CASES` (constructor
 arguments that differ from the defaults make the config checks stronger).
 Layers take `inputs`, the per-example shapes of the tensors they are called
-on (a pair of `(4,)` embeddings by default), and `output`, the expected output
+on (a pair of `(4,)` embeddings by default; one shape such as `(4,)` for a
+layer called on a single tensor), and `output`, the expected output
 shape with `None` for the batch. Losses and metrics take the layout of their
 `(y_true, y_pred)`: one of `LAYOUTS`.
 """
@@ -25,13 +26,21 @@ import keras
 import numpy as np
 
 from keras_siamese import (
+    ArcFaceLoss,
+    CircleLoss,
     ContrastiveLoss,
+    CosFaceLoss,
     CosineDistance,
+    CosineProxies,
     EuclideanDistance,
     ManhattanDistance,
+    MultiSimilarityLoss,
+    NTXentLoss,
     OnlineTripletLoss,
     PairAccuracy,
+    ProxyAnchorLoss,
     SiameseWrapper,
+    SupervisedContrastiveLoss,
     TripletAccuracy,
     TripletLoss,
 )
@@ -85,6 +94,16 @@ LAYOUTS = {
             lambda rng: rng.normal(size=(BATCH, 3)),
             OnlineTripletLoss,
         ),
+        Layout(
+            "proxies",  # class labels; (batch, num_classes) cosines to the proxies
+            (4,),
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3), CosineProxies(4)]
+            ),
+            lambda rng: np.arange(BATCH) % 4,
+            lambda rng: rng.uniform(-1.0, 1.0, (BATCH, 4)),
+            ArcFaceLoss,
+        ),
     ]
 }
 
@@ -133,10 +152,18 @@ CASES = [
     layer("wrapper-stack", SiameseWrapper, lambda: {"layer": mlp(), "merge": "stack"}, (None, 2, 3)),
     layer("wrapper-concat", SiameseWrapper, lambda: {"layer": mlp(), "merge": "concat"}, (None, 6)),
     layer("wrapper-distance", SiameseWrapper, lambda: {"layer": mlp(), "merge": ManhattanDistance()}, (None, 1)),
+    layer("cosine-proxies", CosineProxies, {"num_classes": 5, "sub_centers": 3, "lr_multiplier": 10.0}, (None, 5), inputs=(4,)),
     loss("contrastive", ContrastiveLoss, {"margin": 2.5, "reduction": "sum", "name": "c"}, "pairs"),
     loss("triplet", TripletLoss, {"margin": 0.2, "distance": "squared_euclidean", "soft": True}, "triplets"),
     loss("online-semi-hard", OnlineTripletLoss, {"mining": "semi_hard", "margin": 0.3, "distance": "cosine", "soft": True}, "labels"),
     loss("online-batch-all", OnlineTripletLoss, {"mining": "batch_all", "distance": "manhattan"}, "labels"),
+    loss("supervised-contrastive", SupervisedContrastiveLoss, {"temperature": 0.2}, "labels"),
+    loss("ntxent", NTXentLoss, {"temperature": 0.1}, "labels"),
+    loss("multi-similarity", MultiSimilarityLoss, {"alpha": 1.5, "mining": True}, "labels"),
+    loss("circle", CircleLoss, {"m": 0.3, "gamma": 32.0}, "labels"),
+    loss("arcface", ArcFaceLoss, {"margin": 20.0, "scale": 30.0}, "proxies"),
+    loss("cosface", CosFaceLoss, {"margin": 0.3}, "proxies"),
+    loss("proxy-anchor", ProxyAnchorLoss, {"margin": 0.2, "alpha": 16.0}, "proxies"),
     metric("pair-accuracy", PairAccuracy, {"threshold": 0.3, "name": "pa"}, "pairs"),
     metric("triplet-accuracy", TripletAccuracy, {"distance": "cosine"}, "triplets"),
 ]

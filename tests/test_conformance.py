@@ -44,15 +44,34 @@ def _expected_shapes(case: Case, batch: int | None) -> list[tuple]:
     return [(batch, *shape[1:]) for shape in shapes]
 
 
-def _layer_inputs(case: Case, dtype: str = "float32") -> tuple:
+def _single(case: Case) -> bool:
+    """Whether the layer takes one tensor (`inputs` is one shape, not a tuple)."""
+    return isinstance(case.inputs[0], int)
+
+
+def _input_shapes(case: Case) -> tuple:
+    return (case.inputs,) if _single(case) else case.inputs
+
+
+def _one_or_tuple(case: Case, tensors: tuple) -> Any:
+    return tensors[0] if _single(case) else tensors
+
+
+def _layer_inputs(case: Case, dtype: str = "float32") -> Any:
     rng = _rng()
-    return tuple(
-        keras.ops.cast(rng.normal(size=(2, *shape)), dtype) for shape in case.inputs
+    return _one_or_tuple(
+        case,
+        tuple(
+            keras.ops.cast(rng.normal(size=(2, *shape)), dtype)
+            for shape in _input_shapes(case)
+        ),
     )
 
 
-def _symbolic_layer_inputs(case: Case, dtype: str = "float32") -> tuple:
-    return tuple(keras.Input(shape, dtype=dtype) for shape in case.inputs)
+def _symbolic_layer_inputs(case: Case, dtype: str = "float32") -> Any:
+    return _one_or_tuple(
+        case, tuple(keras.Input(shape, dtype=dtype) for shape in _input_shapes(case))
+    )
 
 
 def _loss_data(case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -167,12 +186,14 @@ def _reload(model: keras.Model, tmp_path) -> keras.Model:
 
 @pytest.mark.parametrize("case", LAYERS, ids=str)
 def test_layer_model_reloads_from_keras_file_in_safe_mode(case, tmp_path):
-    inputs = list(_symbolic_layer_inputs(case))
+    inputs = _symbolic_layer_inputs(case)
+    inputs = inputs if _single(case) else list(inputs)
     model = keras.Model(inputs, case.build()(inputs))
     rng = _rng()
     # Weights unlike a fresh initialisation, so that only loading them matches.
     model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
-    x = [to_numpy(t) for t in _layer_inputs(case)]
+    x = keras.tree.map_structure(to_numpy, _layer_inputs(case))
+    x = x if _single(case) else list(x)
     restored = _reload(model, tmp_path)
     assert len(restored.weights) == len(model.weights)
     assert isinstance(restored.layers[-1], case.cls)
@@ -283,6 +304,8 @@ def test_keras_run_layer_test(case):
     testing.TestCase().run_layer_test(
         case.cls,
         init_kwargs=case.init_kwargs(),
-        input_shape=tuple((2, *shape) for shape in case.inputs),
+        input_shape=_one_or_tuple(
+            case, tuple((2, *shape) for shape in _input_shapes(case))
+        ),
         expected_output_shape=tuple(expected) if len(expected) > 1 else expected[0],
     )

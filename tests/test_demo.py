@@ -132,6 +132,8 @@ def test_unknown_loss_and_dataset_raise():
 
 
 def test_other_backend_restarts_the_interpreter(monkeypatch):
+    # main() sets KERAS_BACKEND for the restart; monkeypatch restores it after.
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
     other = next(name for name in cli.BACKENDS if name != keras.backend.backend())
     calls = []
     monkeypatch.delenv(cli._RESTARTED, raising=False)
@@ -154,6 +156,8 @@ def test_other_backend_restarts_the_interpreter(monkeypatch):
 
 
 def test_restart_happens_only_once(monkeypatch, capsys):
+    # main() sets KERAS_BACKEND for the restart; monkeypatch restores it after.
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
     other = next(name for name in cli.BACKENDS if name != keras.backend.backend())
     monkeypatch.setenv(cli._RESTARTED, "1")
     monkeypatch.setattr(subprocess, "call", pytest.fail)

@@ -5,6 +5,7 @@ The config, JSON and `.keras` round trips of every layer are in
 `tests/test_conformance.py`.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -137,6 +138,7 @@ def test_loading_needs_the_package_imported_first(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", program],
         cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
         capture_output=True,
         text=True,
         timeout=300,

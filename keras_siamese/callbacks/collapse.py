@@ -17,6 +17,14 @@ class EmbeddingCollapseWarning(UserWarning):
 
     Issued by `CollapseMonitor`. Turn it into an error with
     `warnings.simplefilter("error", EmbeddingCollapseWarning)`.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("spread fell to 1%", EmbeddingCollapseWarning)
+        >>> issubclass(caught[0].category, UserWarning)
+        True
     """
 
 

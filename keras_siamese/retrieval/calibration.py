@@ -33,6 +33,17 @@ class Calibration:
         far: false-accept rate, the fraction of different pairs accepted.
         frr: false-reject rate, `1 - recall`.
         pairs: number of pairs calibrated on.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_siamese import calibrate_threshold
+        >>> result = calibrate_threshold(
+        ...     np.array([0.1, 0.2, 0.8, 0.9]), np.array([True, True, False, False])
+        ... )
+        >>> result.accuracy, result.far, result.pairs
+        (1.0, 0.0, 4)
+        >>> bool(0.2 < result.threshold <= 0.8)
+        True
     """
 
     threshold: float
