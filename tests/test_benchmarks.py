@@ -106,7 +106,6 @@ def test_bench_data_measures_every_sampler(tmp_path: Path, small_mnist: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_mnist_collapse_runs_every_kind_of_recipe(
     tmp_path: Path, small_mnist: Path
 ) -> None:
@@ -127,6 +126,7 @@ def test_mnist_collapse_runs_every_kind_of_recipe(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["mnist_contrastive.py", "mnist_triplet.py"])
 def test_reproductions_run_from_a_local_file(
     script: str, tmp_path: Path, small_mnist: Path
@@ -140,6 +140,10 @@ def test_reproductions_run_from_a_local_file(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() not in ("jax", "torch"),
+    reason="the GPU run benchmarks JAX and PyTorch",
+)
 def test_gpu_script_dry_run_takes_every_step(tmp_path: Path) -> None:
     """`gpu.sh --dry-run` runs the GPU run's steps at tiny sizes and reports them.
 

@@ -10,8 +10,6 @@ those predictions.
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 
 import keras
@@ -20,6 +18,7 @@ import pytest
 
 from keras_siamese import SiameseWrapper
 from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
+from tests.helpers import skip_if_saved_by_a_newer_keras
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SAVED_ON = ["tensorflow", "jax", "torch"]
@@ -33,26 +32,12 @@ def _compile_config_portable(saved_on: str) -> bool:
     return saved_on != "torch" or keras.backend.backend() == "torch"
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
-
-
-def _skip_if_saved_by_a_newer_keras(model_path: Path) -> None:
-    # Keras reads the files of older versions, not of newer ones (a newer
-    # Keras writes config keys that older layers refuse), so the minimum-Keras
-    # environment cannot read fixtures written with the current Keras.
-    with zipfile.ZipFile(model_path) as archive:
-        saved_by = json.loads(archive.read("metadata.json"))["keras_version"]
-    if _version(keras.__version__) < _version(saved_by):
-        pytest.skip(f"saved by Keras {saved_by}, newer than {keras.__version__}")
-
-
 @pytest.mark.parametrize("saved_on", SAVED_ON)
 def test_fixture_reloads_and_predicts_the_same(saved_on):
     model_path = FIXTURES / f"siamese_{saved_on}.keras"
     data_path = FIXTURES / f"siamese_{saved_on}.npz"
     assert model_path.exists(), f"missing fixture; run make_fixtures.py on {saved_on}"
-    _skip_if_saved_by_a_newer_keras(model_path)
+    skip_if_saved_by_a_newer_keras(model_path)
     compiled = _compile_config_portable(saved_on)
     model = keras.saving.load_model(model_path, compile=compiled)  # safe_mode=True
     with np.load(data_path) as data:
