@@ -228,7 +228,10 @@ def build(
     return embedder, model, data
 
 
-def train(name: str, x: np.ndarray, y: np.ndarray, args, seed: int) -> tuple:
+def train(
+    name: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace, seed: int
+) -> tuple[keras.Model, dict]:
+    """Fit one recipe; return its encoder and the run's timings and last loss."""
     embedder, model, data = build(name, x, y, args, seed)
     clock = EpochClock()
     history = model.fit(data, epochs=args.epochs, verbose=0, callbacks=[clock])
