@@ -267,3 +267,81 @@ def test_bench_search_times_every_engine_and_the_metrics(tmp_path: Path) -> None
         assert "keras euclidean: " in out  # the package / faiss ratio
     assert "300 x 128" in out
     assert "1,000 pairs" in out
+
+
+@pytest.mark.slow
+def test_compare_losses_scores_each_kind_of_loss_on_unseen_digits(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "compare_losses.py"),
+            *("--data", str(small_mnist), "--smoke", "--seeds", "0"),
+            # One loss of each kind: pairs, labelled, proxies (both
+            # initialisations), cross-batch memory.
+            *("--losses", "contrastive", "supcon", "arcface", "proxy_anchor"),
+            "xbm_multi_similarity",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": keras.backend.backend(),
+            "BENCH_RESULTS_DIR": str(results),
+        },
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in done.stdout.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    record = json.loads(
+        (results / f"compare_losses-{keras.backend.backend()}.json").read_text()
+    )
+    names = list(record["losses"])
+    assert names == [
+        "contrastive",
+        "supcon",
+        "arcface",
+        "proxy_anchor",
+        "xbm_multi_similarity",
+    ]
+    assert [row[1] for row in rows] == ["(raw pixels, no training)", *names]
+    assert 0.0 <= record["raw_pixels"]["precision_at_1"] <= 1.0
+    assert record["protocol"]["eval_digits"] == [6, 7, 8, 9]
+    assert record["protocol"]["head"] == "sigmoid"  # the notebook's encoder
+    for name, entry in record["losses"].items():
+        assert [run["seed"] for run in entry["runs"]] == [0], name
+        for run in entry["runs"]:
+            # Scores on the unseen digits are fractions (4 classes: chance 25%).
+            for metric in ("precision_at_1", "map_at_r", "one_shot_4way"):
+                assert 0.0 <= run[metric] <= 1.0, (name, metric, run)
+            assert run["seconds_per_epoch"] > 0
+    # mean ± std over the seeds in every metric column.
+    assert all(row[3].count("±") == 1 and row[5].count("±") == 1 for row in rows[1:])
+
+
+@pytest.mark.slow
+def test_compare_losses_full_trains_on_every_digit(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    out = run_script(
+        "compare_losses.py",
+        *("--data", str(small_mnist), "--smoke", "--full", "--no-json"),
+        cwd=tmp_path,
+    )
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    assert [row[1] for row in rows] == ["circle"]
+    assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
+    assert "all ten digits: 200 training images, 100 test images" in out
+    assert "last layer linear, one-pixel shifts on, cosine decay on" in out
