@@ -365,3 +365,39 @@ def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarra
     result = np.empty(len(values), dtype=object)
     result[:] = values
     return result
+
+
+def check_pair_distances(
+    distances: Any, labels: Any, argument: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of pairs and their same/different labels, as NumPy vectors.
+
+    Args:
+        distances: one distance per pair.
+        labels: one label per pair, true (or 1) for a same-class pair.
+        argument: the name of `labels`, for the error messages.
+
+    Returns:
+        The distances as float64 and the labels as booleans, both flat.
+
+    Raises:
+        ValueError: if the two differ in length, are empty, or a distance is
+            not finite.
+        TypeError: if the labels are not booleans or numbers.
+    """
+    distances = np.asarray(distances, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if distances.shape != labels.shape:
+        raise ValueError(
+            f"`distances` and `{argument}` must hold one value per pair; got "
+            f"{distances.size} distances and {labels.size} labels."
+        )
+    if distances.size == 0:
+        raise ValueError("`distances` is empty.")
+    if not np.all(np.isfinite(distances)):
+        raise ValueError("`distances` must be finite.")
+    if labels.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{argument}` must be booleans or 0/1 numbers; got dtype {labels.dtype}."
+        )
+    return distances, labels > 0.5

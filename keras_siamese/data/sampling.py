@@ -110,7 +110,12 @@ def _take(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return rows.view(np.ndarray) if type(rows) is not np.ndarray else rows
 
 
-def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct labels of `y` and the int64 code of each element.
+
+    Sorted labels where they can be ordered; labels that cannot (say ints
+    mixed with strings, as objects) in order of first appearance.
+    """
     try:
         classes, codes = np.unique(y, return_inverse=True)
     except TypeError:
@@ -124,7 +129,7 @@ def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         )
         classes = np.empty(len(mapping), dtype=object)
         classes[:] = list(mapping)
-    return classes, codes.reshape(-1)
+    return classes, np.asarray(codes, dtype=np.int64).reshape(-1)
 
 
 def describe_labels(labels: Any) -> str:
@@ -162,7 +167,7 @@ class LabelIndex:
                 f"`x` and `y` must have the same number of examples; got "
                 f"len(x) = {num_examples} and len(y) = {len(y)}."
             )
-        classes, codes = _encode(y)
+        classes, codes = encode_classes(y)
         if len(classes) < 2:
             raise ValueError(
                 "`y` must contain at least two classes, since negatives come "

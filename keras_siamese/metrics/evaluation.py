@@ -17,27 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from keras_siamese._checks import check_positive_int, renamed_argument
+from keras_siamese._checks import (
+    check_pair_distances,
+    check_positive_int,
+    renamed_argument,
+)
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES as _CHUNK_BYTES
 from keras_siamese.retrieval.calibration import best_accuracy_cut
 from keras_siamese.retrieval.metrics import RetrievalSet, average_precision_at_r
 
 _NAMES = ("embeddings", "labels", "gallery_embeddings", "gallery_labels")
-
-
-def _pairs(distances: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    distances = np.asarray(distances, dtype="float64").reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if distances.shape != labels.shape:
-        raise ValueError(
-            "`distances` and `labels` must hold one value per pair; got "
-            f"{distances.size} distances and {labels.size} labels."
-        )
-    if distances.size == 0:
-        raise ValueError("`distances` is empty.")
-    if not np.all(np.isfinite(distances)):
-        raise ValueError("`distances` must be finite.")
-    return distances, labels > 0.5
 
 
 def verification_accuracy(
@@ -66,7 +55,7 @@ def verification_accuracy(
         >>> verification_accuracy([0.1, 0.4, 0.6, 0.9], [1, 1, 0, 0])
         (1.0, 0.5)
     """
-    distances, similar = _pairs(distances, labels)
+    distances, similar = check_pair_distances(distances, labels)
     return best_accuracy_cut(distances, similar)
 
 
@@ -92,7 +81,7 @@ def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
         >>> roc_auc([0.1, 0.5, 0.5, 0.9], [1, 1, 0, 0])
         0.875
     """
-    distances, similar = _pairs(distances, labels)
+    distances, similar = check_pair_distances(distances, labels)
     n_similar = int(similar.sum())
     n_dissimilar = similar.size - n_similar
     if n_similar == 0 or n_dissimilar == 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_siamese.data.sampling import encode_classes
+
 
 def combine(*arrays: np.ndarray) -> np.ndarray:
     """Concatenate label arrays without casting one kind into another.
@@ -38,18 +40,6 @@ def encode(*arrays: np.ndarray) -> list[np.ndarray]:
     Returns:
         One int64 code array per input, with codes in `[0, classes)`.
     """
-    joined = combine(*arrays)
-    try:
-        _, codes = np.unique(joined, return_inverse=True)
-    except TypeError:
-        # Labels that cannot be ordered (say ints mixed with strings) are
-        # numbered in order of first appearance.
-        mapping: dict = {}
-        codes = np.fromiter(
-            (mapping.setdefault(label, len(mapping)) for label in joined.tolist()),
-            dtype=np.int64,
-            count=len(joined),
-        )
-    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    _, codes = encode_classes(combine(*arrays))
     bounds = np.cumsum([0] + [np.asarray(array).size for array in arrays])
     return [codes[bounds[i] : bounds[i + 1]] for i in range(len(arrays))]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_siamese._checks import check_choice, check_float
+from keras_siamese._checks import check_choice, check_float, check_pair_distances
 
 #: The criteria `calibrate_threshold` can aim for.
 TARGETS = ("accuracy", "precision", "far")
@@ -76,22 +76,7 @@ class _Cuts:
 
     @classmethod
     def of(cls, distances: Any, same: Any) -> _Cuts:
-        distances = np.asarray(distances, dtype=np.float64).reshape(-1)
-        same = np.asarray(same).reshape(-1)
-        if distances.shape != same.shape:
-            raise ValueError(
-                "`distances` and `same` must hold one value per pair; got "
-                f"{distances.size} distances and {same.size} labels."
-            )
-        if distances.size == 0:
-            raise ValueError("`distances` is empty.")
-        if not np.all(np.isfinite(distances)):
-            raise ValueError("`distances` must be finite.")
-        if same.dtype.kind not in "biuf":
-            raise TypeError(
-                f"`same` must be booleans or 0/1 numbers; got dtype {same.dtype}."
-            )
-        same = same > 0.5
+        distances, same = check_pair_distances(distances, same, "same")
         values, inverse = np.unique(distances, return_inverse=True)
         at_same = np.bincount(inverse.reshape(-1), weights=same, minlength=values.size)
         at_all = np.bincount(inverse.reshape(-1), minlength=values.size)
