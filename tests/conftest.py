@@ -11,9 +11,12 @@ import keras
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Derandomised, so every backend draws the same examples: 15 per property and
+# backend keep the three backends' runs within the CI budget; the `thorough`
+# profile explores far more.
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=15,
     derandomize=True,
     deadline=None,
     print_blob=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 
 import keras
@@ -20,7 +19,6 @@ from keras_siamese import (
     online_triplet_loss,
     supervised_contrastive_loss,
 )
-from keras_siamese.losses import memory
 from tests.helpers import to_numpy, value_and_grad
 
 MODES = ("batch_hard", "batch_all", "semi_hard")
@@ -562,8 +560,3 @@ def test_encoder_must_be_a_layer_and_fit_needs_labels():
             kwargs["sample_weight"] = np.ones(4)
         with pytest.raises(ValueError, match=match):
             train_step(model, x, **kwargs)
-
-
-def test_docstring_examples_run():
-    failures, attempted = doctest.testmod(memory, verbose=False)[:2]
-    assert failures == 0 and attempted > 0

@@ -17,6 +17,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 API_TARGET = re.compile(r"^::: (keras_siamese[\w.]*)\s*$", re.MULTILINE)
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
+# The guides' code is backend-agnostic and slow to run (it trains models);
+# it runs in the torch environment, the one that runs the slow tests.
+pytestmark = pytest.mark.slow
+
 
 def python_blocks(page: Path) -> list[str]:
     return FENCE.findall(page.read_text(encoding="utf-8"))

@@ -10,8 +10,6 @@ errors. `test_pml_goldens.py` compares with pytorch-metric-learning itself.
 
 from __future__ import annotations
 
-import doctest
-
 import keras
 import numpy as np
 import pytest
@@ -28,13 +26,6 @@ from keras_siamese import (
     multi_similarity_loss,
     ntxent_loss,
     supervised_contrastive_loss,
-)
-from keras_siamese.losses import (
-    circle,
-    multi_similarity,
-    ntxent,
-    online_triplet,
-    supervised_contrastive,
 )
 from tests.helpers import to_numpy, value_and_grad
 
@@ -481,17 +472,6 @@ def test_float64_inputs_compute_like_the_backends_matmul(name):
     assert got.dtype == native
     tolerance = 1e-9 if native == np.float64 else 1e-5
     np.testing.assert_allclose(got, LOSSES[name][1](labels, x), rtol=tolerance)
-
-
-@pytest.mark.parametrize(
-    "module",
-    [supervised_contrastive, ntxent, multi_similarity, circle, online_triplet],
-    ids=lambda module: module.__name__.rsplit(".", 1)[1],
-)
-def test_docstring_examples_run(module):
-    failures, attempted = doctest.testmod(module, verbose=False)[:2]
-    assert failures == 0
-    assert attempted > 0
 
 
 @pytest.mark.slow
