@@ -186,6 +186,8 @@ def test_bad_inputs_raise():
         verification_accuracy([0.1, 0.2], [1])
     with pytest.raises(ValueError, match="finite"):
         roc_auc([np.nan, 0.1], [0, 1])
+    with pytest.raises(TypeError, match="booleans or 0/1 numbers"):
+        verification_accuracy([0.1, 0.2], ["same", "different"])
     x, labels = np.zeros((3, 2)), np.array([0, 1, 2])
     with pytest.raises(ValueError, match="same-class"):
         recall_at_k(x, labels)

@@ -50,6 +50,7 @@ def verification_accuracy(
 
     Raises:
         ValueError: for empty, non-finite or mismatched inputs.
+        TypeError: for labels that are not booleans or numbers.
 
     Examples:
         >>> verification_accuracy([0.1, 0.4, 0.6, 0.9], [1, 1, 0, 0])
@@ -76,6 +77,7 @@ def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
     Raises:
         ValueError: if only one kind of pair is present, or for empty,
             non-finite or mismatched inputs.
+        TypeError: for labels that are not booleans or numbers.
 
     Examples:
         >>> roc_auc([0.1, 0.5, 0.5, 0.9], [1, 1, 0, 0])
