@@ -67,3 +67,19 @@ def skip_if_saved_by_a_newer_keras(model_path: Path) -> None:
         saved_by = json.loads(archive.read("metadata.json"))["keras_version"]
     if _version(keras.__version__) < _version(saved_by):
         pytest.skip(f"saved by Keras {saved_by}, newer than {keras.__version__}")
+
+
+def record_score_shapes(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Record the shape of every score block `EmbeddingIndex` search computes."""
+    from keras_siamese.retrieval import _search
+
+    shapes: list[tuple] = []
+    original = _search.PreparedGallery.scores
+
+    def recording(self: Any, queries: Any, tile: Any) -> Any:
+        result = original(self, queries, tile)
+        shapes.append(tuple(result.shape))
+        return result
+
+    monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
+    return shapes

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_siamese import EmbeddingIndex
-from keras_siamese.retrieval import _search
+from tests.helpers import record_score_shapes
 
 DISTANCES = ["euclidean", "squared_euclidean", "cosine", "manhattan"]
 
@@ -228,15 +228,7 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_scores_never_exceed_the_block_budget(monkeypatch):
-    shapes = []
-    original = _search.PreparedGallery.scores
-
-    def recording(self, queries, tile):
-        result = original(self, queries, tile)
-        shapes.append(tuple(result.shape))
-        return result
-
-    monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
+    shapes = record_score_shapes(monkeypatch)
     rng = np.random.default_rng(3)
     block_bytes = 2**16
     index = EmbeddingIndex(block_bytes=block_bytes)

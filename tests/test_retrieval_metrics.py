@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from keras_siamese import map_at_r, recall_at_k, retrieval_metrics
-from keras_siamese.retrieval import _search
 from keras_siamese.retrieval.metrics import KNN_METRICS
+from tests.helpers import record_score_shapes
 
 
 def reference_metrics(queries, labels, references=None, reference_labels=None):
@@ -153,20 +153,12 @@ def test_clustering_without_scikit_learn_says_how_to_install(monkeypatch):
 
 
 def test_large_leave_one_out_holds_one_block_at_a_time(monkeypatch):
-    shapes = []
-    original = _search.PreparedGallery.scores
-
-    def recording(self, queries, tile):
-        result = original(self, queries, tile)
-        shapes.append(tuple(result.shape))
-        return result
-
-    monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
+    shapes = record_score_shapes(monkeypatch)
     x, labels = clustered(2000, 16, 40, 1.0, seed=5)
     block_bytes = 2**18
     small = retrieval_metrics(x, labels, block_bytes=block_bytes)
     assert max(rows * columns for rows, columns in shapes) <= block_bytes // 4
-    monkeypatch.setattr(_search.PreparedGallery, "scores", original)
+    monkeypatch.undo()
     assert small == pytest.approx(retrieval_metrics(x, labels))
 
 
