@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import weakref
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -69,17 +71,34 @@ def skip_if_saved_by_a_newer_keras(model_path: Path) -> None:
         pytest.skip(f"saved by Keras {saved_by}, newer than {keras.__version__}")
 
 
-def record_score_shapes(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """Record the shape of every score block `EmbeddingIndex` search computes."""
+@dataclasses.dataclass
+class ScoreBlocks:
+    """What `record_score_blocks` saw.
+
+    Attributes:
+        shapes: the shape of every score matrix, in order.
+        alive: for each, how many earlier score matrices were still
+            referenced when it was made.
+    """
+
+    shapes: list[tuple] = dataclasses.field(default_factory=list)
+    alive: list[int] = dataclasses.field(default_factory=list)
+
+
+def record_score_blocks(monkeypatch: pytest.MonkeyPatch) -> ScoreBlocks:
+    """Record every score matrix that `EmbeddingIndex` search computes."""
     from keras_siamese.retrieval import _search
 
-    shapes: list[tuple] = []
+    blocks = ScoreBlocks()
+    earlier: list[weakref.ref] = []
     original = _search.PreparedGallery.scores
 
-    def recording(self: Any, queries: Any, tile: Any) -> Any:
-        result = original(self, queries, tile)
-        shapes.append(tuple(result.shape))
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        blocks.alive.append(sum(ref() is not None for ref in earlier))
+        result = original(self, *args, **kwargs)
+        blocks.shapes.append(tuple(result.shape))
+        earlier.append(weakref.ref(result))
         return result
 
     monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
-    return shapes
+    return blocks

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_siamese import EmbeddingIndex
-from tests.helpers import record_score_shapes
+from tests.helpers import record_score_blocks
 
 DISTANCES = ["euclidean", "squared_euclidean", "cosine", "manhattan"]
 
@@ -227,16 +227,19 @@ def test_bad_input_raises_clear_errors():
         unlabelled.labels_of([0])
 
 
-def test_scores_never_exceed_the_block_budget(monkeypatch):
-    shapes = record_score_shapes(monkeypatch)
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_scores_never_exceed_the_block_budget(monkeypatch, distance):
+    blocks = record_score_blocks(monkeypatch)
     rng = np.random.default_rng(3)
     block_bytes = 2**16
-    index = EmbeddingIndex(block_bytes=block_bytes)
+    index = EmbeddingIndex(distance, block_bytes=block_bytes)
     index.add(rng.normal(size=(3000, 8)))
-    index.search(rng.normal(size=(500, 8)), k=5)
+    index.search(rng.normal(size=(60, 8)), k=5)
     budget = block_bytes // 4
-    assert len(shapes) > 1
-    assert max(rows * columns for rows, columns in shapes) <= budget
+    assert len(blocks.shapes) > 1
+    assert max(rows * columns for rows, columns in blocks.shapes) <= budget
+    # One score matrix at a time: each is freed before the next is made.
+    assert max(blocks.alive) == 0
 
 
 def test_from_encoder_encodes_in_batches():

@@ -9,7 +9,7 @@ import pytest
 
 from keras_siamese import map_at_r, recall_at_k, retrieval_metrics
 from keras_siamese.retrieval.metrics import KNN_METRICS
-from tests.helpers import record_score_shapes
+from tests.helpers import record_score_blocks
 
 
 def reference_metrics(queries, labels, references=None, reference_labels=None):
@@ -153,13 +153,47 @@ def test_clustering_without_scikit_learn_says_how_to_install(monkeypatch):
 
 
 def test_large_leave_one_out_holds_one_block_at_a_time(monkeypatch):
-    shapes = record_score_shapes(monkeypatch)
+    blocks = record_score_blocks(monkeypatch)
     x, labels = clustered(2000, 16, 40, 1.0, seed=5)
     block_bytes = 2**18
     small = retrieval_metrics(x, labels, block_bytes=block_bytes)
-    assert max(rows * columns for rows, columns in shapes) <= block_bytes // 4
+    assert max(rows * columns for rows, columns in blocks.shapes) <= block_bytes // 4
+    assert max(blocks.alive) == 0
     monkeypatch.undo()
     assert small == pytest.approx(retrieval_metrics(x, labels))
+
+
+@pytest.mark.parametrize("leave_one_out", [True, False])
+def test_ranks_beyond_r_hold_one_block_at_a_time(monkeypatch, leave_one_out):
+    """Queries whose first relevant item is past R are ranked in a second pass."""
+    from keras_siamese.retrieval import _search
+
+    blocks = record_score_blocks(monkeypatch)
+    ranked = []
+    original = _search.first_relevant_ranks
+    monkeypatch.setattr(
+        _search,
+        "first_relevant_ranks",
+        lambda *args: ranked.append(len(args[2])) or original(*args),
+    )
+    rng = np.random.default_rng(6)
+    x, labels = rng.normal(size=(600, 8)), rng.integers(0, 100, 600)
+    others = (rng.normal(size=(500, 8)), rng.integers(0, 100, 500))
+    references = None if leave_one_out else others
+    found = retrieval_metrics(
+        x,
+        labels,
+        *(references or ()),
+        include=("mean_reciprocal_rank",),
+        block_bytes=2**14,
+    )
+    assert ranked and ranked[0] > 0
+    assert max(blocks.alive) == 0
+    monkeypatch.undo()
+    expected = reference_metrics(x, labels, *(references or ()))
+    assert found["mean_reciprocal_rank"] == pytest.approx(
+        expected["mean_reciprocal_rank"]
+    )
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])

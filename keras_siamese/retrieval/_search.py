@@ -13,6 +13,13 @@ gallery index, identically on every backend, because every selection that
 could meet a tie is made on the host with a stable `(distance, index)` sort:
 where a tile's `top_k` cut falls inside a run of equal scores (whose order
 differs between backends), that row is re-selected on the host.
+
+Each tile's scores and their temporaries are freed before the next tile's
+are made: they live inside one function call that returns only NumPy
+results, or are deleted explicitly. Were the previous scores still alive while the next ones are
+allocated, the host allocator (glibc's, on CPU) would carve the freed block
+into the smaller temporaries and take fresh memory for every new score
+matrix: the resident memory would grow far past the block budget.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ _NORM_FLOOR = 1e-6
 _GROUPED_MIN_WIDTH = 1024
 _GROUP = 32
 _EUCLIDEAN = ("euclidean", "squared_euclidean")
+# Column number of "no such column" in the rank computation.
+_NO_COLUMN = np.iinfo(np.int32).max
 
 
 def over_fetch(k: int, available: int) -> int:
@@ -271,18 +280,30 @@ class PreparedGallery:
                 rows -= 1
         return rows
 
-    def scores(self, queries: object, tile: Tile) -> object:
+    def scores(
+        self, queries: object, tile: Tile, exclude_rows: np.ndarray | None = None
+    ) -> object:
         """`(rows, width)` scores that order like the distance, smaller nearer.
 
         For the Euclidean kinds `||g||^2 - 2 q.g` (the query's own `||q||^2`
         is the same along a row), for cosine `-cos`; +inf on padding.
+
+        Args:
+            queries: a block from `block`.
+            tile: one of `tiles`.
+            exclude_rows: optionally, one gallery row per row of `queries`
+                whose score is set to +inf (-1: none); for leave-one-out.
         """
         if self.distance == "manhattan":
             distances = pairwise_distances(
                 queries, "manhattan", references=tile.weights
             )
-            return distances + tile.bias
-        return ops.matmul(queries, tile.weights)
+            scores = distances + tile.bias
+        else:
+            scores = ops.matmul(queries, tile.weights)
+        if exclude_rows is not None:
+            scores = _mask_self(scores, exclude_rows, tile)
+        return scores
 
 
 def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
@@ -325,23 +346,35 @@ def _top_candidates(scores: object, depth: int, width: int) -> tuple[object, obj
     offsets = ops.arange(_GROUP, dtype=chosen.dtype)
     columns = ops.expand_dims(chosen * _GROUP, 2) + offsets
     columns = ops.reshape(columns, (rows, depth * _GROUP))
-    # A gather from the flat scores is the fastest on every backend.
-    starts = ops.expand_dims(ops.arange(rows, dtype=columns.dtype) * width, 1)
-    candidates = ops.take(ops.reshape(scores, (-1,)), columns + starts)
+    # The faster gather differs: along the rows on XLA, from the flat scores
+    # on PyTorch and TensorFlow (benchmarks/README.md, "Exact search").
+    if keras.backend.backend() == "jax":
+        candidates = ops.take_along_axis(scores, columns, axis=1)
+    else:
+        starts = ops.expand_dims(ops.arange(rows, dtype=columns.dtype) * width, 1)
+        candidates = ops.take(ops.reshape(scores, (-1,)), columns + starts)
     negated, order = ops.top_k(-candidates, depth)
     return negated, ops.take_along_axis(columns, order, axis=1)
 
 
 def _tile_candidates(
-    scores: object, tile: Tile, fetch: int, count: int
+    gallery: PreparedGallery,
+    block: object,
+    tile: Tile,
+    fetch: int,
+    count: int,
+    exclude_rows: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `fetch` best `(score, index)` of the first `count` rows of a tile.
 
-    Ties are broken by the lower index.
+    Ties are broken by the lower index. The tile's scores live only inside
+    this call (see the module's docstring).
     """
+    scores = gallery.scores(block, tile, exclude_rows)
     width = tile.stop - tile.start
     if width <= fetch:
-        values = ops.convert_to_numpy(scores)[:count, :width]
+        # A copy: a view could keep the backend's score matrix alive.
+        values = np.array(ops.convert_to_numpy(scores)[:count, :width])
         columns = np.broadcast_to(np.arange(tile.start, tile.stop), values.shape)
         return values, columns
     depth = min(padded_size(fetch + 1), tile.width)
@@ -396,14 +429,13 @@ def search_blocks(
             continue
         fetch = over_fetch(k, available)
         block = gallery.block(queries[rows])
-        row_ids = _row_ids(np.arange(rows.start, rows.stop), int(block.shape[0]))
+        row_ids = None
+        if exclude_self:
+            row_ids = _row_ids(np.arange(rows.start, rows.stop), int(block.shape[0]))
         values, columns = [], []
         for tile in gallery.tiles:
-            scores = gallery.scores(block, tile)
-            if exclude_self:
-                scores = _mask_self(scores, row_ids, tile)
             tile_values, tile_columns = _tile_candidates(
-                scores, tile, fetch, rows.stop - rows.start
+                gallery, block, tile, fetch, rows.stop - rows.start, row_ids
             )
             values.append(tile_values)
             columns.append(tile_columns)
@@ -458,29 +490,21 @@ def first_relevant_ranks(
         code_tiles.append(ops.convert_to_tensor(codes[None, :]))
         columns = np.arange(tile.start, tile.start + tile.width, dtype=np.int32)
         column_tiles.append(ops.convert_to_tensor(columns[None, :]))
-    beyond = np.iinfo(np.int32).max
     for begin in range(0, len(query_rows), size):
         part = slice(begin, min(begin + size, len(query_rows)))
         count = part.stop - part.start
         block = gallery.block(queries[part])
         padded = int(block.shape[0])
-        row_ids = _row_ids(query_rows[part], padded) if exclude_self else np.zeros(0)
+        row_ids = _row_ids(query_rows[part], padded) if exclude_self else None
         codes = np.full((padded, 1), -2, dtype=np.int32)
         codes[:count, 0] = query_codes[part]
         codes = ops.convert_to_tensor(codes)
         best = np.full(padded, np.inf, dtype=np.float64)
-        best_index = np.full(padded, beyond, dtype=np.int64)
+        best_index = np.full(padded, _NO_COLUMN, dtype=np.int64)
         for tile, tile_codes, columns in zip(gallery.tiles, code_tiles, column_tiles):
-            scores = gallery.scores(block, tile)
-            if exclude_self:
-                scores = _mask_self(scores, row_ids, tile)
-            relevant = ops.equal(tile_codes, codes)
-            masked = ops.where(relevant, scores, np.inf)
-            low = ops.min(masked, axis=1, keepdims=True)
-            at_low = ops.logical_and(relevant, ops.equal(masked, low))
-            first = ops.min(ops.where(at_low, columns, beyond), axis=1)
-            low = ops.convert_to_numpy(low)[:, 0].astype(np.float64)
-            first = ops.convert_to_numpy(first).astype(np.int64)
+            scores = gallery.scores(block, tile, row_ids)
+            low, first = _best_relevant(scores, tile_codes, codes, columns)
+            del scores  # before the next tile's (see the module's docstring)
             better = (low < best) | ((low == best) & (first < best_index))
             best = np.where(better, low, best)
             best_index = np.where(better, first, best_index)
@@ -488,15 +512,39 @@ def first_relevant_ranks(
         limit = ops.convert_to_tensor(best_index[:, None].astype(np.int32))
         before = np.zeros(padded, dtype=np.int64)
         for tile, columns in zip(gallery.tiles, column_tiles):
-            scores = gallery.scores(block, tile)
-            if exclude_self:
-                scores = _mask_self(scores, row_ids, tile)
-            ahead = ops.logical_or(
-                ops.less(scores, threshold),
-                ops.logical_and(ops.equal(scores, threshold), columns < limit),
-            )
-            before += ops.convert_to_numpy(
-                ops.sum(ops.cast(ahead, "int32"), axis=1)
-            ).astype(np.int64)
+            scores = gallery.scores(block, tile, row_ids)
+            before += _count_ahead(scores, columns, threshold, limit)
+            del scores  # before the next tile's (see the module's docstring)
         ranks[part] = before[:count] + 1
     return ranks
+
+
+def _best_relevant(
+    scores: object, tile_codes: object, codes: object, columns: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the best same-class score of a tile and its lowest column.
+
+    Rows without a same-class column get +inf and `_NO_COLUMN`.
+    """
+    relevant = ops.equal(tile_codes, codes)
+    masked = ops.where(relevant, scores, np.inf)
+    low = ops.min(masked, axis=1, keepdims=True)
+    at_low = ops.logical_and(relevant, ops.equal(masked, low))
+    first = ops.min(ops.where(at_low, columns, _NO_COLUMN), axis=1)
+    return (
+        ops.convert_to_numpy(low)[:, 0].astype(np.float64),
+        ops.convert_to_numpy(first).astype(np.int64),
+    )
+
+
+def _count_ahead(
+    scores: object, columns: object, threshold: object, limit: object
+) -> np.ndarray:
+    """Per row, the columns of a tile ordered before `(threshold, limit)`."""
+    ahead = ops.logical_or(
+        ops.less(scores, threshold),
+        ops.logical_and(ops.equal(scores, threshold), columns < limit),
+    )
+    return ops.convert_to_numpy(ops.sum(ops.cast(ahead, "int32"), axis=1)).astype(
+        np.int64
+    )
