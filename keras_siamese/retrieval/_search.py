@@ -16,10 +16,11 @@ differs between backends), that row is re-selected on the host.
 
 Each tile's scores and their temporaries are freed before the next tile's
 are made: they live inside one function call that returns only NumPy
-results, or are deleted explicitly. Were the previous scores still alive while the next ones are
-allocated, the host allocator (glibc's, on CPU) would carve the freed block
-into the smaller temporaries and take fresh memory for every new score
-matrix: the resident memory would grow far past the block budget.
+results (`_tile_candidates`, `_best_relevant`, `_count_ahead`). Were the
+previous scores still alive while the next ones are allocated, the host
+allocator (glibc's, on CPU) would carve the freed block into the smaller
+temporaries and take fresh memory for every new score matrix: the resident
+memory would grow far past the block budget.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
 
     `row_ids` holds one gallery row per row of `scores`; -1 matches none.
     """
-    if row_ids.size == 0 or row_ids.max() < tile.start or row_ids.min() >= tile.stop:
+    if row_ids.max() < tile.start or row_ids.min() >= tile.stop:
         return scores
     columns = np.arange(tile.start, tile.start + tile.width)
     same = row_ids[:, None] == columns[None, :]
@@ -502,9 +503,9 @@ def first_relevant_ranks(
         best = np.full(padded, np.inf, dtype=np.float64)
         best_index = np.full(padded, _NO_COLUMN, dtype=np.int64)
         for tile, tile_codes, columns in zip(gallery.tiles, code_tiles, column_tiles):
-            scores = gallery.scores(block, tile, row_ids)
-            low, first = _best_relevant(scores, tile_codes, codes, columns)
-            del scores  # before the next tile's (see the module's docstring)
+            low, first = _best_relevant(
+                gallery, block, tile, row_ids, tile_codes, codes, columns
+            )
             better = (low < best) | ((low == best) & (first < best_index))
             best = np.where(better, low, best)
             best_index = np.where(better, first, best_index)
@@ -512,20 +513,28 @@ def first_relevant_ranks(
         limit = ops.convert_to_tensor(best_index[:, None].astype(np.int32))
         before = np.zeros(padded, dtype=np.int64)
         for tile, columns in zip(gallery.tiles, column_tiles):
-            scores = gallery.scores(block, tile, row_ids)
-            before += _count_ahead(scores, columns, threshold, limit)
-            del scores  # before the next tile's (see the module's docstring)
+            before += _count_ahead(
+                gallery, block, tile, row_ids, columns, threshold, limit
+            )
         ranks[part] = before[:count] + 1
     return ranks
 
 
 def _best_relevant(
-    scores: object, tile_codes: object, codes: object, columns: object
+    gallery: PreparedGallery,
+    block: object,
+    tile: Tile,
+    exclude_rows: np.ndarray | None,
+    tile_codes: object,
+    codes: object,
+    columns: object,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the best same-class score of a tile and its lowest column.
 
-    Rows without a same-class column get +inf and `_NO_COLUMN`.
+    Rows without a same-class column get +inf and `_NO_COLUMN`. The tile's
+    scores live only inside this call (see the module's docstring).
     """
+    scores = gallery.scores(block, tile, exclude_rows)
     relevant = ops.equal(tile_codes, codes)
     masked = ops.where(relevant, scores, np.inf)
     low = ops.min(masked, axis=1, keepdims=True)
@@ -538,9 +547,19 @@ def _best_relevant(
 
 
 def _count_ahead(
-    scores: object, columns: object, threshold: object, limit: object
+    gallery: PreparedGallery,
+    block: object,
+    tile: Tile,
+    exclude_rows: np.ndarray | None,
+    columns: object,
+    threshold: object,
+    limit: object,
 ) -> np.ndarray:
-    """Per row, the columns of a tile ordered before `(threshold, limit)`."""
+    """Per row, the columns of a tile ordered before `(threshold, limit)`.
+
+    The tile's scores live only inside this call (see the module's docstring).
+    """
+    scores = gallery.scores(block, tile, exclude_rows)
     ahead = ops.logical_or(
         ops.less(scores, threshold),
         ops.logical_and(ops.equal(scores, threshold), columns < limit),
