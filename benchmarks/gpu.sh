@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark keras-siamese on a lent GPU in one command, within a time budget.
+# Benchmark keras-siamese on a GPU machine in one command, within a time budget.
 #
 #   bash benchmarks/gpu.sh             # on the GPU machine (see README, "GPU")
 #   bash benchmarks/gpu.sh --dry-run   # here, on the CPU: tiny sizes, same steps
@@ -26,7 +26,7 @@
 # in a dry run KERAS_BACKEND or jax), STEPS (default "training branches
 # mining search training_jit", in that order; name fewer to rerun some),
 # BUDGET, WHEELS (default .whl), SEARCH_ARGS / SEARCH_DRY_ARGS (the options
-# of bench_search.py; by default the exact Keras engines, as the device has
+# of bench_search.py; by default the exact Keras engines, as such a machine may have
 # no faiss).
 
 set -uo pipefail
