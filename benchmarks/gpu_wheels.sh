@@ -3,9 +3,9 @@
 #
 #   bash benchmarks/gpu_wheels.sh [FOLDER]    # default: .whl (git-ignored)
 #
-# That machine has Python 3.12 with CUDA builds of PyTorch and JAX, no Keras
-# and no internet. Of Keras' dependencies it already has absl-py, h5py,
-# ml-dtypes, numpy, packaging and rich;
+# The GPU machine gpu.sh is written for has Python 3.12 with CUDA builds of
+# PyTorch and JAX, no Keras and no network. Of Keras' dependencies it has
+# absl-py, h5py, ml-dtypes, numpy, packaging and rich;
 # namex and optree are missing, so they travel with Keras. PyTorch and JAX
 # never travel: the machine's own CUDA builds are the ones to measure. The
 # versions are those of the test environments; change them together.
