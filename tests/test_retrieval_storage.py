@@ -260,7 +260,10 @@ def test_a_sparse_oversized_file_is_refused_before_hashing(
         make_verifier().save(path)
     else:
         path = _version_1_copy(tmp_path)
-    os.truncate(path / name, 2**40)  # 1 TiB, sparse: nothing is written
+    try:
+        os.truncate(path / name, 2**40)  # 1 TiB, sparse: nothing is written
+    except OSError:  # a file system with a smaller largest file
+        os.truncate(path / name, 2**33)
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
         EmbeddingIndex.load(path)
     assert sum(hash_budget) < 2**20

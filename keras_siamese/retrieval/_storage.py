@@ -374,7 +374,7 @@ def _array_header(handle: Any, name: str) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _verify(handle: Any, name: str, entry: dict[str, Any]) -> None:
+def _check_size(handle: Any, name: str, entry: dict[str, Any]) -> None:
     if entry["bytes"] is not None and _size(handle) != entry["bytes"]:
         raise _Malformed(
             f"{name} holds {_size(handle)} bytes, not the {entry['bytes']} "
@@ -399,7 +399,7 @@ def _read_array(
 ) -> np.ndarray:
     """Size, header (dtype and shape), checksum, then the array itself."""
     with _open_member(directory, name) as handle:
-        _verify(handle, name, entry)
+        _check_size(handle, name, entry)
         found_shape, dtype = _array_header(handle, name)
         found = "float32" if dtype == np.dtype("<f4") else label_kind(dtype)
         if found != kind:
@@ -478,7 +478,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         encoder = None
         if ENCODER_FILE in files:
             with _open_member(directory, ENCODER_FILE) as handle:
-                _verify(handle, ENCODER_FILE, files[ENCODER_FILE])
+                _check_size(handle, ENCODER_FILE, files[ENCODER_FILE])
                 _check_checksum(handle, ENCODER_FILE, files[ENCODER_FILE])
             encoder = directory / ENCODER_FILE
     except _Malformed as problem:

@@ -69,7 +69,7 @@ class EmbeddingIndex:
             or `"manhattan"`, as in the losses.
         engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
         block_bytes: memory budget of one block of scores on the device,
-            at most 2**32 (4 GiB).
+            at most 2**30 (1 GiB).
         hnsw_neighbors: links per node of the HNSW graph (faiss' `M`), at
             most 1024.
         ef_search: HNSW search breadth, at most 65536; larger is slower and
