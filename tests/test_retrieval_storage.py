@@ -505,12 +505,21 @@ def _paths(node, prefix=()):
             yield from _paths(value, (*prefix, i))
 
 
+def _nodes(node):
+    yield node
+    for child in node.values() if isinstance(node, dict) else []:
+        yield from _nodes(child)
+
+
 @given(data=st.data())
 def test_any_mutated_index_json_loads_or_is_a_value_error(saved_verifier, data):
     record = json.loads((saved_verifier / "index.json").read_text())
     where = data.draw(st.sampled_from(sorted(_paths(record), key=repr)))
     action = data.draw(st.sampled_from(["replace", "delete", "add"]))
-    value = data.draw(_JSON)
+    # Random JSON, or a value found elsewhere in a valid record (more often
+    # of the right type, so that some mutated records load and then search).
+    found = [node for node in _nodes(record) if not isinstance(node, (dict, list))]
+    value = data.draw(_JSON | st.sampled_from(found))
     if not where:
         record = value
     else:
