@@ -2,37 +2,66 @@
 
     name/
         index.json       format, version, distance, sizes, label kind, engine,
-                         SHA-256 of every data file, verifier settings
+                         SHA-256 and byte size of every data file, verifier
+                         settings
         embeddings.npy   float32 (count, dim)
         labels.npy       int64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
 
 Arrays are read with `np.load(..., allow_pickle=False)`, metadata is JSON,
 and the encoder loads through Keras' safe mode: reading a saved index runs no
-code from it. Everything read is checked (known keys and types, format
-version, checksums, dtypes, shapes, finite values) and any problem is a
-`ValueError` that names it.
+code from it. Everything read is checked (known keys, types and ranges,
+format version, sizes, checksums, dtypes, shapes, finite values) and any
+problem is a `ValueError` that names it. Sizes are checked before a byte is
+hashed, so a huge (or sparse) file is refused at once. Symbolic links are
+never followed, neither the directory nor a file in it.
+
+A save is written into a new sibling directory `.NAME.saving-XXXXXXXX`,
+flushed to disk (files and directory), and renamed into place; a previous
+save is first renamed aside to `.NAME.old-XXXXXXXX`, and removed once the new
+one is in place. So an interrupted or failed save leaves the previous save
+untouched at `NAME`, except for a crash between the two renames, which
+leaves `NAME` missing and both complete saves as those siblings (rename
+either back).
+
+Version 1 (before sizes were recorded) is still read; its file sizes are
+checked against the arrays' own headers, its encoder's is not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import secrets
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from keras_siamese.retrieval._engines import ENGINE_LIMITS, ENGINES
+
 FORMAT = "keras-siamese-index"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 INDEX_FILE = "index.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 LABELS_FILE = "labels.npy"
 ENCODER_FILE = "encoder.keras"
 _DATA_FILES = (EMBEDDINGS_FILE, LABELS_FILE, ENCODER_FILE)
 _MAX_JSON_BYTES = 2**20
+# Integers in index.json have at most this many digits (int64 has 19).
+_MAX_INT_DIGITS = 20
+_MAX_FLOAT_CHARS = 64
+_MAX_ROWS = 2**40
+_MAX_DIM = 2**24
+_MAX_FILE_BYTES = 2**50
+_MAX_BATCH_SIZE = 2**31 - 1
+_INT64 = (-(2**63), 2**63 - 1)
 _TOP_KEYS = {
     "format",
     "version",
@@ -44,194 +73,374 @@ _TOP_KEYS = {
     "files",
     "verifier",
 }
-_ENGINE_KEYS = {"name", "block_bytes", "hnsw_neighbors", "ef_search", "ef_construction"}
+_ENGINE_KEYS = {"name", *ENGINE_LIMITS}
+_FILE_KEYS = {"sha256", "bytes"}
 _VERIFIER_KEYS = {"threshold", "unknown", "batch_size", "calibration"}
-_CALIBRATION_KEYS = {
-    "threshold",
-    "target",
-    "value",
-    "accuracy",
-    "precision",
-    "recall",
-    "far",
-    "frr",
-    "pairs",
-}
+_CALIBRATION_TARGETS = ("accuracy", "precision", "far")
+_RATES = ("accuracy", "precision", "recall", "far", "frr")
+_CALIBRATION_KEYS = {"threshold", "target", "value", "pairs", *_RATES}
+
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_CREATE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _Malformed(ValueError):
+    """A problem with the contents of a saved index, said without its path."""
 
 
-def write(
-    path: str | os.PathLike,
-    metadata: dict[str, Any],
-    embeddings: np.ndarray,
-    labels: np.ndarray | None,
-    encoder: Any | None = None,
-) -> Path:
-    """Write a saved index directory; `metadata` lacks only `files`.
+# -- labels ------------------------------------------------------------------
 
-    Refuses to write into a non-empty directory that is not a saved index,
-    so that saving over the wrong path cannot mix files or delete any.
+
+def label_kind(dtype: np.dtype) -> str | None:
+    """The saved kind of labels of `dtype` (`"int"`, `"str"`), or `None`."""
+    if dtype == np.dtype("<i8"):
+        return "int"
+    if dtype.kind == "U":
+        return "str"
+    return None
+
+
+def _check_label_kind(kind: Any) -> str | None:
+    if kind is not None and kind not in ("int", "str"):
+        raise _Malformed(f"labels: the label kind {_show(kind)} is unknown.")
+    return kind
+
+
+# -- metadata checks -----------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value: Any, field: str, allowed: set) -> dict:
+    if not isinstance(value, dict):
+        raise _Malformed(f"{field} must be a JSON object; got {_show(value)}.")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise _Malformed(f"{field} has unknown keys {unknown}.")
+    return value
+
+
+def _integer(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Malformed(f"{field} must be an integer; got {_show(value)}.")
+    if not low <= value <= high:
+        raise _Malformed(f"{field} must be in [{low}, {high}]; got {value}.")
+    return value
+
+
+def _number(value: Any, field: str, low: float, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Malformed(f"{field} must be a number; got {_show(value)}.")
+    # Compared without a float conversion, which overflows for huge ints.
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not (finite and low <= value <= high):
+        raise _Malformed(f"{field} must be finite and in [{low}, {high}]; got {value}.")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _Malformed(f"{field} must be a string; got {_show(value)}.")
+    return value
+
+
+def _check_record(record: Any) -> dict[str, dict[str, Any]]:
+    """Check every field of the metadata; return `{file: {sha256, bytes}}`.
+
+    `bytes` is `None` for version 1, which did not record sizes.
     """
-    directory = Path(os.fspath(path))
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"Cannot save an index to {directory}: it is a file.")
-    if directory.is_dir():
-        present = {entry.name for entry in directory.iterdir()}
-        foreign = present - {INDEX_FILE, *_DATA_FILES}
-        if present and (INDEX_FILE not in present or foreign):
-            raise ValueError(
-                f"Refusing to save an index into {directory}: the directory is "
-                "not empty and is not a saved index."
-            )
-    directory.mkdir(parents=True, exist_ok=True)
-    index_path = directory / INDEX_FILE
-    # The metadata goes last: a directory whose save was interrupted has no
-    # (or a stale) index.json, whose checksums then refuse the new files.
-    if index_path.exists():
-        index_path.unlink()
-    written = {EMBEDDINGS_FILE: embeddings}
-    if labels is not None:
-        written[LABELS_FILE] = labels
-    for name in _DATA_FILES:
-        if name not in written and (directory / name).exists():
-            (directory / name).unlink()
-    for name, array in written.items():
-        with open(directory / name, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-    if encoder is not None:
-        encoder.save(directory / ENCODER_FILE)
-    files = {
-        name: _sha256(directory / name)
-        for name in _DATA_FILES
-        if (directory / name).exists()
-    }
-    record = {"format": FORMAT, "version": VERSION, **metadata, "files": files}
-    index_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return directory
+    record = _object(record, INDEX_FILE, _TOP_KEYS)
+    if record.get("format") != FORMAT:
+        raise _Malformed(f"{INDEX_FILE} is not a {FORMAT} file (its format field).")
+    missing = sorted(_TOP_KEYS - {"verifier"} - set(record))
+    if missing:
+        raise _Malformed(f"{INDEX_FILE} lacks {missing}.")
+    version = _integer(record["version"], "version", 0, 2**31)
+    if version not in READABLE_VERSIONS:
+        raise _Malformed(
+            f"format version {version} is not supported (this release reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))})."
+        )
+    _string(record["distance"], "distance")
+    count = _integer(record["count"], "count", 0, _MAX_ROWS)
+    dim = record["dim"]
+    if dim is not None:
+        _integer(dim, "dim", 1, _MAX_DIM)
+    elif count:
+        raise _Malformed("dim is missing for a non-empty index.")
+    kind = _check_label_kind(record["labels"])
+    engine = _object(record["engine"], "engine", _ENGINE_KEYS)
+    if _string(engine.get("name"), "engine.name") not in ENGINES:
+        raise _Malformed(f"engine.name {engine['name']!r} is not one of {ENGINES}.")
+    for key, limit in ENGINE_LIMITS.items():
+        if key in engine:
+            _integer(engine[key], f"engine.{key}", 1, limit)
+    files = _check_files(record["files"], version)
+    if EMBEDDINGS_FILE not in files:
+        raise _Malformed(f"files lacks {EMBEDDINGS_FILE}.")
+    if (kind is None) == (LABELS_FILE in files):
+        raise _Malformed("the label kind and the label file disagree.")
+    verifier = record.get("verifier")
+    if verifier is not None:
+        _check_verifier(verifier)
+    elif ENCODER_FILE in files:
+        raise _Malformed("an encoder is listed without verifier settings.")
+    return files
+
+
+def _check_digest(value: Any, field: str) -> str:
+    if not (
+        isinstance(value, str)
+        and len(value) == 64
+        and all(c in "0123456789abcdef" for c in value)
+    ):
+        raise _Malformed(f"{field} is not a SHA-256 hex digest.")
+    return value
+
+
+def _check_files(files: Any, version: int) -> dict[str, dict[str, Any]]:
+    files = _object(files, "files", set(_DATA_FILES))
+    checked = {}
+    for name, entry in files.items():
+        if version == 1:
+            digest, size = _check_digest(entry, f"files.{name}"), None
+        else:
+            entry = _object(entry, f"files.{name}", _FILE_KEYS)
+            if set(entry) != _FILE_KEYS:
+                raise _Malformed(
+                    f"files.{name} lacks {sorted(_FILE_KEYS - set(entry))}."
+                )
+            digest = _check_digest(entry["sha256"], f"files.{name}.sha256")
+            size = _integer(entry["bytes"], f"files.{name}.bytes", 0, _MAX_FILE_BYTES)
+        checked[name] = {"sha256": digest, "bytes": size}
+    return checked
+
+
+def _check_verifier(verifier: Any) -> None:
+    verifier = _object(verifier, "verifier", _VERIFIER_KEYS)
+    if verifier.get("threshold") is not None:
+        _number(verifier["threshold"], "verifier.threshold", 0.0)
+    unknown = verifier.get("unknown")
+    if unknown is not None and not isinstance(unknown, str):
+        _integer(unknown, "verifier.unknown", *_INT64)
+    _integer(verifier.get("batch_size", 1), "verifier.batch_size", 1, _MAX_BATCH_SIZE)
+    calibration = verifier.get("calibration")
+    if calibration is None:
+        return
+    calibration = _object(calibration, "verifier.calibration", _CALIBRATION_KEYS)
+    if set(calibration) != _CALIBRATION_KEYS:
+        raise _Malformed(
+            "verifier.calibration lacks "
+            f"{sorted(_CALIBRATION_KEYS - set(calibration))}."
+        )
+    target = _string(calibration["target"], "verifier.calibration.target")
+    if target not in _CALIBRATION_TARGETS:
+        raise _Malformed(f"verifier.calibration.target {target!r} is unknown.")
+    _integer(calibration["pairs"], "verifier.calibration.pairs", 0, 2**53)
+    _number(calibration["threshold"], "verifier.calibration.threshold", 0.0)
+    for key in _RATES:
+        _number(calibration[key], f"verifier.calibration.{key}", 0.0, 1.0)
+    if calibration["value"] is not None:
+        _number(calibration["value"], "verifier.calibration.value", 0.0, 1.0)
+
+
+# -- JSON ----------------------------------------------------------------------
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Malformed(f"{INDEX_FILE} holds an integer of {len(text)} digits.")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_FLOAT_CHARS else math.inf
+    if not math.isfinite(value):
+        raise _Malformed(f"{INDEX_FILE} holds a number out of range ({text[:40]}).")
+    return value
+
+
+def _parse_constant(text: str) -> None:
+    raise _Malformed(f"{INDEX_FILE} holds {text}, which is not a number.")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise _Malformed(f"{INDEX_FILE} repeats a key in an object.")
+    return record
+
+
+def _parse(text: bytes) -> Any:
+    """Decode index.json: every problem (nesting too, huge numbers) a ValueError."""
+    try:
+        return json.loads(
+            text.decode("utf-8"),
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except _Malformed:
+        raise
+    except RecursionError:
+        raise _Malformed(f"{INDEX_FILE} is nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise _Malformed(f"{INDEX_FILE} is not valid JSON ({error}).") from None
+
+
+# -- files ---------------------------------------------------------------------
 
 
 def _fail(directory: Path, problem: str) -> ValueError:
     return ValueError(f"Cannot load the index saved at {directory}: {problem}")
 
 
-def _expect(directory: Path, value: Any, kinds: tuple, what: str) -> Any:
-    if isinstance(value, bool) and bool not in kinds:
-        raise _fail(directory, f"{what} has the wrong type ({value!r}).")
-    if not isinstance(value, kinds):
-        raise _fail(directory, f"{what} has the wrong type ({value!r}).")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _fail(directory, f"{what} is not finite ({value!r}).")
-    return value
-
-
-def _check_keys(directory: Path, record: Any, allowed: set, what: str) -> dict:
-    if not isinstance(record, dict):
-        raise _fail(directory, f"{what} must be a JSON object.")
-    unknown = sorted(set(record) - allowed)
-    if unknown:
-        raise _fail(directory, f"{what} has unknown keys {unknown}.")
-    return record
-
-
-def _read_metadata(directory: Path) -> dict[str, Any]:
-    index_path = directory / INDEX_FILE
-    if not directory.is_dir():
-        raise _fail(directory, "it is not a directory.")
-    if not index_path.is_file():
-        raise _fail(directory, f"{INDEX_FILE} is missing.")
-    if index_path.stat().st_size > _MAX_JSON_BYTES:
-        raise _fail(directory, f"{INDEX_FILE} is larger than a saved index writes.")
+def _open_member(directory: Path, name: str) -> Any:
+    """A binary reader of a regular file `directory/name`, never via a link."""
+    path = directory / name
     try:
-        record = json.loads(index_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _fail(directory, f"{INDEX_FILE} is not valid JSON ({error}).") from None
-    record = _check_keys(directory, record, _TOP_KEYS, INDEX_FILE)
-    missing = sorted(_TOP_KEYS - {"verifier"} - set(record))
-    if missing:
-        raise _fail(directory, f"{INDEX_FILE} lacks {missing}.")
-    if record["format"] != FORMAT:
-        raise _fail(directory, f"{INDEX_FILE} is not a {FORMAT} file.")
-    version = _expect(directory, record["version"], (int,), "version")
-    if version != VERSION:
-        raise _fail(
-            directory,
-            f"format version {version} is not supported (this release reads "
-            f"version {VERSION}).",
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise _Malformed(f"{name} is missing.") from None
+    if stat.S_ISLNK(mode):
+        raise _Malformed(f"{name} is a symbolic link; links are never followed.")
+    if not stat.S_ISREG(mode):
+        raise _Malformed(f"{name} is not a regular file.")
+    try:
+        descriptor = os.open(path, _READ_FLAGS)
+    except OSError as error:
+        raise _Malformed(f"{name} cannot be opened ({error.strerror}).") from None
+    handle = os.fdopen(descriptor, "rb")
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise _Malformed(f"{name} is not a regular file.")
+    return handle
+
+
+def _size(handle: Any) -> int:
+    return os.fstat(handle.fileno()).st_size
+
+
+def _sha256(handle: Any) -> str:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(2**20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _array_header(handle: Any, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a `.npy` header, after checking the file's size."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        raise _Malformed(f"{name} is not a readable array ({error}).") from None
+    if dtype.hasobject:
+        raise _Malformed(
+            f"{name} is not a readable array (it holds Python objects, which "
+            "are never unpickled)."
         )
-    _expect(directory, record["distance"], (str,), "distance")
-    count = _expect(directory, record["count"], (int,), "count")
-    if count < 0:
-        raise _fail(directory, f"count is negative ({count}).")
-    dim = record["dim"]
-    if dim is not None and (_expect(directory, dim, (int,), "dim") < 1):
-        raise _fail(directory, f"dim must be positive ({dim}).")
-    if count and dim is None:
-        raise _fail(directory, "dim is missing for a non-empty index.")
-    if record["labels"] not in (None, "int", "str"):
-        raise _fail(directory, f"label kind {record['labels']!r} is unknown.")
-    engine = _check_keys(directory, record["engine"], _ENGINE_KEYS, "engine")
-    _expect(directory, engine.get("name"), (str,), "engine name")
-    for key in _ENGINE_KEYS - {"name"}:
-        if key in engine and _expect(directory, engine[key], (int,), key) < 1:
-            raise _fail(directory, f"{key} must be positive ({engine[key]}).")
-    files = _check_keys(directory, record["files"], set(_DATA_FILES), "files")
-    for name, digest in files.items():
-        if not isinstance(digest, str) or len(digest) != 64:
-            raise _fail(directory, f"the checksum of {name} is malformed.")
-    if EMBEDDINGS_FILE not in files:
-        raise _fail(directory, f"files lacks {EMBEDDINGS_FILE}.")
-    if (record["labels"] is None) == (LABELS_FILE in files):
-        raise _fail(directory, "the label kind and the label file disagree.")
-    verifier = record.get("verifier")
-    if verifier is not None:
-        _check_verifier(directory, verifier)
-    elif ENCODER_FILE in files:
-        raise _fail(directory, "an encoder is listed without verifier settings.")
-    return record
+    expected = handle.tell() + math.prod(shape) * dtype.itemsize
+    if _size(handle) != expected:
+        raise _Malformed(
+            f"{name} is not a readable array (its header describes {expected} "
+            f"bytes, the file holds {_size(handle)})."
+        )
+    return shape, dtype
 
 
-def _check_verifier(directory: Path, verifier: Any) -> None:
-    verifier = _check_keys(directory, verifier, _VERIFIER_KEYS, "verifier")
-    threshold = verifier.get("threshold")
-    if threshold is not None:
-        _expect(directory, threshold, (int, float), "threshold")
-    unknown = verifier.get("unknown")
-    if unknown is not None:
-        _expect(directory, unknown, (int, str), "unknown")
-    if _expect(directory, verifier.get("batch_size", 1), (int,), "batch_size") < 1:
-        raise _fail(directory, "batch_size must be positive.")
-    calibration = verifier.get("calibration")
-    if calibration is None:
-        return
-    calibration = _check_keys(directory, calibration, _CALIBRATION_KEYS, "calibration")
-    if set(calibration) != _CALIBRATION_KEYS:
-        raise _fail(directory, "calibration is incomplete.")
-    _expect(directory, calibration["target"], (str,), "calibration target")
-    _expect(directory, calibration["pairs"], (int,), "calibration pairs")
-    for key in _CALIBRATION_KEYS - {"target", "pairs", "value"}:
-        _expect(directory, calibration[key], (int, float), f"calibration {key}")
-    if calibration["value"] is not None:
-        _expect(directory, calibration["value"], (int, float), "calibration value")
+def _check_size(handle: Any, name: str, entry: dict[str, Any]) -> None:
+    if entry["bytes"] is not None and _size(handle) != entry["bytes"]:
+        raise _Malformed(
+            f"{name} holds {_size(handle)} bytes, not the {entry['bytes']} "
+            f"{INDEX_FILE} records (the file was modified or truncated)."
+        )
 
 
-def _load_array(directory: Path, name: str) -> np.ndarray:
-    try:
-        with open(directory / name, "rb") as handle:
+def _check_checksum(handle: Any, name: str, entry: dict[str, Any]) -> None:
+    if _sha256(handle) != entry["sha256"]:
+        raise _Malformed(
+            f"{name} does not match its checksum in {INDEX_FILE} (the file "
+            "was modified or truncated)."
+        )
+
+
+def _read_array(
+    directory: Path,
+    name: str,
+    entry: dict[str, Any],
+    shape: tuple[int, ...],
+    kind: str,
+) -> np.ndarray:
+    """Size, header (dtype and shape), checksum, then the array itself."""
+    with _open_member(directory, name) as handle:
+        _check_size(handle, name, entry)
+        found_shape, dtype = _array_header(handle, name)
+        found = "float32" if dtype == np.dtype("<f4") else label_kind(dtype)
+        if found != kind:
+            what = "embeddings" if name == EMBEDDINGS_FILE else "labels"
+            expected = "float32" if kind == "float32" else f"the {kind} labels"
+            raise _Malformed(f"{what} have dtype {dtype}, not {expected} as saved.")
+        if found_shape != shape:
+            what = "embeddings" if name == EMBEDDINGS_FILE else "labels"
+            raise _Malformed(
+                f"{what} have shape {found_shape}, not {shape} as {INDEX_FILE} says."
+            )
+        _check_checksum(handle, name, entry)
+        handle.seek(0)
+        try:
             array = np.load(handle, allow_pickle=False)
             if handle.read(1):
                 raise ValueError("trailing bytes after the array")
-    except (OSError, ValueError, EOFError) as error:
-        raise _fail(directory, f"{name} is not a readable array ({error}).") from None
+        except (OSError, ValueError, EOFError) as error:
+            raise _Malformed(f"{name} is not a readable array ({error}).") from None
     if not isinstance(array, np.ndarray):
-        raise _fail(directory, f"{name} is not a single array.")
+        raise _Malformed(f"{name} is not a single array.")
     return array
+
+
+def _read_index_file(directory: Path) -> Any:
+    with _open_member(directory, INDEX_FILE) as handle:
+        if _size(handle) > _MAX_JSON_BYTES:
+            raise _Malformed(f"{INDEX_FILE} is larger than a saved index writes.")
+        text = handle.read(_MAX_JSON_BYTES + 1)
+    return _parse(text)
+
+
+def _check_directory(directory: Path) -> None:
+    try:
+        mode = os.lstat(directory).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Malformed("it is not a directory.") from None
+    if stat.S_ISLNK(mode):
+        raise _Malformed("it is a symbolic link; links are never followed.")
+    if not stat.S_ISDIR(mode):
+        raise _Malformed("it is not a directory.")
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
@@ -243,54 +452,194 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         (a `Path`, or `None`).
 
     Raises:
-        ValueError: for anything missing, malformed, tampered with or
-            truncated.
+        ValueError: for anything missing, malformed, tampered with,
+            truncated, oversized, or a symbolic link.
     """
     directory = Path(os.fspath(path))
-    record = _read_metadata(directory)
-    for name, digest in record["files"].items():
-        file = directory / name
-        if not file.is_file():
-            raise _fail(directory, f"{name} is missing.")
-        if _sha256(file) != digest:
-            raise _fail(
-                directory,
-                f"{name} does not match its checksum in {INDEX_FILE} (the file "
-                "was modified or truncated).",
-            )
-    count, dim = record["count"], record["dim"]
-    embeddings = _load_array(directory, EMBEDDINGS_FILE)
-    if embeddings.dtype != np.dtype("<f4"):
-        raise _fail(
-            directory, f"embeddings have dtype {embeddings.dtype}, not float32."
-        )
-    expected = (count, dim if dim is not None else 0)
-    if embeddings.shape != expected:
-        raise _fail(
+    try:
+        _check_directory(directory)
+        record = _read_index_file(directory)
+        files = _check_record(record)
+        count, dim = record["count"], record["dim"]
+        embeddings = _read_array(
             directory,
-            f"embeddings have shape {embeddings.shape}, not {expected} as "
-            f"{INDEX_FILE} says.",
+            EMBEDDINGS_FILE,
+            files[EMBEDDINGS_FILE],
+            (count, dim if dim is not None else 0),
+            "float32",
         )
-    if not np.isfinite(embeddings).all():
-        raise _fail(directory, "embeddings hold NaN or infinite values.")
-    labels = None
-    if record["labels"] is not None:
-        labels = _load_array(directory, LABELS_FILE)
-        kind = "int" if labels.dtype == np.dtype("<i8") else None
-        if labels.dtype.kind == "U":
-            kind = "str"
-        if kind != record["labels"]:
-            raise _fail(
-                directory,
-                f"labels have dtype {labels.dtype}, not the {record['labels']} "
-                f"labels {INDEX_FILE} says.",
+        if not np.isfinite(embeddings).all():
+            raise _Malformed("embeddings hold NaN or infinite values.")
+        labels = None
+        if record["labels"] is not None:
+            labels = _read_array(
+                directory, LABELS_FILE, files[LABELS_FILE], (count,), record["labels"]
             )
-        if labels.shape != (count,):
-            raise _fail(directory, f"labels have shape {labels.shape}, not ({count},).")
-    encoder = directory / ENCODER_FILE
+        encoder = None
+        if ENCODER_FILE in files:
+            with _open_member(directory, ENCODER_FILE) as handle:
+                _check_size(handle, ENCODER_FILE, files[ENCODER_FILE])
+                _check_checksum(handle, ENCODER_FILE, files[ENCODER_FILE])
+            encoder = directory / ENCODER_FILE
+    except _Malformed as problem:
+        raise _fail(directory, str(problem)) from None
     return {
         **record,
         "embeddings": embeddings,
         "labels": labels,
-        "encoder_path": encoder if ENCODER_FILE in record["files"] else None,
+        "encoder_path": encoder,
     }
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _refuse(directory: Path, problem: str) -> ValueError:
+    return ValueError(f"Refusing to save an index into {directory}: {problem}")
+
+
+def _check_target(directory: Path) -> bool:
+    """Whether `directory` holds a save to replace; refuse anything else.
+
+    Returns `False` for a missing or empty directory.
+    """
+    try:
+        mode = os.lstat(directory).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise _refuse(directory, "it is a symbolic link; links are never followed.")
+    if not stat.S_ISDIR(mode):
+        raise ValueError(f"Cannot save an index to {directory}: it is a file.")
+    with os.scandir(directory) as entries:
+        present = {entry.name: entry for entry in entries}
+    if not present:
+        return False
+    links = sorted(name for name, entry in present.items() if entry.is_symlink())
+    if links:
+        raise _refuse(
+            directory, f"it holds symbolic links {links}; links are never followed."
+        )
+    foreign = sorted(set(present) - {INDEX_FILE, *_DATA_FILES})
+    if INDEX_FILE not in present or foreign:
+        listed = f" (it holds {foreign[:5]})" if foreign else ""
+        raise _refuse(
+            directory, f"the directory is not empty and is not a saved index{listed}."
+        )
+    irregular = sorted(
+        name
+        for name, entry in present.items()
+        if not entry.is_file(follow_symlinks=False)
+    )
+    if irregular:
+        raise _refuse(directory, f"{irregular} are not regular files.")
+    try:
+        record = _read_index_file(directory)
+    except _Malformed as problem:
+        raise _refuse(
+            directory,
+            f"the directory is not empty and is not a saved index ({problem})",
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise _refuse(
+            directory,
+            f"the directory is not empty and is not a saved index (its {INDEX_FILE} "
+            f"is not a {FORMAT} file).",
+        )
+    return True
+
+
+def _sibling(directory: Path, purpose: str) -> Path:
+    return directory.with_name(f".{directory.name}.{purpose}-{secrets.token_hex(4)}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory
+        return
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _seal(path: Path) -> dict[str, Any]:
+    """Flush a written file to disk; its checksum and size."""
+    with open(os.open(path, _READ_FLAGS), "rb") as handle:
+        os.fsync(handle.fileno())
+        return {"sha256": _sha256(handle), "bytes": _size(handle)}
+
+
+def _create(path: Path, data: bytes | np.ndarray) -> dict[str, Any]:
+    with open(os.open(path, _CREATE_FLAGS, 0o666), "wb") as handle:
+        if isinstance(data, np.ndarray):
+            np.save(handle, data, allow_pickle=False)
+        else:
+            handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return _seal(path)
+
+
+def _swap(staging: Path, directory: Path, replace: bool) -> None:
+    """Rename `staging` to `directory`; an old save there only by renames."""
+    if not replace:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(directory)  # an empty directory: nothing to keep
+        os.rename(staging, directory)
+        _fsync_directory(directory.parent)
+        return
+    aside = _sibling(directory, "old")
+    os.rename(directory, aside)
+    try:
+        os.rename(staging, directory)
+    except BaseException:
+        os.rename(aside, directory)
+        raise
+    _fsync_directory(directory.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def write(
+    path: str | os.PathLike,
+    metadata: dict[str, Any],
+    embeddings: np.ndarray,
+    labels: np.ndarray | None,
+    encoder: Any | None = None,
+) -> Path:
+    """Write a saved index directory, atomically; `metadata` lacks only `files`.
+
+    The files are written into a new sibling directory, flushed to disk and
+    renamed into place (see the module docstring for what a crash leaves).
+    Refuses a path that is a symbolic link, a file, or a non-empty directory
+    other than a save of this format, so that saving to the wrong path
+    cannot mix files or delete any.
+    """
+    directory = Path(os.path.abspath(os.fspath(path)))
+    _check_target(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(directory, "saving")
+    os.mkdir(staging)
+    try:
+        files = {EMBEDDINGS_FILE: _create(staging / EMBEDDINGS_FILE, embeddings)}
+        if labels is not None:
+            files[LABELS_FILE] = _create(staging / LABELS_FILE, labels)
+        if encoder is not None:
+            encoder.save(staging / ENCODER_FILE)
+            files[ENCODER_FILE] = _seal(staging / ENCODER_FILE)
+        record = {"format": FORMAT, "version": VERSION, **metadata, "files": files}
+        try:
+            _check_record(record)
+        except _Malformed as problem:
+            raise ValueError(
+                f"Cannot save an index to {directory}: {problem}"
+            ) from None
+        text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+        _create(staging / INDEX_FILE, text.encode("utf-8"))
+        _fsync_directory(staging)
+        # Checked again: the directory may have changed while writing.
+        _swap(staging, directory, _check_target(directory))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

@@ -16,10 +16,8 @@ from keras_siamese._checks import (
 )
 from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels, _search, _storage
+from keras_siamese.retrieval._engines import ENGINES, check_engine_setting
 from keras_siamese.retrieval._faiss import FaissCandidates, import_faiss
-
-#: Search engines: exact on the Keras backend, exact faiss, approximate HNSW.
-ENGINES = ("keras", "faiss", "faiss-hnsw")
 
 
 def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.ndarray:
@@ -70,15 +68,19 @@ class EmbeddingIndex:
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
             or `"manhattan"`, as in the losses.
         engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
-        block_bytes: memory budget of one block of scores on the device.
-        hnsw_neighbors: links per node of the HNSW graph (faiss' `M`).
-        ef_search: HNSW search breadth; larger is slower and more accurate.
-        ef_construction: HNSW construction breadth.
+        block_bytes: memory budget of one block of scores on the device,
+            at most 2**30 (1 GiB).
+        hnsw_neighbors: links per node of the HNSW graph (faiss' `M`), at
+            most 1024.
+        ef_search: HNSW search breadth, at most 65536; larger is slower and
+            more accurate.
+        ef_construction: HNSW construction breadth, at most 65536.
 
     Raises:
         ImportError: for a faiss engine without faiss installed.
         TypeError: for non-integer sizes.
-        ValueError: for an unknown distance or engine, or sizes below 1.
+        ValueError: for an unknown distance or engine, or sizes below 1 or
+            above their bounds.
 
     Examples:
         >>> import numpy as np
@@ -105,10 +107,10 @@ class EmbeddingIndex:
     ) -> None:
         self._distance = check_distance(distance)
         self._engine = check_choice(engine, ENGINES, "engine")
-        self.block_bytes = check_positive_int(block_bytes, "block_bytes")
-        self.hnsw_neighbors = check_positive_int(hnsw_neighbors, "hnsw_neighbors")
-        self.ef_search = check_positive_int(ef_search, "ef_search")
-        self.ef_construction = check_positive_int(ef_construction, "ef_construction")
+        self.block_bytes = check_engine_setting(block_bytes, "block_bytes")
+        self.hnsw_neighbors = check_engine_setting(hnsw_neighbors, "hnsw_neighbors")
+        self.ef_search = check_engine_setting(ef_search, "ef_search")
+        self.ef_construction = check_engine_setting(ef_construction, "ef_construction")
         if self._engine != "keras":
             import_faiss(self._engine)
         self._chunks: list[np.ndarray] = []
@@ -376,11 +378,8 @@ class EmbeddingIndex:
         self._consolidate()
         kind = None
         if self._labels is not None:
-            if self._labels.dtype == np.int64:
-                kind = "int"
-            elif self._labels.dtype.kind == "U":
-                kind = "str"
-            else:
+            kind = _storage.label_kind(self._labels.dtype)
+            if kind is None:
                 raise ValueError(
                     "Only integer or string labels can be saved; this index holds "
                     f"labels of dtype {self._labels.dtype}. Convert them, e.g. "
@@ -403,20 +402,44 @@ class EmbeddingIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Save the index as a directory: JSON metadata and `.npy` arrays.
 
-        The directory holds `index.json` (distance, sizes, label kind, engine
-        settings, SHA-256 checksums), `embeddings.npy` and `labels.npy`. No
-        pickle: `load` reads it back without running anything from it, on
-        any backend.
+        The directory holds `index.json` (format marker and version,
+        distance, sizes, label kind, engine settings, the SHA-256 and byte
+        size of every file), `embeddings.npy` and `labels.npy`. No pickle:
+        `load` reads it back without running anything from it, on any
+        backend.
+
+        The save is atomic: the files are written into a new sibling
+        directory `.NAME.saving-XXXXXXXX`, flushed to disk, and renamed to
+        `path`; an earlier save at `path` is renamed aside to
+        `.NAME.old-XXXXXXXX` first and removed after. If saving fails or is
+        interrupted, the earlier save is left as it was, byte for byte; only
+        a crash between those two renames leaves `path` missing, with both
+        complete saves in the siblings (rename one back). Symbolic links are
+        never followed.
 
         Args:
-            path: the directory to write (created if needed). An existing
-                saved index there is replaced; any other non-empty directory
-                is refused.
+            path: the directory to write (its parents are created if
+                needed). An existing save of this format there is replaced;
+                anything else is refused.
 
         Raises:
             ValueError: if the labels are neither integers nor strings, or
-                `path` is a file or a non-empty directory that is not an
-                index.
+                `path` is a symbolic link, a file, a directory holding a
+                symbolic link, or a non-empty directory that is not a save
+                of this format (judged by the format marker in its
+                `index.json`).
+            OSError: if writing fails (a full disk, say); the earlier save
+                is kept.
+
+        Examples:
+            >>> import tempfile, numpy as np
+            >>> index = EmbeddingIndex()
+            >>> index.add(np.array([[0.0, 1.0], [2.0, 3.0]]), [7, 8])
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     index.save(folder + "/gallery")
+            ...     index.save(folder + "/gallery")  # replaces it atomically
+            ...     EmbeddingIndex.load(folder + "/gallery").labels.tolist()
+            [7, 8]
         """
         _storage.write(path, self._metadata(), self._embeddings, self._labels)
 
@@ -447,8 +470,12 @@ class EmbeddingIndex:
             The index, with the same rows, labels and distance.
 
         Raises:
-            ValueError: if the directory is missing, malformed, of an
-                unsupported version, truncated or tampered with.
+            ValueError: if the directory is missing, malformed (any field of
+                `index.json` of the wrong type or out of range, engine
+                settings above their bounds included), of an unsupported
+                version, truncated, oversized or tampered with, or if it or
+                a file in it is a symbolic link. File sizes are checked
+                before any file is hashed or read.
             ImportError: if the (saved) engine needs faiss and it is missing.
         """
         return cls._from_record(_storage.read(path), engine)

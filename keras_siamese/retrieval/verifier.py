@@ -274,13 +274,19 @@ class Verifier:
 
         The layout of `EmbeddingIndex.save`, plus `encoder.keras` and the
         verifier's settings in `index.json`; `EmbeddingIndex.load` reads the
-        gallery from it too.
+        gallery from it too. Atomic as `EmbeddingIndex.save`: an encoder
+        that fails to save, a full disk or a crash leaves an earlier save at
+        `path` as it was.
 
         Args:
-            path: the directory to write (created if needed).
+            path: the directory to write (created if needed). An existing
+                save of this format there is replaced; anything else is
+                refused.
 
         Raises:
             ValueError: as `EmbeddingIndex.save`.
+            Exception: whatever `encoder.save` raises; the earlier save is
+                kept.
         """
         index = (
             self._index if self._index is not None else EmbeddingIndex(self._distance)
@@ -315,7 +321,9 @@ class Verifier:
 
         Raises:
             ValueError: if the directory is not a saved verifier, or is
-                malformed, truncated or tampered with.
+                malformed, truncated, oversized, tampered with or a symbolic
+                link (as `EmbeddingIndex.load`), or its encoder does not
+                load.
         """
         record = _storage.read(path)
         settings = record.get("verifier")
