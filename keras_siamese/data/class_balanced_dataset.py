@@ -41,8 +41,17 @@ class ClassBalancedDataset(SampledDataset):
         steps_per_epoch: batches per epoch; defaults to
             `ceil(len(x) / (P * K))`.
         seed: non-negative integer, or `None` to draw one (see `.seed`).
-        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
-            to `keras.utils.PyDataset`.
+        loader: a callable reading one file; with it `x` is a sequence of
+            file paths, and only the files of each batch are read. See
+            `SampledDataset` and `from_directory()`.
+        augment: a Keras image preprocessing pipeline or a callable
+            `augment(images, seed=seed)`, applied to every input of a batch
+            with its own seed derived from `(seed, epoch, index)`. See
+            `SampledDataset`.
+        views: with `augment`, independently augmented views of every
+            example, stacked on the batch axis (targets repeated).
+        **kwargs: `class_names`, and `workers`, `use_multiprocessing`,
+            `max_queue_size`, passed to `keras.utils.PyDataset`.
 
     Returns:
         Batches `(x_batch, labels)`: `x_batch` has the structure of `x` with
@@ -78,6 +87,9 @@ class ClassBalancedDataset(SampledDataset):
         samples_per_class: int,
         steps_per_epoch: int | None = None,
         seed: int | None = None,
+        loader: Any = None,
+        augment: Any = None,
+        views: int = 1,
         **kwargs: Any,
     ) -> None:
         classes_per_batch = check_positive_int(classes_per_batch, "classes_per_batch")
@@ -93,6 +105,9 @@ class ClassBalancedDataset(SampledDataset):
             classes_per_batch * samples_per_class,
             steps_per_epoch,
             seed,
+            loader=loader,
+            augment=augment,
+            views=views,
             **kwargs,
         )
         if classes_per_batch > self._labels.num_classes:
