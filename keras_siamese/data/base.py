@@ -65,7 +65,8 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, with the examples on axis 0. It is
-            never copied: each batch gathers only its own rows.
+            never copied: each batch gathers only its own rows. With a
+            `loader`, a sequence of file paths instead.
         y: 1-D array of hashable labels (integers, strings, ...), one per
             example.
         examples_per_batch: examples drawn per batch, which sets the default

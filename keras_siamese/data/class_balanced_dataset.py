@@ -32,7 +32,7 @@ class ClassBalancedDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example. Every class needs
             at least two examples.
         classes_per_batch: P, distinct classes per batch, at most the number

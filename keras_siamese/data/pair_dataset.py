@@ -33,7 +33,7 @@ class PairDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example.
         batch_size: pairs per batch.
         positive_fraction: expected fraction of positive pairs, in [0, 1].

@@ -29,7 +29,7 @@ class TripletDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example. Every class needs
             at least two examples.
         batch_size: triplets per batch.
