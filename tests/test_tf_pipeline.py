@@ -102,7 +102,29 @@ def test_fit_on_tensorflow_uses_the_pipeline(monkeypatch):
     def refuse(self, index):
         raise AssertionError("fit read a batch through __getitem__")
 
-    monkeypatch.setattr(PairDataset, "__getitem__", refuse)
+    # Patched where it is defined: a subclass's own `__getitem__` would be
+    # an override, which the pipeline does call.
+    monkeypatch.setattr(base.SampledDataset, "__getitem__", refuse)
     history = model.fit(dataset, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert dataset.epoch == 2
+
+
+@pytest.mark.parametrize("kind", ["pairs", "triplets", "balanced"])
+def test_augmented_and_file_backed_datasets_go_through_getitem(kind, tmp_path):
+    def shift(images, seed):
+        return images + np.float32(seed % 1000)
+
+    paths = []
+    for i, row in enumerate(X):
+        np.save(tmp_path / f"{i}.npy", row)
+        paths.append(str(tmp_path / f"{i}.npy"))
+    for dataset in (
+        make(kind, augment=shift, steps_per_epoch=3),
+        make(kind, x=paths, loader=np.load, steps_per_epoch=3),
+    ):
+        assert not dataset.batches_are_rows
+        pipeline = dataset.as_tf_dataset()
+        for epoch in (0, 2):
+            dataset.set_epoch(epoch)
+            assert_same_epoch(dataset, pipeline)
