@@ -8,6 +8,8 @@ its inputs, and compare with batches made independently in NumPy.
 
 from __future__ import annotations
 
+import pickle
+
 import keras
 import numpy as np
 import pytest
@@ -213,3 +215,28 @@ def test_file_backed_augmented_batches_through_predict(tmp_path):
             views.append(noise(images, seed=batch_seed(0, 0, index, 0, view)))
         expected.append(np.concatenate(views))
     np.testing.assert_array_equal(predicted, np.concatenate(expected))
+
+
+def flipping_dataset(**kwargs):
+    flips = keras.Sequential([keras.layers.RandomFlip(), keras.layers.RandomCrop(3, 3)])
+    images = np.random.default_rng(1).normal(size=(24, 4, 4, 1)).astype(np.float32)
+    return make("balanced", x=images, augment=flips, views=2, **kwargs)
+
+
+def test_pickled_copy_augments_alike():
+    dataset = flipping_dataset()
+    dataset.set_epoch(2)
+    copy = pickle.loads(pickle.dumps(dataset))
+    for index in range(len(dataset)):
+        np.testing.assert_array_equal(copy[index][0], dataset[index][0])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_augmented_batches_are_the_same_with_process_workers():
+    model = echo_model(1, (3, 3, 1))
+    serial = model.predict(flipping_dataset(), verbose=0)
+    processes = model.predict(
+        flipping_dataset(workers=2, use_multiprocessing=True), verbose=0
+    )
+    np.testing.assert_array_equal(processes, serial)

@@ -254,14 +254,14 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
         rows = _nearest(height, out_height)
         columns = _nearest(width, out_width)
         return np.ascontiguousarray(values[rows][:, columns])
-    top, bottom, y_lerp = _bilinear(height, out_height)
+    # Along the width first, on every input row, then along the height: each
+    # output pixel goes through TensorFlow's three lerps in the same order.
     left, right, x_lerp = _bilinear(width, out_width)
-    x_lerp = x_lerp[None, :, None]
-    y_lerp = y_lerp[:, None, None]
-    upper, lower = values[top], values[bottom]
-    top_row = upper[:, left] + (upper[:, right] - upper[:, left]) * x_lerp
-    bottom_row = lower[:, left] + (lower[:, right] - lower[:, left]) * x_lerp
-    return top_row + (bottom_row - top_row) * y_lerp
+    lefts = np.take(values, left, axis=1)
+    across = lefts + (np.take(values, right, axis=1) - lefts) * x_lerp[:, None]
+    top, bottom, y_lerp = _bilinear(height, out_height)
+    tops = np.take(across, top, axis=0)
+    return tops + (np.take(across, bottom, axis=0) - tops) * y_lerp[:, None, None]
 
 
 def _scale(in_size: int, out_size: int) -> np.float32:
