@@ -84,18 +84,23 @@ class Augmentation:
         if self._layers is None:
             result = self.augment(images, seed=seed)
         else:
-            result = images
-            # One generator per batch: each random layer draws from it in
-            # turn, so the layers get different numbers from one seed.
-            generator = keras.random.SeedGenerator(seed)
-            for layer in self._layers:
-                if _is_image_preprocessing(layer):
-                    transformation = layer.get_random_transformation(
-                        result, training=True, seed=generator
-                    )
-                    result = layer.transform_images(
-                        result, transformation, training=True
-                    )
-                else:
-                    result = layer(result)
+            # On the CPU, where the rest of the batch is made: the
+            # accelerator is left to the model.
+            with keras.device("cpu:0"):
+                result = self._run_layers(images, seed)
         return np.asarray(keras.ops.convert_to_numpy(result))
+
+    def _run_layers(self, images: np.ndarray, seed: int) -> Any:
+        result = images
+        # One generator per batch: each random layer draws from it in turn,
+        # so the layers get different numbers from one seed.
+        generator = keras.random.SeedGenerator(seed)
+        for layer in self._layers:
+            if _is_image_preprocessing(layer):
+                transformation = layer.get_random_transformation(
+                    result, training=True, seed=generator
+                )
+                result = layer.transform_images(result, transformation, training=True)
+            else:
+                result = layer(result)
+        return result
