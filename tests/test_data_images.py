@@ -52,6 +52,25 @@ def write_folder(root, classes=("b", "a", "c"), per_class=3, seed=0, jpeg=True):
     return root
 
 
+def reference_bicubic(pixels, size):
+    """Keys' cubic (a = -0.5) in float64; outside positions get no weight."""
+
+    def kernel(t):
+        t = np.abs(t)
+        near = (1.5 * t - 2.5) * t * t + 1
+        far = ((-0.5 * t + 2.5) * t - 4) * t + 2
+        return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+    values = pixels.astype(np.float64)
+    for axis, out in enumerate(size):
+        n = values.shape[axis]
+        centres = (np.arange(out) + 0.5) * (n / out) - 0.5
+        weights = kernel(centres[:, None] - np.arange(n)[None, :])
+        weights /= weights.sum(axis=1, keepdims=True)
+        values = np.moveaxis(np.tensordot(weights, values, axes=([1], [axis])), 0, axis)
+    return values
+
+
 def reference_bilinear(pixels, size):
     """Half-pixel-centred bilinear resize in float64, axis by axis."""
     values = pixels.astype(np.float64)
@@ -96,6 +115,8 @@ def test_from_directory_matches_image_dataset_from_directory(tmp_path):
         ((7, 20), "bilinear", True),
         ((12, 9), "nearest", False),
         ((9, 16), "nearest", True),
+        ((11, 13), "bicubic", False),
+        ((20, 8), "bicubic", True),
     ]:
         reference = keras.utils.image_dataset_from_directory(
             tmp_path,
@@ -161,6 +182,12 @@ def test_resize_matches_independent_references(
     np.testing.assert_allclose(
         bilinear, reference_bilinear(pixels, (out_height, out_width)), atol=2e-3
     )
+    # The bicubic weights come from a table of 1024 steps (as TensorFlow's):
+    # close to the exact kernel, not equal.
+    bicubic = resize(pixels, (out_height, out_width), "bicubic")
+    np.testing.assert_allclose(
+        bicubic, reference_bicubic(pixels, (out_height, out_width)), atol=0.5
+    )
     # Nearest: each output pixel is the input pixel whose cell holds the
     # output pixel's centre, `floor((i + 0.5) * n / out)` in exact arithmetic;
     # at an exact tie float32 may round to the pixel before (as TensorFlow).
@@ -173,6 +200,26 @@ def test_resize_matches_independent_references(
         exact = numerator // (2 * out)
         tie = numerator % (2 * out) == 0
         assert np.all((got == exact) | (tie & (got == exact - 1)))
+
+
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    out_height=st.integers(1, 40),
+    out_width=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_resize_equals_tf_image_resize_to_the_bit(
+    height, width, out_height, out_width, seed
+):
+    tf = pytest.importorskip("tensorflow")
+    pixels = np.random.default_rng(seed).integers(
+        0, 256, (height, width, 3), dtype=np.uint8
+    )
+    for method in ("bilinear", "nearest", "bicubic"):
+        theirs = tf.image.resize(pixels, (out_height, out_width), method=method)
+        mine = resize(pixels, (out_height, out_width), method)
+        np.testing.assert_array_equal(mine, theirs.numpy().astype(np.float32))
 
 
 def test_crop_to_aspect_ratio_takes_the_centred_crop(tmp_path):
@@ -330,7 +377,7 @@ def test_bad_loader_arguments(tmp_path):
     with pytest.raises(ValueError, match="color_mode"):
         ImageLoader(color_mode="cmyk")
     with pytest.raises(ValueError, match="interpolation"):
-        ImageLoader(interpolation="bicubic")
+        ImageLoader(interpolation="area")
     write_folder(tmp_path, classes=("a", "b"), jpeg=False)
     with pytest.raises(TypeError, match="follow_links"):
         PairDataset.from_directory(tmp_path, follow_links="yes")

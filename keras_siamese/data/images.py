@@ -25,7 +25,9 @@ from keras_siamese._checks import check_bool, check_choice, check_positive_int
 #: The file extensions `image_dataset_from_directory` reads (any case).
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3), "rgba": ("RGBA", 4)}
-_INTERPOLATIONS = ("bilinear", "nearest")
+_INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+# TensorFlow's bicubic kernel reads its weights from a table of this many steps.
+_CUBIC_STEPS = 1024
 
 
 def _pil_image() -> Any:
@@ -127,7 +129,7 @@ class ImageLoader:
         image_size: `(height, width)` of the result, or one integer for a
             square.
         color_mode: `"rgb"` (3 channels), `"rgba"` (4) or `"grayscale"` (1).
-        interpolation: `"bilinear"` or `"nearest"`.
+        interpolation: `"bilinear"`, `"nearest"` or `"bicubic"`.
         crop_to_aspect_ratio: resize the largest centred crop with the
             aspect ratio of `image_size` instead of the whole image.
 
@@ -243,9 +245,9 @@ def center_crop_to_aspect_ratio(pixels: np.ndarray, size: Sequence[int]) -> np.n
 def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.ndarray:
     """Resize `(height, width, channels)` pixels to float32 as `tf.image.resize`.
 
-    TensorFlow's kernels (`ResizeBilinear`, `ResizeNearestNeighbor` with
-    half-pixel centres) in float32, operation for operation, so the results
-    agree to the last bit.
+    TensorFlow's kernels (`ResizeBilinear`, `ResizeNearestNeighbor` and
+    `ResizeBicubic` with half-pixel centres) in float32, operation for
+    operation, so the results agree to the last bit.
     """
     height, width = pixels.shape[:2]
     out_height, out_width = size
@@ -254,6 +256,8 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
         rows = _nearest(height, out_height)
         columns = _nearest(width, out_width)
         return np.ascontiguousarray(values[rows][:, columns])
+    if interpolation == "bicubic":
+        return _bicubic(values, size)
     # Along the width first, on every input row, then along the height: each
     # output pixel goes through TensorFlow's three lerps in the same order.
     left, right, x_lerp = _bilinear(width, out_width)
@@ -262,6 +266,66 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
     top, bottom, y_lerp = _bilinear(height, out_height)
     tops = np.take(across, top, axis=0)
     return tops + (np.take(across, bottom, axis=0) - tops) * y_lerp[:, None, None]
+
+
+def _cubic_table() -> np.ndarray:
+    """Keys' cubic kernel (a = -0.5) at `i / steps`: `[i, 0]` at distance
+    `i / steps`, `[i, 1]` at `1 + i / steps`, rounded as TensorFlow rounds them
+    (computed in float64 from float32 positions, stored as float32)."""
+    a = -0.5
+    table = np.empty((_CUBIC_STEPS + 1, 2), np.float32)
+    for i in range(_CUBIC_STEPS + 1):
+        x = float(np.float32(i / _CUBIC_STEPS))
+        table[i, 0] = ((a + 2) * x - (a + 3)) * x * x + 1
+        x = float(np.float32(x + 1.0))
+        table[i, 1] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return table
+
+
+_CUBIC_TABLE = _cubic_table()
+
+
+def _cubic(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output position, its four input positions and their weights."""
+    sample = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * _scale(
+        in_size, out_size
+    ) - np.float32(0.5)
+    start = np.floor(sample).astype(np.int64)
+    step = np.rint(
+        (sample - start.astype(np.float32)) * np.float32(_CUBIC_STEPS)
+    ).astype(np.int64)
+    table = _CUBIC_TABLE
+    back = _CUBIC_STEPS - step
+    weights = np.stack(
+        [table[step, 1], table[step, 0], table[back, 0], table[back, 1]], axis=1
+    )
+    positions = start[:, None] + np.arange(-1, 3)
+    # Positions outside the image get no weight, and the others are
+    # renormalised (TensorFlow's half-pixel bicubic).
+    weights = np.where((positions >= 0) & (positions < in_size), weights, 0)
+    weights = weights.astype(np.float32)
+    total = ((weights[:, 0] + weights[:, 1]) + weights[:, 2]) + weights[:, 3]
+    usable = np.abs(total) >= np.float32(1000) * np.finfo(np.float32).tiny
+    inverse = np.float32(1) / np.where(usable, total, np.float32(1))
+    weights = np.where(usable[:, None], weights * inverse[:, None], weights)
+    return np.clip(positions, 0, in_size - 1), weights.astype(np.float32)
+
+
+def _bicubic(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    # Along the height first, then the width, each a left-to-right sum of
+    # four products: TensorFlow's order.
+    rows, row_weights = _cubic(values.shape[0], size[0])
+    columns, column_weights = _cubic(values.shape[1], size[1])
+    down = [
+        np.take(values, rows[:, k], axis=0) * row_weights[:, k, None, None]
+        for k in range(4)
+    ]
+    across = ((down[0] + down[1]) + down[2]) + down[3]
+    parts = [
+        np.take(across, columns[:, k], axis=1) * column_weights[None, :, k, None]
+        for k in range(4)
+    ]
+    return ((parts[0] + parts[1]) + parts[2]) + parts[3]
 
 
 def _scale(in_size: int, out_size: int) -> np.float32:
