@@ -240,3 +240,20 @@ def test_augmented_batches_are_the_same_with_process_workers():
         flipping_dataset(workers=2, use_multiprocessing=True), verbose=0
     )
     np.testing.assert_array_equal(processes, serial)
+
+
+def test_single_example_classes_with_views_give_simclr_batches():
+    ids = np.arange(24)
+    dataset = ClassBalancedDataset(X, ids, 6, 1, seed=0, augment=noise, views=2)
+    x, labels = dataset[0]
+    assert x.shape == (12, 1)
+    np.testing.assert_array_equal(labels[:6], labels[6:])
+    assert len(set(labels[:6].tolist())) == 6
+    # Both views are of the same image: the noise is below 0.5.
+    np.testing.assert_array_equal(np.floor(x[:6]), np.floor(x[6:]))
+    np.testing.assert_array_equal(np.floor(x[:6, 0]), labels[:6])
+    assert not np.array_equal(x[:6], x[6:])
+    with pytest.raises(ValueError, match="samples_per_class"):
+        ClassBalancedDataset(X, ids, 6, 1, seed=0)
+    with pytest.raises(ValueError, match="only one"):
+        ClassBalancedDataset(X, ids, 6, 2, seed=0)

@@ -37,7 +37,8 @@ class ClassBalancedDataset(SampledDataset):
             at least two examples.
         classes_per_batch: P, distinct classes per batch, at most the number
             of classes.
-        samples_per_class: K >= 2, examples per class in a batch.
+        samples_per_class: K >= 2, examples per class in a batch (K >= 1
+            with `views >= 2`).
         steps_per_epoch: batches per epoch; defaults to
             `ceil(len(x) / (P * K))`.
         seed: non-negative integer, or `None` to draw one (see `.seed`).
@@ -64,7 +65,9 @@ class ClassBalancedDataset(SampledDataset):
         ValueError: for non-positive sizes, `samples_per_class < 2`,
             `classes_per_batch` above the number of classes,
             `len(x) != len(y)`, fewer than two classes, or a class with a
-            single example (named).
+            single example (named). With `views >= 2` an example's other
+            views are its positives, so `samples_per_class = 1` and classes
+            of one example are allowed.
 
     Examples:
         >>> import numpy as np
@@ -94,10 +97,14 @@ class ClassBalancedDataset(SampledDataset):
     ) -> None:
         classes_per_batch = check_positive_int(classes_per_batch, "classes_per_batch")
         samples_per_class = check_positive_int(samples_per_class, "samples_per_class")
-        if samples_per_class < 2:
+        # With two or more views, an example's other views are its positives,
+        # so a class may be a single example (self-supervised learning).
+        multi_view = isinstance(views, int) and views >= 2
+        if samples_per_class < 2 and not multi_view:
             raise ValueError(
                 "`samples_per_class` must be at least 2, so that every example "
-                f"has a positive in its batch; got {samples_per_class}."
+                f"has a positive in its batch (or `views` at least 2); got "
+                f"{samples_per_class}."
             )
         super().__init__(
             x,
@@ -115,9 +122,10 @@ class ClassBalancedDataset(SampledDataset):
                 f"`classes_per_batch` ({classes_per_batch}) must not exceed the "
                 f"number of classes in `y` ({self._labels.num_classes})."
             )
-        self._labels.require_pairs_within_classes(
-            "ClassBalancedDataset gives every example a positive in its batch"
-        )
+        if not multi_view:
+            self._labels.require_pairs_within_classes(
+                "ClassBalancedDataset gives every example a positive in its batch"
+            )
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
 
