@@ -128,3 +128,18 @@ def test_augmented_and_file_backed_datasets_go_through_getitem(kind, tmp_path):
         for epoch in (0, 2):
             dataset.set_epoch(epoch)
             assert_same_epoch(dataset, pipeline)
+
+
+def test_getitem_pipeline_makes_its_spec_batch_once_per_dataset():
+    calls = []
+
+    class Counting(PairDataset):
+        def __getitem__(self, index):
+            calls.append(index)
+            return super().__getitem__(index)
+
+    dataset = Counting(X, Y, batch_size=8, seed=1, steps_per_epoch=3)
+    first, second = dataset.as_tf_dataset(), dataset.as_tf_dataset()
+    assert calls == [0]
+    assert first.element_spec == second.element_spec
+    assert len(list(second)) == 3 and sorted(calls[1:]) == [0, 1, 2]

@@ -101,11 +101,19 @@ def batch_pipeline(tf: Any, dataset: Any) -> Any:
     For datasets whose batches are not plain rows of `x` (files read,
     augmentation, an overridden `__getitem__`): the batches are then those
     of `__getitem__` on every backend. Batches are made in parallel, in
-    order; the element spec comes from one batch made at construction.
+    order; the element spec comes from one batch, made at the first call.
     """
-    structure = dataset[0]
-    leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(structure)]
-    dtypes = [tf.as_dtype(leaf.dtype) for leaf in leaves]
+    # The structure, shapes and dtypes of a batch, from one batch made once
+    # per dataset (not once per `fit`, `evaluate` or `predict` call).
+    spec = dataset.cache.get("tf_batch_spec")
+    if spec is None:
+        batch = dataset[0]
+        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
+        skeleton = keras.tree.map_structure(lambda _: None, batch)
+        spec = (skeleton, [(leaf.shape, leaf.dtype) for leaf in leaves])
+        dataset.cache["tf_batch_spec"] = spec
+    structure, shapes = spec
+    dtypes = [tf.as_dtype(dtype) for _, dtype in shapes]
 
     def make(index: np.ndarray) -> list:
         batch = keras.tree.flatten(dataset[int(index)])
@@ -116,8 +124,8 @@ def batch_pipeline(tf: Any, dataset: Any) -> Any:
 
     def load(index: Any) -> Any:
         tensors = tf.numpy_function(make, [index], dtypes, stateful=True)
-        for tensor, leaf in zip(tensors, leaves):
-            tensor.set_shape(leaf.shape)
+        for tensor, (shape, _) in zip(tensors, shapes):
+            tensor.set_shape(shape)
         return keras.tree.pack_sequence_as(structure, tensors)
 
     return (
