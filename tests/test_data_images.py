@@ -386,3 +386,22 @@ def test_bad_loader_arguments(tmp_path):
 def test_class_names_must_index_integer_labels():
     with pytest.raises(ValueError, match="class_names"):
         PairDataset(np.zeros((4, 1)), np.array([0, 1, 2, 2]), class_names=["a", "b"])
+
+
+def test_config_rebuilds_a_file_backed_augmented_dataset(tmp_path):
+    write_folder(tmp_path, classes=("a", "b", "c"), jpeg=False)
+
+    def shift(images, seed):
+        return images + np.float32(seed % 7)
+
+    dataset = ClassBalancedDataset.from_directory(
+        tmp_path, image_size=(5, 6), classes_per_batch=2, samples_per_class=3,
+        seed=4, augment=shift, views=2,
+    )  # fmt: skip
+    config = dataset.get_config()
+    assert config["class_names"] == ["a", "b", "c"] and config["views"] == 2
+    labels = np.repeat(np.arange(3), 9).astype(np.int32)
+    rebuilt = ClassBalancedDataset(dataset.x, labels, **config)
+    for index in range(len(dataset)):
+        for a, b in zip(dataset[index], rebuilt[index]):
+            np.testing.assert_array_equal(a, b)
