@@ -143,3 +143,21 @@ def test_getitem_pipeline_makes_its_spec_batch_once_per_dataset():
     assert calls == [0]
     assert first.element_spec == second.element_spec
     assert len(list(second)) == 3 and sorted(calls[1:]) == [0, 1, 2]
+
+
+def test_a_corrupt_file_is_named_by_the_pipeline(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for k in range(6):
+            pixels = np.zeros((4, 4, 3), np.uint8)
+            image.fromarray(pixels).save(tmp_path / name / f"{k}.png")
+    (tmp_path / "b" / "zz.png").write_bytes(b"not an image")
+    dataset = PairDataset.from_directory(
+        tmp_path, image_size=(4, 4), batch_size=2, seed=0, steps_per_epoch=40
+    )
+    # Batch 0 may or may not hold the file (it is read for the element spec,
+    # where the ValueError comes as it is); TensorFlow wraps the others.
+    with pytest.raises((ValueError, tf.errors.OpError), match=r"zz\.png"):
+        for _ in dataset.as_tf_dataset():
+            pass
