@@ -125,6 +125,14 @@ def test_views_and_augment_are_checked():
         make("balanced", augment="flip")
     with pytest.raises(TypeError, match="own generator"):
         make("balanced", augment=keras.layers.Dropout(0.5))
+    # Also inside a nested pipeline or a functional model.
+    inner = keras.Sequential([keras.layers.RandomFlip(), keras.layers.GaussianNoise(1)])
+    with pytest.raises(TypeError, match="gaussian_noise"):
+        make("balanced", augment=keras.Sequential([inner]))
+    inputs = keras.Input((1,))
+    noisy = keras.Model(inputs, keras.layers.GaussianNoise(1.0)(inputs))
+    with pytest.raises(TypeError, match="own generator"):
+        make("balanced", augment=noisy)
     with pytest.raises(TypeError, match="single input"):
         make("pairs", x=(X, X), augment=noise)
 

@@ -28,10 +28,23 @@ def batch_seed(seed: int, epoch: int, index: int, branch: int, view: int) -> int
     return value or 1
 
 
-def _has_seed_generator(layer: Any) -> bool:
-    return any(
-        isinstance(value, keras.random.SeedGenerator) for value in vars(layer).values()
-    )
+def _draws_own_random(layer: Any) -> bool:
+    """Whether `layer` or a layer inside it holds a `SeedGenerator`."""
+    for value in vars(layer).values():
+        if isinstance(value, keras.random.SeedGenerator):
+            return True
+        inner = value if isinstance(value, (list, tuple)) else [value]
+        for item in inner:
+            if isinstance(item, keras.layers.Layer) and _draws_own_random(item):
+                return True
+    return False
+
+
+def _steps(layer: Any) -> list:
+    """The layers of a (possibly nested) `keras.Sequential`, in order."""
+    if isinstance(layer, keras.Sequential):
+        return [step for inner in layer.layers for step in _steps(inner)]
+    return [layer]
 
 
 def _is_image_preprocessing(layer: Any) -> bool:
@@ -45,7 +58,7 @@ class Augmentation:
 
     Args:
         augment: a `keras.layers.Layer` (a single image preprocessing layer,
-            or a `keras.Sequential` of them and of layers without randomness
+            or a `keras.Sequential`, nested or not, of them and of layers without randomness
             such as `Rescaling`), or a callable `augment(images, seed=seed)`
             returning the augmented batch.
 
@@ -64,13 +77,9 @@ class Augmentation:
         self.augment = augment
         self._layers = None
         if isinstance(augment, keras.layers.Layer):
-            layers = (
-                list(augment.layers)
-                if isinstance(augment, keras.Sequential)
-                else [augment]
-            )
+            layers = _steps(augment)
             for layer in layers:
-                if not _is_image_preprocessing(layer) and _has_seed_generator(layer):
+                if not _is_image_preprocessing(layer) and _draws_own_random(layer):
                     raise TypeError(
                         f"Layer {layer.name!r} of `augment` draws random numbers "
                         "from its own generator, which cannot be seeded per batch; "
