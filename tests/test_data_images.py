@@ -71,6 +71,20 @@ def reference_bicubic(pixels, size):
     return values
 
 
+def reference_area(pixels, size):
+    """The mean of the input over each output cell's span, in float64."""
+    values = pixels.astype(np.float64)
+    for axis, out in enumerate(size):
+        n = values.shape[axis]
+        low = np.arange(out)[:, None] * (n / out)
+        high = low + n / out
+        cells = np.arange(n)[None, :]
+        overlap = np.clip(np.minimum(high, cells + 1) - np.maximum(low, cells), 0, None)
+        weights = overlap / overlap.sum(axis=1, keepdims=True)
+        values = np.moveaxis(np.tensordot(weights, values, axes=([1], [axis])), 0, axis)
+    return values
+
+
 def reference_bilinear(pixels, size):
     """Half-pixel-centred bilinear resize in float64, axis by axis."""
     values = pixels.astype(np.float64)
@@ -117,6 +131,8 @@ def test_from_directory_matches_image_dataset_from_directory(tmp_path):
         ((9, 16), "nearest", True),
         ((11, 13), "bicubic", False),
         ((20, 8), "bicubic", True),
+        ((6, 4), "area", False),
+        ((14, 30), "area", True),
     ]:
         reference = keras.utils.image_dataset_from_directory(
             tmp_path,
@@ -188,6 +204,11 @@ def test_resize_matches_independent_references(
     np.testing.assert_allclose(
         bicubic, reference_bicubic(pixels, (out_height, out_width)), atol=0.5
     )
+    np.testing.assert_allclose(
+        resize(pixels, (out_height, out_width), "area"),
+        reference_area(pixels, (out_height, out_width)),
+        atol=2e-3,
+    )
     # Nearest: each output pixel is the input pixel whose cell holds the
     # output pixel's centre, `floor((i + 0.5) * n / out)` in exact arithmetic;
     # at an exact tie float32 may round to the pixel before (as TensorFlow).
@@ -216,7 +237,7 @@ def test_resize_equals_tf_image_resize_to_the_bit(
     pixels = np.random.default_rng(seed).integers(
         0, 256, (height, width, 3), dtype=np.uint8
     )
-    for method in ("bilinear", "nearest", "bicubic"):
+    for method in ("bilinear", "nearest", "bicubic", "area"):
         theirs = tf.image.resize(pixels, (out_height, out_width), method=method)
         mine = resize(pixels, (out_height, out_width), method)
         np.testing.assert_array_equal(mine, theirs.numpy().astype(np.float32))
@@ -377,7 +398,7 @@ def test_bad_loader_arguments(tmp_path):
     with pytest.raises(ValueError, match="color_mode"):
         ImageLoader(color_mode="cmyk")
     with pytest.raises(ValueError, match="interpolation"):
-        ImageLoader(interpolation="area")
+        ImageLoader(interpolation="lanczos3")
     write_folder(tmp_path, classes=("a", "b"), jpeg=False)
     with pytest.raises(TypeError, match="follow_links"):
         PairDataset.from_directory(tmp_path, follow_links="yes")

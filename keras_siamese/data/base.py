@@ -334,7 +334,8 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
             color_mode: `"rgb"`, `"rgba"` or `"grayscale"`.
             class_names: the sub-folders to use, in label order; defaults
                 to all of them, sorted.
-            interpolation: `"bilinear"`, `"nearest"` or `"bicubic"`.
+            interpolation: `"bilinear"`, `"nearest"`, `"bicubic"` or
+                `"area"`.
             crop_to_aspect_ratio: resize the largest centred crop with the
                 aspect ratio of `image_size`, not the whole image.
             follow_links: whether to walk into folders that are symbolic

@@ -25,7 +25,7 @@ from keras_siamese._checks import check_bool, check_choice, check_positive_int
 #: The file extensions `image_dataset_from_directory` reads (any case).
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3), "rgba": ("RGBA", 4)}
-_INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+_INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 # TensorFlow's bicubic kernel reads its weights from a table of this many steps.
 _CUBIC_STEPS = 1024
 
@@ -129,7 +129,7 @@ class ImageLoader:
         image_size: `(height, width)` of the result, or one integer for a
             square.
         color_mode: `"rgb"` (3 channels), `"rgba"` (4) or `"grayscale"` (1).
-        interpolation: `"bilinear"`, `"nearest"` or `"bicubic"`.
+        interpolation: `"bilinear"`, `"nearest"`, `"bicubic"` or `"area"`.
         crop_to_aspect_ratio: resize the largest centred crop with the
             aspect ratio of `image_size` instead of the whole image.
 
@@ -246,8 +246,8 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
     """Resize `(height, width, channels)` pixels to float32 as `tf.image.resize`.
 
     TensorFlow's kernels (`ResizeBilinear`, `ResizeNearestNeighbor` and
-    `ResizeBicubic` with half-pixel centres) in float32, operation for
-    operation, so the results agree to the last bit.
+    `ResizeBicubic` with half-pixel centres, `ResizeArea`) in float32,
+    operation for operation, so the results agree to the last bit.
     """
     height, width = pixels.shape[:2]
     out_height, out_width = size
@@ -258,6 +258,8 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
         return np.ascontiguousarray(values[rows][:, columns])
     if interpolation == "bicubic":
         return _bicubic(values, size)
+    if interpolation == "area":
+        return _area(values, size)
     # Along the width first, on every input row, then along the height: each
     # output pixel goes through TensorFlow's three lerps in the same order.
     left, right, x_lerp = _bilinear(width, out_width)
@@ -326,6 +328,50 @@ def _bicubic(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
         for k in range(4)
     ]
     return ((parts[0] + parts[1]) + parts[2]) + parts[3]
+
+
+def _area_cells(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output position, the input cells it covers and their weights.
+
+    Output position `o` covers `[o * s, (o + 1) * s)` of the input, `s` the
+    scale; each cell's weight is the length it shares with that span, in
+    float32 as TensorFlow computes it. Rows are padded with weight 0.
+    """
+    scale = _scale(in_size, out_size)
+    lows = np.arange(out_size, dtype=np.float32) * scale
+    highs = np.arange(1, out_size + 1, dtype=np.float32) * scale
+    firsts = np.floor(lows).astype(np.int64)
+    counts = np.ceil(highs).astype(np.int64) - firsts
+    cells = firsts[:, None] + np.arange(counts.max())
+    edges = cells.astype(np.float32)
+    after = edges + np.float32(1)
+    inside = np.where(after > highs[:, None], highs[:, None] - edges, np.float32(1))
+    straddles = np.where(after > highs[:, None], scale, after - lows[:, None])
+    weights = np.where(edges < lows[:, None], straddles, inside).astype(np.float32)
+    weights = np.where(np.arange(counts.max()) < counts[:, None], weights, 0)
+    return np.clip(cells, 0, in_size - 1), weights.astype(np.float32)
+
+
+def _area(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    # TensorFlow sums each input row's covered cells first (the first and
+    # last scaled, those between added as they are), then the rows, each
+    # scaled, in order; padding terms add exact zeros.
+    rows, row_weights = _area_cells(values.shape[0], size[0])
+    columns, column_weights = _area_cells(values.shape[1], size[1])
+    across = np.take(values, columns[:, 0], axis=1) * column_weights[:, 0, None]
+    for k in range(1, columns.shape[1]):
+        term = np.take(values, columns[:, k], axis=1)
+        weight = column_weights[:, k, None]
+        across = across + np.where(weight == 1, term, term * weight)
+    total = np.zeros((size[0], size[1], values.shape[2]), np.float32)
+    for k in range(rows.shape[1]):
+        total = (
+            total + np.take(across, rows[:, k], axis=0) * row_weights[:, k, None, None]
+        )
+    scale = np.float32(
+        1.0 / float(_scale(values.shape[0], size[0]) * _scale(values.shape[1], size[1]))
+    )
+    return total * scale
 
 
 def _scale(in_size: int, out_size: int) -> np.float32:
