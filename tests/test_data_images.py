@@ -426,3 +426,19 @@ def test_config_rebuilds_a_file_backed_augmented_dataset(tmp_path):
     for index in range(len(dataset)):
         for a, b in zip(dataset[index], rebuilt[index]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_missing_pillow_is_named_when_an_image_is_read(tmp_path, monkeypatch):
+    from keras_siamese.data import images
+
+    real_import = images.importlib.import_module
+
+    def without_pillow(name, *args):
+        if name.startswith("PIL"):
+            raise ImportError("No module named 'PIL'")
+        return real_import(name, *args)
+
+    loader = ImageLoader((2, 2))  # constructing needs no Pillow
+    monkeypatch.setattr(images.importlib, "import_module", without_pillow)
+    with pytest.raises(ImportError, match=r"keras-siamese\[images\]"):
+        loader(tmp_path / "x.png")
