@@ -8,6 +8,7 @@ tables are checked for their rows, not their numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -103,6 +104,24 @@ def test_bench_data_measures_every_sampler(tmp_path: Path, small_mnist: Path) ->
     for sampler in ("triplets", "pairs", "P x K"):
         assert sampler in first_cells
     assert (tmp_path / "d.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_files_reads_the_folder_every_way(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    out = run_script(
+        "bench_files.py",
+        *("--images", "40", "--classes", "4", "--classes-per-batch", "2"),
+        *("--per-class", "2", "--workers", "1", "2", "--repeats", "1"),
+        "--no-json",
+        cwd=tmp_path,
+    )
+    rows = [line.strip("|").split("|") for line in out.splitlines() if "|" in line]
+    readers = [(row[0].strip(), row[1].strip()) for row in rows]
+    for reader in ("from_directory", "from_directory + augment"):
+        assert (reader, "1") in readers and (reader, "2") in readers
+    if importlib.util.find_spec("tensorflow") is not None:
+        assert ("image_dataset_from_directory", "tf.data") in readers
 
 
 @pytest.mark.slow

@@ -102,7 +102,62 @@ def test_fit_on_tensorflow_uses_the_pipeline(monkeypatch):
     def refuse(self, index):
         raise AssertionError("fit read a batch through __getitem__")
 
-    monkeypatch.setattr(PairDataset, "__getitem__", refuse)
+    # Patched where it is defined: a subclass's own `__getitem__` would be
+    # an override, which the pipeline does call.
+    monkeypatch.setattr(base.SampledDataset, "__getitem__", refuse)
     history = model.fit(dataset, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert dataset.epoch == 2
+
+
+@pytest.mark.parametrize("kind", ["pairs", "triplets", "balanced"])
+def test_augmented_and_file_backed_datasets_go_through_getitem(kind, tmp_path):
+    def shift(images, seed):
+        return images + np.float32(seed % 1000)
+
+    paths = []
+    for i, row in enumerate(X):
+        np.save(tmp_path / f"{i}.npy", row)
+        paths.append(str(tmp_path / f"{i}.npy"))
+    for dataset in (
+        make(kind, augment=shift, steps_per_epoch=3),
+        make(kind, x=paths, loader=np.load, steps_per_epoch=3),
+    ):
+        assert not dataset.batches_are_rows
+        pipeline = dataset.as_tf_dataset()
+        for epoch in (0, 2):
+            dataset.set_epoch(epoch)
+            assert_same_epoch(dataset, pipeline)
+
+
+def test_getitem_pipeline_makes_its_spec_batch_once_per_dataset():
+    calls = []
+
+    class Counting(PairDataset):
+        def __getitem__(self, index):
+            calls.append(index)
+            return super().__getitem__(index)
+
+    dataset = Counting(X, Y, batch_size=8, seed=1, steps_per_epoch=3)
+    first, second = dataset.as_tf_dataset(), dataset.as_tf_dataset()
+    assert calls == [0]
+    assert first.element_spec == second.element_spec
+    assert len(list(second)) == 3 and sorted(calls[1:]) == [0, 1, 2]
+
+
+def test_a_corrupt_file_is_named_by_the_pipeline(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for k in range(6):
+            pixels = np.zeros((4, 4, 3), np.uint8)
+            image.fromarray(pixels).save(tmp_path / name / f"{k}.png")
+    (tmp_path / "b" / "zz.png").write_bytes(b"not an image")
+    dataset = PairDataset.from_directory(
+        tmp_path, image_size=(4, 4), batch_size=2, seed=0, steps_per_epoch=40
+    )
+    # Batch 0 may or may not hold the file (it is read for the element spec,
+    # where the ValueError comes as it is); TensorFlow wraps the others.
+    with pytest.raises((ValueError, tf.errors.OpError), match=r"zz\.png"):
+        for _ in dataset.as_tf_dataset():
+            pass

@@ -10,11 +10,15 @@ import numpy as np
 
 from keras_siamese import _keras_compat
 from keras_siamese._checks import check_positive_int
+from keras_siamese.data.augment import Augmentation, batch_seed
+from keras_siamese.data.images import ImageLoader, index_directory
 from keras_siamese.data.sampling import (
     LabelIndex,
     batch_index,
     default_length,
     gather,
+    load_files,
+    normalize_paths,
     normalize_x,
     resolve_seed,
 )
@@ -61,7 +65,8 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, with the examples on axis 0. It is
-            never copied: each batch gathers only its own rows.
+            never copied: each batch gathers only its own rows. With a
+            `loader`, a sequence of file paths instead.
         y: 1-D array of hashable labels (integers, strings, ...), one per
             example.
         examples_per_batch: examples drawn per batch, which sets the default
@@ -71,6 +76,30 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
             expectation.
         seed: non-negative integer. `None` draws one at construction; it is
             then available as `dataset.seed`.
+        loader: a callable from one element of `x` to an array. With it, `x`
+            is a sequence of file paths (`str` or `os.PathLike`) and each
+            batch calls `loader` on the paths of its own rows only (once per
+            distinct row), stacking the results; an `ImageLoader` reads
+            images. `from_directory` sets it.
+        augment: a Keras image preprocessing pipeline (a `keras.Sequential`
+            of layers such as `RandomFlip` and `RandomCrop`, or one such
+            layer) or a callable `augment(images, seed=seed)`, applied to the
+            batch of every input separately (each side of a pair or triplet
+            gets its own draw). It is seeded per batch: input `b`, view `v`
+            of batch `i` of epoch `e` gets a seed derived from
+            `(seed, e, i, b, v)`, so augmented batches are reproducible
+            whatever the workers. A callable gets that seed as a positive
+            int32; a Keras pipeline gets a `keras.random.SeedGenerator` made
+            from it (the layers' own generators are not used). Needs `x` to
+            be one array or file paths.
+        views: with `augment`, the number of independently augmented views
+            of every example. Views are stacked on the batch axis: each input
+            has `views * batch_size` rows, row `v * batch_size + k` being
+            view `v` of example `k`, and the targets are repeated `views`
+            times, so a batch of `ClassBalancedDataset` feeds
+            `SupervisedContrastiveLoss` (or `NTXentLoss`) as it is.
+        class_names: names of the classes, for messages and as
+            `dataset.class_names`; `from_directory` sets them.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -78,7 +107,10 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         TypeError: for an `x` or `y` that is not array-like, a non-integer
             size or seed, or an unknown keyword argument.
         ValueError: for non-positive sizes, a negative seed, `len(x) !=
-            len(y)`, or fewer than two classes.
+            len(y)`, fewer than two classes, or `views > 1` without
+            `augment`. With a `loader`, when a batch is read: a file that
+            the loader cannot read (named by path), or files of different
+            shapes.
 
     Examples:
         >>> import numpy as np
@@ -99,11 +131,55 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         examples_per_batch: int,
         steps_per_epoch: int | None = None,
         seed: int | None = None,
+        *,
+        loader: Any = None,
+        augment: Any = None,
+        views: int = 1,
+        class_names: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._x, num_examples = normalize_x(x)
-        self._labels = LabelIndex(y, num_examples)
+        if loader is None:
+            self._x, num_examples = normalize_x(x)
+        else:
+            if not callable(loader):
+                raise TypeError(
+                    f"`loader` must be a callable from a path to an array; got "
+                    f"{loader!r}."
+                )
+            self._x, num_examples = normalize_paths(x)
+        self.loader = loader
+        views = check_positive_int(views, "views")
+        if augment is None:
+            self._augmentation = None
+            if views > 1:
+                raise ValueError(
+                    f"`views={views}` needs an `augment`: without one the views "
+                    "of an example would be identical."
+                )
+        else:
+            if loader is None and isinstance(self._x, (tuple, dict)):
+                raise TypeError(
+                    "`augment` applies to a single input: `x` must be one array "
+                    "or a sequence of file paths, not a tuple or dict of arrays."
+                )
+            self._augmentation = Augmentation(augment)
+        self.augment = augment
+        self.views = views
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+        self.class_names = class_names
+        self._labels = LabelIndex(y, num_examples, names=class_names)
+        classes = self._labels.classes
+        if class_names is not None and not (
+            np.issubdtype(classes.dtype, np.integer)
+            and classes.min() >= 0
+            and classes.max() < len(class_names)
+        ):
+            raise ValueError(
+                "With `class_names`, `y` must hold integer labels in "
+                f"[0, {len(class_names)}), indices into `class_names`."
+            )
         if steps_per_epoch is not None:
             steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.steps_per_epoch = steps_per_epoch
@@ -134,8 +210,25 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
 
     @property
     def x(self) -> Any:
-        """The examples the batches are gathered from (never copied)."""
+        """The examples the batches are gathered from (never copied).
+
+        With a `loader`, the tuple of file paths.
+        """
         return self._x
+
+    @property
+    def batches_are_rows(self) -> bool:
+        """Whether each batch is rows of `x` gathered as they are.
+
+        False when files are read, batches are augmented, or a subclass
+        overrides `__getitem__`: then a batch exists only as `__getitem__`
+        makes it, and the TensorFlow pipeline calls `__getitem__` too.
+        """
+        return (
+            self.loader is None
+            and self._augmentation is None
+            and type(self).__getitem__ is SampledDataset.__getitem__
+        )
 
     @property
     def num_branches(self) -> int:
@@ -205,6 +298,88 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
     def __len__(self) -> int:
         return self._length
 
+    @classmethod
+    def from_directory(
+        cls,
+        directory: Any,
+        *args: Any,
+        image_size: Any = (256, 256),
+        color_mode: str = "rgb",
+        class_names: Any = None,
+        interpolation: str = "bilinear",
+        crop_to_aspect_ratio: bool = False,
+        follow_links: bool = False,
+        **kwargs: Any,
+    ) -> SampledDataset:
+        """A dataset of the images in a folder with one sub-folder per class.
+
+        The folder is read as `keras.utils.image_dataset_from_directory`
+        reads it: the classes are the sub-folders (hidden ones, whose names
+        start with a dot, are skipped) in alphanumeric order, or in the order
+        of `class_names`; each class's files are those with the extensions
+        `.bmp .gif .jpeg .jpg .png` (any case) in a sorted walk of its
+        folder, nested folders included; class `c` gets the label `c`, the
+        index of its folder in `dataset.class_names`. Only the paths are
+        listed here: each batch reads and decodes its own images, with an
+        `ImageLoader`, into float32 pixels in `[0, 255]` of shape
+        `(*image_size, channels)`, the pixels `image_dataset_from_directory`
+        gives on TensorFlow for the same file (JPEG files aside, whose
+        decoders round differently by a few levels).
+
+        Args:
+            directory: the folder.
+            *args: the dataset's own positional arguments after `x` and `y`
+                (such as `batch_size`); better passed by keyword.
+            image_size: `(height, width)` the images are resized to.
+            color_mode: `"rgb"`, `"rgba"` or `"grayscale"`.
+            class_names: the sub-folders to use, in label order; defaults
+                to all of them, sorted.
+            interpolation: `"bilinear"`, `"nearest"`, `"bicubic"` or
+                `"area"`.
+            crop_to_aspect_ratio: resize the largest centred crop with the
+                aspect ratio of `image_size`, not the whole image.
+            follow_links: whether to walk into folders that are symbolic
+                links.
+            **kwargs: the dataset's other arguments (`batch_size`, `seed`,
+                `augment`, `views`, `workers`, ...).
+
+        Returns:
+            A dataset of this class whose `x` is the tuple of file paths and
+            whose `class_names` are the class folders.
+
+        Raises:
+            ValueError: if `directory` is not a folder or holds no class
+                folder, a class folder holds no image, a class has too few
+                images for the sampler (named by folder), or an argument is
+                out of range. When a batch is read: a file that cannot be
+                read or decoded (named by path).
+            ImportError: when a batch is read, if Pillow is not installed.
+
+        Examples:
+            >>> import numpy as np, os, tempfile
+            >>> from PIL import Image
+            >>> from keras_siamese import ClassBalancedDataset
+            >>> root = tempfile.mkdtemp()
+            >>> for name in ["cat", "dog", "owl"]:
+            ...     os.mkdir(os.path.join(root, name))
+            ...     for k in range(3):
+            ...         pixels = np.full((8, 8, 3), 40 * k, "uint8")
+            ...         Image.fromarray(pixels).save(os.path.join(root, name, f"{k}.png"))
+            >>> batches = ClassBalancedDataset.from_directory(
+            ...     root, image_size=(4, 4), classes_per_batch=2,
+            ...     samples_per_class=2, seed=0)
+            >>> images, labels = batches[0]
+            >>> images.shape, images.dtype, batches.class_names
+            ((4, 4, 4, 3), dtype('float32'), ['cat', 'dog', 'owl'])
+        """
+        loader = ImageLoader(
+            image_size, color_mode, interpolation, crop_to_aspect_ratio
+        )
+        if not isinstance(follow_links, bool):
+            raise TypeError(f"`follow_links` must be a bool; got {follow_links!r}.")
+        paths, labels, names = index_directory(directory, class_names, follow_links)
+        return cls(paths, labels, *args, loader=loader, class_names=names, **kwargs)
+
     def batch_indices(self, index: int, epoch: int | None = None) -> tuple:
         """The batch `__getitem__(index)` returns, with row indices for rows.
 
@@ -218,13 +393,39 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         """
         epoch = self._epoch if epoch is None else operator.index(epoch)
         rows, targets = self._rows(batch_index(index, len(self)), epoch)
-        return self.pack_batch(list(rows.copy()), targets.copy())
+        # With views, row `v * batch_size + k` is view `v` of example `k`.
+        return self.pack_batch(
+            [np.tile(side, self.views) for side in rows], np.tile(targets, self.views)
+        )
 
     def __getitem__(self, index: int) -> tuple:
-        rows, targets = self._rows(batch_index(index, len(self)), self._epoch)
+        index = batch_index(index, len(self))
+        epoch = self._epoch
+        rows, targets = self._rows(index, epoch)
+        inputs = [self._gather(side) for side in rows]
+        if self._augmentation is not None:
+            inputs = [
+                self._augment(images, epoch, index, branch)
+                for branch, images in enumerate(inputs)
+            ]
         # The targets are a view of the cached block: hand out a copy, so
         # that a consumer writing into its batch cannot change later ones.
-        return self.pack_batch([gather(self._x, side) for side in rows], targets.copy())
+        return self.pack_batch(inputs, np.tile(targets, self.views))
+
+    def _gather(self, rows: np.ndarray) -> Any:
+        if self.loader is None:
+            return gather(self._x, rows)
+        return load_files(self._x, rows, self.loader)
+
+    def _augment(self, images: np.ndarray, epoch: int, index: int, branch: int) -> Any:
+        """`views` augmented copies of one input's batch, one after the other."""
+        augmented = [
+            self._augmentation(
+                images, batch_seed(self.seed, epoch, index, branch, view)
+            )
+            for view in range(self.views)
+        ]
+        return augmented[0] if self.views == 1 else np.concatenate(augmented)
 
     def block_rows(
         self, block: int, epoch: int | None = None
@@ -365,11 +566,16 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         """Every constructor argument except the data `x` and `y`.
 
         `type(dataset)(x, y, **dataset.get_config())` rebuilds a dataset that
-        yields exactly the same batches (the seed is included).
+        yields exactly the same batches (the seed is included). The `loader`
+        and `augment` entries are the objects themselves.
         """
         return {
             "steps_per_epoch": self.steps_per_epoch,
             "seed": self.seed,
+            "loader": self.loader,
+            "augment": self.augment,
+            "views": self.views,
+            "class_names": self.class_names,
             "workers": self.workers,
             "use_multiprocessing": self.use_multiprocessing,
             "max_queue_size": self.max_queue_size,

@@ -32,17 +32,27 @@ class ClassBalancedDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example. Every class needs
             at least two examples.
         classes_per_batch: P, distinct classes per batch, at most the number
             of classes.
-        samples_per_class: K >= 2, examples per class in a batch.
+        samples_per_class: K >= 2, examples per class in a batch (K >= 1
+            with `views >= 2`).
         steps_per_epoch: batches per epoch; defaults to
             `ceil(len(x) / (P * K))`.
         seed: non-negative integer, or `None` to draw one (see `.seed`).
-        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
-            to `keras.utils.PyDataset`.
+        loader: a callable reading one file; with it `x` is a sequence of
+            file paths, and only the files of each batch are read. See
+            `SampledDataset` and `from_directory()`.
+        augment: a Keras image preprocessing pipeline or a callable
+            `augment(images, seed=seed)`, applied to every input of a batch
+            with its own seed derived from `(seed, epoch, index)`. See
+            `SampledDataset`.
+        views: with `augment`, independently augmented views of every
+            example, stacked on the batch axis (targets repeated).
+        **kwargs: `class_names`, and `workers`, `use_multiprocessing`,
+            `max_queue_size`, passed to `keras.utils.PyDataset`.
 
     Returns:
         Batches `(x_batch, labels)`: `x_batch` has the structure of `x` with
@@ -55,7 +65,9 @@ class ClassBalancedDataset(SampledDataset):
         ValueError: for non-positive sizes, `samples_per_class < 2`,
             `classes_per_batch` above the number of classes,
             `len(x) != len(y)`, fewer than two classes, or a class with a
-            single example (named).
+            single example (named). With `views >= 2` an example's other
+            views are its positives, so `samples_per_class = 1` and classes
+            of one example are allowed.
 
     Examples:
         >>> import numpy as np
@@ -78,14 +90,21 @@ class ClassBalancedDataset(SampledDataset):
         samples_per_class: int,
         steps_per_epoch: int | None = None,
         seed: int | None = None,
+        loader: Any = None,
+        augment: Any = None,
+        views: int = 1,
         **kwargs: Any,
     ) -> None:
         classes_per_batch = check_positive_int(classes_per_batch, "classes_per_batch")
         samples_per_class = check_positive_int(samples_per_class, "samples_per_class")
-        if samples_per_class < 2:
+        # With two or more views, an example's other views are its positives,
+        # so a class may be a single example (self-supervised learning).
+        multi_view = isinstance(views, int) and views >= 2
+        if samples_per_class < 2 and not multi_view:
             raise ValueError(
                 "`samples_per_class` must be at least 2, so that every example "
-                f"has a positive in its batch; got {samples_per_class}."
+                f"has a positive in its batch (or `views` at least 2); got "
+                f"{samples_per_class}."
             )
         super().__init__(
             x,
@@ -93,6 +112,9 @@ class ClassBalancedDataset(SampledDataset):
             classes_per_batch * samples_per_class,
             steps_per_epoch,
             seed,
+            loader=loader,
+            augment=augment,
+            views=views,
             **kwargs,
         )
         if classes_per_batch > self._labels.num_classes:
@@ -100,9 +122,10 @@ class ClassBalancedDataset(SampledDataset):
                 f"`classes_per_batch` ({classes_per_batch}) must not exceed the "
                 f"number of classes in `y` ({self._labels.num_classes})."
             )
-        self._labels.require_pairs_within_classes(
-            "ClassBalancedDataset gives every example a positive in its batch"
-        )
+        if not multi_view:
+            self._labels.require_pairs_within_classes(
+                "ClassBalancedDataset gives every example a positive in its batch"
+            )
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
 

@@ -33,15 +33,24 @@ class PairDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example.
         batch_size: pairs per batch.
         positive_fraction: expected fraction of positive pairs, in [0, 1].
         steps_per_epoch: batches per epoch; defaults to
             `ceil(len(x) / batch_size)`.
         seed: non-negative integer, or `None` to draw one (see `.seed`).
-        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
-            to `keras.utils.PyDataset`.
+        loader: a callable reading one file; with it `x` is a sequence of
+            file paths, and only the files of each batch are read. See
+            `SampledDataset` and `from_directory()`.
+        augment: a Keras image preprocessing pipeline or a callable
+            `augment(images, seed=seed)`, applied to every input of a batch
+            with its own seed derived from `(seed, epoch, index)`. See
+            `SampledDataset`.
+        views: with `augment`, independently augmented views of every
+            example, stacked on the batch axis (targets repeated).
+        **kwargs: `class_names`, and `workers`, `use_multiprocessing`,
+            `max_queue_size`, passed to `keras.utils.PyDataset`.
 
     Returns:
         Batches `((x1, x2), pair_labels)`: `x1` and `x2` have the structure of
@@ -74,13 +83,26 @@ class PairDataset(SampledDataset):
         positive_fraction: float = 0.5,
         steps_per_epoch: int | None = None,
         seed: int | None = None,
+        loader: Any = None,
+        augment: Any = None,
+        views: int = 1,
         **kwargs: Any,
     ) -> None:
         batch_size = check_positive_int(batch_size, "batch_size")
         positive_fraction = check_float(
             positive_fraction, "positive_fraction", minimum=0.0, maximum=1.0
         )
-        super().__init__(x, y, batch_size, steps_per_epoch, seed, **kwargs)
+        super().__init__(
+            x,
+            y,
+            batch_size,
+            steps_per_epoch,
+            seed,
+            loader=loader,
+            augment=augment,
+            views=views,
+            **kwargs,
+        )
         if positive_fraction > 0:
             self._labels.require_pairs_within_classes(
                 "PairDataset draws positive pairs (`positive_fraction > 0`)"

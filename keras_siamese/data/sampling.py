@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +96,52 @@ def normalize_x(x: Any) -> tuple[Any, int]:
     return x, sizes.pop()
 
 
+def normalize_paths(paths: Any) -> tuple[tuple[str, ...], int]:
+    """Check a sequence of file paths and return it as a tuple of strings.
+
+    Raises:
+        TypeError: if `paths` is not a sequence of `str` or `os.PathLike`.
+        ValueError: if it is empty.
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)) or not hasattr(paths, "__len__"):
+        raise TypeError(
+            "With a `loader`, `x` must be a sequence of file paths; got "
+            f"{type(paths).__name__}."
+        )
+    paths = np.asarray(paths, dtype=object).reshape(-1).tolist()
+    if not paths:
+        raise ValueError("`x` must not be an empty sequence of paths.")
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                "With a `loader`, `x` must be a sequence of file paths (str or "
+                f"os.PathLike); got an element {path!r}."
+            )
+    return tuple(os.fspath(path) for path in paths), len(paths)
+
+
+def load_files(paths: Sequence[str], indices: np.ndarray, loader: Any) -> np.ndarray:
+    """`loader` applied to the paths of rows `indices`, stacked.
+
+    Each distinct row is loaded once (a batch may repeat rows).
+
+    Raises:
+        ValueError: if the loader returns arrays of different shapes.
+    """
+    distinct, inverse = np.unique(indices, return_inverse=True)
+    arrays = [np.asarray(loader(paths[row])) for row in distinct.tolist()]
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        first = arrays[0].shape
+        odd = next(k for k, array in enumerate(arrays) if array.shape != first)
+        raise ValueError(
+            "`loader` must return arrays of one shape; got "
+            f"{first} for {paths[distinct[0]]!r} and {arrays[odd].shape} for "
+            f"{paths[distinct[odd]]!r}."
+        )
+    return np.stack(arrays)[inverse.reshape(-1)]
+
+
 def gather(x: Any, indices: np.ndarray) -> Any:
     """Rows `indices` of every array in `x`, in the structure of `x`."""
     if isinstance(x, dict):
@@ -156,7 +204,7 @@ class LabelIndex:
             `num_examples`, or it has fewer than two classes.
     """
 
-    def __init__(self, y: Any, num_examples: int) -> None:
+    def __init__(self, y: Any, num_examples: int, names: Any = None) -> None:
         if isinstance(y, (str, bytes)) or y is None:
             raise TypeError(f"`y` must be a 1-D array of labels; got {y!r}.")
         y = np.asarray(y)
@@ -175,6 +223,7 @@ class LabelIndex:
                 f"{describe_labels(classes)}."
             )
         self.classes = classes
+        self.names = names
         self.num_examples = num_examples
         self.order = np.argsort(codes, kind="stable").astype(np.intp)
         self.counts = np.bincount(codes, minlength=len(classes)).astype(np.intp)
@@ -203,11 +252,15 @@ class LabelIndex:
         """Raise, naming them, if some classes have a single example."""
         singles = self.classes[self.counts < 2]
         if len(singles):
+            named = ""
+            if self.names is not None:
+                folders = [self.names[int(label)] for label in singles]
+                named = f" (class names {describe_labels(folders)})"
             raise ValueError(
                 f"{reason}, so every class needs at least two examples; "
                 f"{len(singles)} class(es) of `y` have only one: "
-                f"{describe_labels(singles)}. Drop their examples first, e.g. with "
-                "`keep = np.isin(y, those_labels, invert=True)`."
+                f"{describe_labels(singles)}{named}. Drop their examples first, "
+                "e.g. with `keep = np.isin(y, those_labels, invert=True)`."
             )
 
     def batch_labels(self, codes: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ from keras_siamese.data.sampling import gather
 def block_pipeline(dataset: Any) -> Any:
     """A `tf.data.Dataset` of one epoch of `dataset`'s batches.
 
-    Each block of batches is drawn by one `tf.numpy_function` call (the
+    A dataset whose batches are not plain rows of `x` (see
+    `batches_are_rows`) is read through `dataset[i]`, one call per batch.
+    Otherwise each block of batches is drawn by one `tf.numpy_function` call (the
     dataset's own cached draw, so the batches equal `dataset[i]`), split into
     batches, and each batch's rows are gathered from tensors that hold `x`.
     The other arrays are copied into tensors at the first call and reused by
@@ -40,6 +42,8 @@ def block_pipeline(dataset: Any) -> Any:
         epoch when it reaches the block.
     """
     tf = importlib.import_module("tensorflow")
+    if not dataset.batches_are_rows:
+        return batch_pipeline(tf, dataset)
     parts, items = dataset.num_branches, dataset.batch_size
     target_dtype = tf.as_dtype(dataset.block_rows(0)[1].dtype)
 
@@ -71,6 +75,16 @@ def block_pipeline(dataset: Any) -> Any:
         ]
         return dataset.pack_batch(sides, targets)
 
+    return (
+        tf.data.Dataset.range(dataset.num_blocks)
+        .flat_map(split)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .with_options(_options(tf))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _options(tf: Any) -> Any:
     options = tf.data.Options()
     # As Keras' own array pipeline: tf.data's default graph rewrites only add
     # work here, and a distribution strategy shards by batch.
@@ -78,11 +92,46 @@ def block_pipeline(dataset: Any) -> Any:
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA
     )
+    return options
+
+
+def batch_pipeline(tf: Any, dataset: Any) -> Any:
+    """A `tf.data.Dataset` that calls `dataset[i]` for every batch.
+
+    For datasets whose batches are not plain rows of `x` (files read,
+    augmentation, an overridden `__getitem__`): the batches are then those
+    of `__getitem__` on every backend. Batches are made in parallel, in
+    order; the element spec comes from one batch, made at the first call.
+    """
+    # The structure, shapes and dtypes of a batch, from one batch made once
+    # per dataset (not once per `fit`, `evaluate` or `predict` call).
+    spec = dataset.cache.get("tf_batch_spec")
+    if spec is None:
+        batch = dataset[0]
+        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
+        skeleton = keras.tree.map_structure(lambda _: None, batch)
+        spec = (skeleton, [(leaf.shape, leaf.dtype) for leaf in leaves])
+        dataset.cache["tf_batch_spec"] = spec
+    structure, shapes = spec
+    dtypes = [tf.as_dtype(dtype) for _, dtype in shapes]
+
+    def make(index: np.ndarray) -> list:
+        batch = keras.tree.flatten(dataset[int(index)])
+        return [
+            np.asarray(leaf, dtype=leaf_dtype.as_numpy_dtype)
+            for leaf, leaf_dtype in zip(batch, dtypes)
+        ]
+
+    def load(index: Any) -> Any:
+        tensors = tf.numpy_function(make, [index], dtypes, stateful=True)
+        for tensor, (shape, _) in zip(tensors, shapes):
+            tensor.set_shape(shape)
+        return keras.tree.pack_sequence_as(structure, tensors)
+
     return (
-        tf.data.Dataset.range(dataset.num_blocks)
-        .flat_map(split)
-        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .with_options(options)
+        tf.data.Dataset.range(len(dataset))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .with_options(_options(tf))
         .prefetch(tf.data.AUTOTUNE)
     )
 

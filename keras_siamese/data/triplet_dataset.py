@@ -29,15 +29,24 @@ class TripletDataset(SampledDataset):
     Args:
         x: a NumPy array (or `np.memmap`), or a tuple, list or dict of arrays
             for a multi-input encoder, examples on axis 0. Never copied; rows
-            keep their dtype.
+            keep their dtype. With a `loader`, a sequence of file paths.
         y: 1-D array of hashable labels, one per example. Every class needs
             at least two examples.
         batch_size: triplets per batch.
         steps_per_epoch: batches per epoch; defaults to
             `ceil(len(x) / batch_size)`.
         seed: non-negative integer, or `None` to draw one (see `.seed`).
-        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
-            to `keras.utils.PyDataset`.
+        loader: a callable reading one file; with it `x` is a sequence of
+            file paths, and only the files of each batch are read. See
+            `SampledDataset` and `from_directory()`.
+        augment: a Keras image preprocessing pipeline or a callable
+            `augment(images, seed=seed)`, applied to every input of a batch
+            with its own seed derived from `(seed, epoch, index)`. See
+            `SampledDataset`.
+        views: with `augment`, independently augmented views of every
+            example, stacked on the batch axis (targets repeated).
+        **kwargs: `class_names`, and `workers`, `use_multiprocessing`,
+            `max_queue_size`, passed to `keras.utils.PyDataset`.
 
     Returns:
         Batches `((anchors, positives, negatives), zeros)`: three inputs with
@@ -68,10 +77,23 @@ class TripletDataset(SampledDataset):
         batch_size: int = 128,
         steps_per_epoch: int | None = None,
         seed: int | None = None,
+        loader: Any = None,
+        augment: Any = None,
+        views: int = 1,
         **kwargs: Any,
     ) -> None:
         batch_size = check_positive_int(batch_size, "batch_size")
-        super().__init__(x, y, batch_size, steps_per_epoch, seed, **kwargs)
+        super().__init__(
+            x,
+            y,
+            batch_size,
+            steps_per_epoch,
+            seed,
+            loader=loader,
+            augment=augment,
+            views=views,
+            **kwargs,
+        )
         self._labels.require_pairs_within_classes(
             "TripletDataset pairs each anchor with a positive"
         )
