@@ -8,15 +8,15 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese import distances as _distances
 from keras_siamese._checks import (
     check_choice,
     check_embeddings,
     check_labels,
     check_positive_int,
 )
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels, _search, _storage
-from keras_siamese.retrieval._faiss import FaissCandidates, import_faiss
+from keras_siamese.retrieval._faiss import FaissCandidates, faiss_metric, import_faiss
 
 #: Search engines: exact on the Keras backend, exact faiss, approximate HNSW.
 ENGINES = ("keras", "faiss", "faiss-hnsw")
@@ -68,7 +68,10 @@ class EmbeddingIndex:
 
     Args:
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`, as in the losses.
+            or `"manhattan"`, as in the losses, or a `Distance` (registered
+            or not; the index keeps the object). It needs an exact form and
+            a matrix-product or pairwise form; the faiss engines also need
+            its `faiss_form`.
         engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
         block_bytes: memory budget of one block of scores on the device.
         hnsw_neighbors: links per node of the HNSW graph (faiss' `M`).
@@ -77,8 +80,10 @@ class EmbeddingIndex:
 
     Raises:
         ImportError: for a faiss engine without faiss installed.
-        TypeError: for non-integer sizes.
-        ValueError: for an unknown distance or engine, or sizes below 1.
+        TypeError: for non-integer sizes, or a `distance` that is neither a
+            name nor a `Distance`.
+        ValueError: for an unknown distance or engine, a distance lacking a
+            form the engine needs, or sizes below 1.
 
     Examples:
         >>> import numpy as np
@@ -95,7 +100,7 @@ class EmbeddingIndex:
 
     def __init__(
         self,
-        distance: str = "euclidean",
+        distance: str | _distances.Distance = "euclidean",
         *,
         engine: str = "keras",
         block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
@@ -103,14 +108,21 @@ class EmbeddingIndex:
         ef_search: int = 64,
         ef_construction: int = 64,
     ) -> None:
-        self._distance = check_distance(distance)
         self._engine = check_choice(engine, ENGINES, "engine")
+        needs = ("search",) if self._engine == "keras" else ("search", "faiss")
+        self._distance = _distances.get(
+            distance, needs=needs, user=f"EmbeddingIndex(engine={self._engine!r})"
+        )
         self.block_bytes = check_positive_int(block_bytes, "block_bytes")
         self.hnsw_neighbors = check_positive_int(hnsw_neighbors, "hnsw_neighbors")
         self.ef_search = check_positive_int(ef_search, "ef_search")
         self.ef_construction = check_positive_int(ef_construction, "ef_construction")
         if self._engine != "keras":
-            import_faiss(self._engine)
+            faiss_metric(
+                import_faiss(self._engine),
+                self._distance.faiss_form.metric,
+                self._distance,
+            )
         self._chunks: list[np.ndarray] = []
         self._label_chunks: list[np.ndarray] = []
         self._embeddings = np.zeros((0, 0), dtype=np.float32)
@@ -127,6 +139,11 @@ class EmbeddingIndex:
     @property
     def distance(self) -> str:
         """The name of the distance the index searches with."""
+        return self._distance.name
+
+    @property
+    def distance_object(self) -> _distances.Distance:
+        """The `Distance` the index searches with."""
         return self._distance
 
     @property
@@ -164,7 +181,7 @@ class EmbeddingIndex:
         labelled = "labelled" if self._labelled else "unlabelled"
         return (
             f"EmbeddingIndex({self._count} x {self._dim} {labelled} embeddings, "
-            f"distance={self._distance!r}, engine={self._engine!r})"
+            f"distance={self._distance.name!r}, engine={self._engine!r})"
         )
 
     def _consolidate(self) -> None:
@@ -341,7 +358,7 @@ class EmbeddingIndex:
         *,
         batch_size: int = 256,
         verbose: Any = "auto",
-        distance: str = "euclidean",
+        distance: str | _distances.Distance = "euclidean",
         **options: Any,
     ) -> EmbeddingIndex:
         """Encode a gallery with a Keras model in batches and index it.
@@ -387,7 +404,7 @@ class EmbeddingIndex:
                     "with `labels.astype(str)`, before adding."
                 )
         return {
-            "distance": self._distance,
+            "distance": _distances.serialize(self._distance, "This index"),
             "count": self._count,
             "dim": self._dim,
             "labels": kind,
@@ -414,9 +431,10 @@ class EmbeddingIndex:
                 is refused.
 
         Raises:
-            ValueError: if the labels are neither integers nor strings, or
-                `path` is a file or a non-empty directory that is not an
-                index.
+            ValueError: if the labels are neither integers nor strings, the
+                distance is not registered under its name (see
+                `keras_siamese.distances.register`), or `path` is a file or a
+                non-empty directory that is not an index.
         """
         _storage.write(path, self._metadata(), self._embeddings, self._labels)
 

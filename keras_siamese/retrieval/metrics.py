@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_siamese import distances
 from keras_siamese._checks import check_embeddings, check_labels, check_positive_int
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels, _search
 
 #: Metrics computed from the nearest neighbours of every query.
@@ -60,7 +60,7 @@ class RetrievalSet:
         query_labels: Any,
         references: Any | None,
         reference_labels: Any | None,
-        distance: str,
+        distance: str | distances.Distance,
         block_bytes: int,
         names: tuple[str, str, str, str] = (
             "query_embeddings",
@@ -69,7 +69,7 @@ class RetrievalSet:
             "reference_labels",
         ),
     ) -> RetrievalSet:
-        distance = check_distance(distance)
+        distance = distances.get(distance, needs=("search",), user="retrieval")
         block_bytes = check_positive_int(block_bytes, "block_bytes")
         query_name, query_labels_name, reference_name, reference_labels_name = names
         if (references is None) != (reference_labels is None):
