@@ -1,11 +1,15 @@
-"""Distances between embeddings, written with `keras.ops` only.
+"""Distances between embeddings: `keras.ops` forms and their NumPy twins.
 
 One vocabulary serves the whole package: every layer, loss, metric and
 evaluation function that measures embeddings takes a `distance=` argument,
-one of `"euclidean"`, `"squared_euclidean"`, `"cosine"` or `"manhattan"`,
-resolved by `get`. Smaller always means more similar.
+one of `"euclidean"`, `"squared_euclidean"`, `"cosine"` or `"manhattan"`, a
+name given to `register`, or a `Distance` object, resolved by `get`. The
+`Distance` is the one source of every form the package uses (paired and
+all-pairs `keras.ops` forms, the exact NumPy form, the layouts of search and
+faiss): nothing else in the package tells distances apart by name. Smaller
+always means more similar.
 
-Every function here is safe to differentiate everywhere: the gradient of a
+Every `keras.ops` function here is safe to differentiate everywhere: the gradient of a
 distance between identical embeddings is zero, never NaN or infinite, and
 half-precision inputs are upcast to float32 before any square or sum so that
 mixed-precision training cannot overflow.
@@ -313,6 +317,18 @@ class MatmulForm:
         centered: the distance does not change when queries and gallery are
             shifted by the same vector; search then subtracts the gallery
             mean from both first, which loses less to cancellation.
+
+    Examples:
+        The Euclidean form: `||g||^2 - 2 q.g` is `||q - g||^2 - ||q||^2`.
+
+        >>> import numpy as np
+        >>> form = MatmulForm(
+        ...     gallery=lambda g: (-2.0 * g, np.sum(np.square(g), axis=1)),
+        ...     centered=True,
+        ... )
+        >>> weights, bias = form.gallery(np.array([[3.0, 4.0], [1.0, 0.0]]))
+        >>> (np.array([[1.0, 1.0]]) @ weights.T + bias).tolist()
+        [[11.0, -1.0]]
     """
 
     gallery: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -330,6 +346,14 @@ class FaissForm:
             must be the distance's.
         rows: `rows -> rows` applied to gallery and queries before faiss
             sees them (unit rows for the cosine distance); `None` for none.
+
+    Examples:
+        The cosine distance's form: inner products of unit rows.
+
+        >>> import numpy as np
+        >>> form = FaissForm("INNER_PRODUCT", rows=unit_rows)
+        >>> form.rows(np.array([[3.0, 4.0]])).tolist()
+        [[0.6, 0.8]]
     """
 
     metric: str
@@ -758,7 +782,8 @@ def get(
         if identifier not in _DISTANCES:
             raise ValueError(
                 f"`{argument}` must be one of {tuple(_DISTANCES)} or a Distance; "
-                f"got {identifier!r}."
+                f"got {identifier!r} (a user-defined distance is known by name "
+                "once `keras_siamese.distances.register` has been called on it)."
             )
         distance = _DISTANCES[identifier]
     elif isinstance(identifier, Distance) or isinstance(identifier, type):

@@ -385,6 +385,16 @@ def test_registered_distance_saves_and_loads(registry, tmp_path):
     loss = OnlineTripletLoss.from_config(
         OnlineTripletLoss(distance=Chebyshev()).get_config()
     )
+    config = PairDistance(Chebyshev()).get_config()
+    # A process that has not registered the distance cannot load it, and says
+    # how to make it known.
+    registry._DISTANCES.pop("chebyshev")
+    with pytest.raises(ValueError, match="register"):
+        EmbeddingIndex.load(tmp_path / "index")
+    # Keras re-raises a layer's from_config error as a TypeError.
+    with pytest.raises((TypeError, ValueError), match="register"):
+        PairDistance.from_config(config)
+    registry.register(Chebyshev())
     assert loss.distance == "chebyshev"
     layer = PairDistance.from_config(PairDistance(Chebyshev()).get_config())
     assert layer.distance == "chebyshev"
@@ -498,3 +508,17 @@ def test_matmul_form_orders_the_gallery_as_the_exact_form(name, rows):
         exact_gap = np.square(exact)[:, :, None] - np.square(exact)[:, None, :]
     assert not ((exact_gap > slack) & (score_gap < -slack)).any()
     assert not ((exact_gap < -slack) & (score_gap > slack)).any()
+
+
+def test_retrieval_evaluation_callback_with_the_custom_distance():
+    from keras_siamese import RetrievalEvaluation
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 2)).astype("float32")
+    y = rng.integers(0, 3, size=40)
+    callback = RetrievalEvaluation(
+        _identity(), x, y, metrics=("map_at_r",), distance=Chebyshev()
+    )
+    assert callback.evaluate() == retrieval_metrics(
+        x, y, distance=Chebyshev(), include=("map_at_r",)
+    )

@@ -47,8 +47,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             itself.
         reference_y: their labels.
         metrics: names from `keras_siamese.retrieval.METRICS`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         every_n_epochs: evaluate after epochs `N, 2N, ...` (1-based).
         batch_size: batch size of `predict`.
         prefix: prepended to each metric name in the logs.

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_siamese.distances import Distance, unit_rows
+from keras_siamese.distances import Distance
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 # Widest tile of gallery rows scored at once: narrower than a large gallery,
@@ -67,9 +67,6 @@ def over_fetch(k: int, available: int) -> int:
     round-off of the `k`-th distance.
     """
     return min(available, k + max(8, k // 8))
-
-
-__all__ = ["unit_rows"]  # re-exported: the retrieval modules import it here
 
 
 def exact_distances(

@@ -203,7 +203,7 @@ def retrieval_metrics(
     query_labels: Any,
     reference_embeddings: Any | None = None,
     reference_labels: Any | None = None,
-    distance: str = "euclidean",
+    distance: str | distances.Distance = "euclidean",
     include: Sequence[str] = KNN_METRICS,
     *,
     block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
@@ -245,8 +245,8 @@ def retrieval_metrics(
         query_labels: `(n,)` class labels (integers, strings, ...).
         reference_embeddings: optional `(m, dim)` references to search.
         reference_labels: their `(m,)` labels.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         include: the metrics to compute, from `METRICS`; by default the four
             neighbour metrics.
         block_bytes: memory budget of one block of scores on the device.
