@@ -30,6 +30,7 @@ from keras_siamese.layers import (
     CosineProxies,
     EuclideanDistance,
     ManhattanDistance,
+    PairDistance,
     SiameseWrapper,
 )
 from keras_siamese.losses import (
@@ -98,6 +99,7 @@ __all__ = [
     "OnlineTripletLoss",
     "PairAccuracy",
     "PairDataset",
+    "PairDistance",
     "ProxyAnchorLoss",
     "RetrievalEvaluation",
     "SiameseWrapper",

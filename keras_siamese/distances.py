@@ -1,11 +1,15 @@
-"""Distances between embeddings, written with `keras.ops` only.
+"""Distances between embeddings: `keras.ops` forms and their NumPy twins.
 
 One vocabulary serves the whole package: every layer, loss, metric and
 evaluation function that measures embeddings takes a `distance=` argument,
-one of `"euclidean"`, `"squared_euclidean"`, `"cosine"` or `"manhattan"`,
-resolved by `get`. Smaller always means more similar.
+one of `"euclidean"`, `"squared_euclidean"`, `"cosine"` or `"manhattan"`, a
+name given to `register`, or a `Distance` object, resolved by `get`. The
+`Distance` is the one source of every form the package uses (paired and
+all-pairs `keras.ops` forms, the exact NumPy form, the layouts of search and
+faiss): nothing else in the package tells distances apart by name. Smaller
+always means more similar.
 
-Every function here is safe to differentiate everywhere: the gradient of a
+Every `keras.ops` function here is safe to differentiate everywhere: the gradient of a
 distance between identical embeddings is zero, never NaN or infinite, and
 half-precision inputs are upcast to float32 before any square or sum so that
 mixed-precision training cannot overflow.
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_siamese._checks import (
@@ -282,29 +287,167 @@ def _pairwise_manhattan(x: Any, y: Any) -> Any:
     return total
 
 
-@dataclasses.dataclass(frozen=True)
-class Distance:
-    """A named distance: its paired form and its all-pairs form.
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm in NumPy (float64), zero rows left at zero.
 
-    Obtain one with `keras_siamese.distances.get(name)`; layers, losses and
-    metrics store only the `name` in their configs.
+    Examples:
+        >>> import numpy as np
+        >>> unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [[0.6, 0.8], [0.0, 0.0]]
+    """
+    norms = np.sqrt(np.sum(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
+    return x / np.maximum(norms, _NORM_FLOOR)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulForm:
+    """How exact search scores a distance with one matrix product.
+
+    For a fixed query `q`, the score `query(q) . w_g + b_g`, where
+    `(w, b) = gallery(rows)`, must order the gallery rows as the distance
+    does (smaller nearer); the nearest candidates are then measured again
+    with the distance's exact form. The Euclidean distances use
+    `w = -2 g`, `b = ||g||^2`; the cosine distance `w = -g / ||g||`, `b = 0`.
 
     Attributes:
-        name: the name `get` resolves.
-        paired_fn: `(a, b, keepdims) -> d(a_i, b_i)`, over the last axis.
-        pairwise_squares: whether `pairwise_fn` returns squared Euclidean
-            distances that still need a square root.
-        pairwise_fn: `(x, y) -> (n, m)` distances between the rows.
+        gallery: `rows -> (weights, bias)`, float32 `(m, k)` weights and
+            `(m,)` bias of `m` gallery rows.
+        query: `rows -> (n, k)` float32 query rows; `None` keeps them as
+            they are (then `k = dim`).
+        centered: the distance does not change when queries and gallery are
+            shifted by the same vector; search then subtracts the gallery
+            mean from both first, which loses less to cancellation.
+
+    Examples:
+        The Euclidean form: `||g||^2 - 2 q.g` is `||q - g||^2 - ||q||^2`.
+
+        >>> import numpy as np
+        >>> form = MatmulForm(
+        ...     gallery=lambda g: (-2.0 * g, np.sum(np.square(g), axis=1)),
+        ...     centered=True,
+        ... )
+        >>> weights, bias = form.gallery(np.array([[3.0, 4.0], [1.0, 0.0]]))
+        >>> (np.array([[1.0, 1.0]]) @ weights.T + bias).tolist()
+        [[11.0, -1.0]]
     """
 
-    name: str
-    paired_fn: Callable[..., Any]
-    pairwise_fn: Callable[[Any, Any], Any]
-    pairwise_squares: bool = False
+    gallery: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    query: Callable[[np.ndarray], np.ndarray] | None = None
+    centered: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FaissForm:
+    """How a faiss index searches a distance (for candidates, re-ranked exactly).
+
+    Attributes:
+        metric: the name of the faiss metric after `METRIC_`: `"L2"`,
+            `"INNER_PRODUCT"`, `"L1"`, `"Linf"`, ...; faiss' ordering by it
+            must be the distance's.
+        rows: `rows -> rows` applied to gallery and queries before faiss
+            sees them (unit rows for the cosine distance); `None` for none.
+
+    Examples:
+        The cosine distance's form: inner products of unit rows.
+
+        >>> import numpy as np
+        >>> form = FaissForm("INNER_PRODUCT", rows=unit_rows)
+        >>> form.rows(np.array([[3.0, 4.0]])).tolist()
+        [[0.6, 0.8]]
+    """
+
+    metric: str
+    rows: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+#: The forms a user of a distance can require (see `Distance.missing`).
+FORMS = ("paired", "pairwise", "exact", "search", "faiss")
+
+
+class Distance:
+    """A distance between embeddings: every form the package uses of it.
+
+    Subclass it to add a distance: set `name` and implement the forms its
+    users need; `register` it to use it by name (and to save objects that
+    refer to it). Smaller always means more similar. Every form must agree:
+
+    - `paired_form(a, b, keepdims)`: `keras.ops`, row `i` of `a` against
+      row `i` of `b`, over the last axis (losses such as `TripletLoss`,
+      `TripletAccuracy`, the `PairDistance` layer);
+    - `pairwise_form(x, y)`: `keras.ops`, the `(n, m)` distances between
+      the rows of two float 2-D tensors (`OnlineTripletLoss`,
+      `pairwise_distances`, and exact search without a matrix-product
+      form);
+    - `exact_form(a, b)`: NumPy in float64, broadcasting over the leading
+      axes (search re-ranks its candidates with it; `one_shot_accuracy`,
+      `Verifier`);
+    - `matmul_form`: a `MatmulForm` if a matrix product orders the gallery
+      as the distance does, else `None`: search then scores tiles with
+      `pairwise_form` (as for `"manhattan"`);
+    - `faiss_form`: a `FaissForm` if faiss has the metric, else `None`
+      (the faiss engines refuse the distance);
+    - `prototype_rows(x)`: where class means are taken (`one_shot_accuracy`
+      with several shots); the rows themselves by default.
+
+    A user that needs a form the distance lacks refuses it at construction
+    with a `ValueError` naming the missing form. Two distances are equal when
+    they are of the same class and name.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_siamese import distances
+        >>> class Chebyshev(distances.Distance):
+        ...     name = "chebyshev"
+        ...
+        ...     def paired_form(self, a, b, keepdims):
+        ...         return ops.max(ops.abs(a - b), axis=-1, keepdims=keepdims)
+        ...
+        ...     def pairwise_form(self, x, y):
+        ...         return ops.max(ops.abs(x[:, None, :] - y[None, :, :]), axis=-1)
+        ...
+        ...     def exact_form(self, a, b):
+        ...         return np.max(np.abs(a - b), axis=-1)
+        >>> chebyshev = Chebyshev()
+        >>> float(chebyshev.paired(np.array([[0.0, 0.0]]), np.array([[8.0, 1.0]]))[0])
+        8.0
+        >>> chebyshev.missing("search", "faiss")
+        ['faiss']
+    """
+
+    name: str = ""
+    matmul_form: MatmulForm | None = None
+    faiss_form: FaissForm | None = None
+
+    # -- the forms a subclass implements ----------------------------------
+
+    def paired_form(self, a: Any, b: Any, keepdims: bool) -> Any:
+        """`d(a_i, b_i)` over the last axis of two float tensors of one shape."""
+        raise NotImplementedError(_lacks(self, ["paired"], "paired"))
+
+    def pairwise_form(self, x: Any, y: Any) -> Any:
+        """`(n, m)` distances between the rows of float `(n, d)` and `(m, d)`."""
+        raise NotImplementedError(_lacks(self, ["pairwise"], "pairwise"))
+
+    def exact_form(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """`d(a, b)` over the last axis of broadcastable float64 arrays."""
+        raise NotImplementedError(_lacks(self, ["exact"], "exact"))
+
+    def prototype_rows(self, x: np.ndarray) -> np.ndarray:
+        """The rows whose mean is a class prototype; `x` itself by default."""
+        return x
+
+    # -- what the package calls -------------------------------------------
 
     def paired(self, a: Any, b: Any, keepdims: bool = False) -> Any:
-        """Distance between row `i` of `a` and row `i` of `b`."""
-        return self.paired_fn(a, b, keepdims=keepdims)
+        """Distance between row `i` of `a` and row `i` of `b` (`keras.ops`).
+
+        Raises:
+            ValueError: if the shapes differ or the distance has no paired
+                form.
+        """
+        a, b = _pair(a, b)
+        return self.paired_form(a, b, keepdims)
 
     def pairwise(self, x: Any, y: Any | None = None) -> Any:
         """`(n, m)` distances between the rows of `x` and those of `y`.
@@ -312,46 +455,318 @@ class Distance:
         Without `y`, the rows of `x` against themselves, with an exact zero
         (and a zero gradient) on the diagonal.
         """
-        return pairwise_distances(x, self.name, references=y)
+        return pairwise_distances(x, self, references=y)
+
+    def exact(self, a: Any, b: Any) -> np.ndarray:
+        """`d(a, b)` over the last axis (broadcast), in NumPy float64."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        return self.exact_form(a, b)
+
+    def missing(self, *forms: str) -> list[str]:
+        """The forms among `forms` (see `FORMS`) this distance lacks.
+
+        `"search"` (exact search) needs the exact form and a matrix-product
+        or a pairwise form; `"faiss"` needs a `faiss_form`.
+
+        Raises:
+            ValueError: for a name not in `FORMS`.
+        """
+        lacking = []
+        for form in forms:
+            if form not in FORMS:
+                raise ValueError(f"Unknown distance form {form!r}; use one of {FORMS}.")
+            if form == "search":
+                has = self._has("exact") and (
+                    self.matmul_form is not None or self._has("pairwise")
+                )
+            elif form == "faiss":
+                has = self.faiss_form is not None
+            else:
+                has = self._has(form)
+            if not has:
+                lacking.append(form)
+        return lacking
+
+    def _has(self, form: str) -> bool:
+        method = f"{form}_form"
+        return getattr(type(self), method) is not getattr(Distance, method)
+
+    def _pairwise_matrix(self, x: Any, y: Any, zero_diagonal: bool) -> Any:
+        result = self.pairwise_form(x, y)
+        if zero_diagonal:
+            result = ops.where(_diagonal(x), 0.0, result)
+        return result
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Distance):
+            return NotImplemented
+        return type(self) is type(other) and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name))
+
+    def __repr__(self) -> str:
+        return f"<Distance {self.name!r} ({type(self).__name__})>"
+
+
+_FORM_HELP = {
+    "paired": "`paired_form` (the keras.ops distance of paired rows)",
+    "pairwise": "`pairwise_form` (the keras.ops all-pairs distances)",
+    "exact": "`exact_form` (the NumPy float64 distance)",
+    "search": (
+        "`exact_form` (the NumPy float64 distance) and a `matmul_form` or a "
+        "`pairwise_form`"
+    ),
+    "faiss": "`faiss_form` (a faiss metric)",
+}
+
+
+def _lacks(distance: Distance, lacking: list[str], user: str) -> str:
+    needs = "; ".join(_FORM_HELP[form] for form in lacking)
+    return (
+        f"{user} cannot use distance {distance.name!r} "
+        f"({type(distance).__name__}): it lacks {needs}."
+    )
+
+
+def _diagonal(x: Any) -> Any:
+    indices = ops.arange(ops.shape(x)[0])
+    return ops.expand_dims(indices, 1) == ops.expand_dims(indices, 0)
+
+
+class _Builtin(Distance):
+    """A built-in distance: its forms as functions."""
+
+    def __init__(
+        self,
+        name: str,
+        paired_fn: Callable[..., Any],
+        pairwise_fn: Callable[[Any, Any], Any],
+        exact_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        matmul_form: MatmulForm | None,
+        faiss_form: FaissForm,
+        prototype_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        root: bool = False,
+    ) -> None:
+        self.name = name
+        self._paired_fn = paired_fn
+        self._pairwise_fn = pairwise_fn
+        self._exact_fn = exact_fn
+        self.matmul_form = matmul_form
+        self.faiss_form = faiss_form
+        self._prototype_fn = prototype_fn
+        # The all-pairs form gives squares; the root is taken after the
+        # diagonal is zeroed, so that its gradient there is zero, not NaN.
+        self._root = root
+
+    def paired(self, a: Any, b: Any, keepdims: bool = False) -> Any:
+        # The functions validate their inputs themselves.
+        return self._paired_fn(a, b, keepdims=keepdims)
+
+    def paired_form(self, a: Any, b: Any, keepdims: bool) -> Any:
+        return self._paired_fn(a, b, keepdims=keepdims)
+
+    def pairwise_form(self, x: Any, y: Any) -> Any:
+        result = self._pairwise_fn(x, y)
+        return safe_sqrt(result) if self._root else result
+
+    def _pairwise_matrix(self, x: Any, y: Any, zero_diagonal: bool) -> Any:
+        result = self._pairwise_fn(x, y)
+        if zero_diagonal:
+            result = ops.where(_diagonal(x), 0.0, result)
+        return safe_sqrt(result) if self._root else result
+
+    def exact_form(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self._exact_fn(a, b)
+
+    def prototype_rows(self, x: np.ndarray) -> np.ndarray:
+        return x if self._prototype_fn is None else self._prototype_fn(x)
 
 
 def _squared_euclidean(a: Any, b: Any, keepdims: bool = True) -> Any:
     return euclidean_distance(a, b, squared=True, keepdims=keepdims)
 
 
-_DISTANCES = {
-    "euclidean": Distance(
+def _exact_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(np.square(a - b), axis=-1)
+
+
+def _exact_euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(_exact_squares(a, b))
+
+
+def _exact_manhattan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(np.abs(a - b), axis=-1)
+
+
+def _exact_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`1 - cos` as half the squared distance between the unit vectors.
+
+    That keeps its precision near 0; zero (or near-zero) vectors, which
+    normalise to no unit vector, fall back to `1 - u.v` as in the
+    `keras.ops` form.
+    """
+    u, v = unit_rows(a), unit_rows(b)
+    half_chord = 0.5 * np.sum(np.square(u - v), axis=-1)
+    degenerate = (np.sum(np.square(u), axis=-1) < 0.5) | (
+        np.sum(np.square(v), axis=-1) < 0.5
+    )
+    if np.any(degenerate):
+        dot = 1.0 - np.sum(u * v, axis=-1)
+        half_chord = np.where(degenerate, dot, half_chord)
+    return np.clip(half_chord, 0.0, 2.0)
+
+
+def _euclidean_weights(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # ||q - g||^2 - ||q||^2 = ||g||^2 - 2 q.g: the query's own term is
+    # the same along a row of scores.
+    return -2.0 * rows, np.sum(np.square(rows), axis=1)
+
+
+def _unit_float32(rows: np.ndarray) -> np.ndarray:
+    return unit_rows(rows).astype(np.float32)
+
+
+def _cosine_weights(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return -_unit_float32(rows), np.zeros(len(rows), dtype=np.float32)
+
+
+_EUCLIDEAN_SEARCH = MatmulForm(gallery=_euclidean_weights, centered=True)
+
+_DISTANCES: dict[str, Distance] = {
+    "euclidean": _Builtin(
         "euclidean",
         euclidean_distance,
         _pairwise_euclidean_squares,
-        pairwise_squares=True,
+        _exact_euclidean,
+        _EUCLIDEAN_SEARCH,
+        FaissForm("L2"),
+        root=True,
     ),
-    "squared_euclidean": Distance(
-        "squared_euclidean", _squared_euclidean, _pairwise_euclidean_squares
+    "squared_euclidean": _Builtin(
+        "squared_euclidean",
+        _squared_euclidean,
+        _pairwise_euclidean_squares,
+        _exact_squares,
+        _EUCLIDEAN_SEARCH,
+        FaissForm("L2"),
     ),
-    "cosine": Distance("cosine", cosine_distance, _pairwise_cosine),
-    "manhattan": Distance("manhattan", manhattan_distance, _pairwise_manhattan),
+    "cosine": _Builtin(
+        "cosine",
+        cosine_distance,
+        _pairwise_cosine,
+        _exact_cosine,
+        MatmulForm(gallery=_cosine_weights, query=_unit_float32),
+        FaissForm("INNER_PRODUCT", rows=unit_rows),
+        prototype_fn=unit_rows,
+    ),
+    "manhattan": _Builtin(
+        "manhattan",
+        manhattan_distance,
+        _pairwise_manhattan,
+        _exact_manhattan,
+        None,
+        FaissForm("L1"),
+    ),
 }
 
-#: The names `get` accepts, in the order the documentation lists them.
+#: The built-in names `get` accepts, in the order the documentation lists them.
 DISTANCES = tuple(_DISTANCES)
 
 
-def get(identifier: str | Distance, argument: str = "distance") -> Distance:
-    """Look up a distance by name.
+def register(distance: Distance, *, override: bool = False) -> Distance:
+    """Make a distance available by its name, everywhere a name is accepted.
+
+    This is the one place a new distance is added: a registered `Distance`
+    can be named in any `distance=` argument, and the objects that refer to
+    it (losses, metrics, layers, a saved `EmbeddingIndex`) can be saved and
+    loaded by that name (register it before loading).
 
     Args:
-        identifier: one of `"euclidean"`, `"squared_euclidean"`, `"cosine"`,
-            `"manhattan"`, or a `Distance` (returned as it is).
-        argument: the name of the argument being resolved, for the error
-            message.
+        distance: the `Distance` instance.
+        override: replace a registered distance of the same name (the
+            built-in ones cannot be replaced).
 
     Returns:
-        The `Distance`, with its paired and all-pairs forms.
+        The registered distance: `distance`, or the one already registered
+        if it is equal (same class and name).
+
+    Raises:
+        TypeError: if `distance` is not a `Distance` instance or has no name.
+        ValueError: if the name is taken and `override` is false, or is a
+            built-in one.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_siamese import distances
+        >>> class Chebyshev(distances.Distance):
+        ...     name = "chebyshev_example"
+        ...
+        ...     def paired_form(self, a, b, keepdims):
+        ...         return ops.max(ops.abs(a - b), axis=-1, keepdims=keepdims)
+        >>> _ = distances.register(Chebyshev())
+        >>> float(distances.paired_distances([[0.0, 0.0]], [[8.0, 1.0]], "chebyshev_example")[0])
+        8.0
+    """
+    distance = _check_instance(distance, "distance")
+    name = distance.name
+    if name in DISTANCES and distance is not _DISTANCES[name]:
+        raise ValueError(f"The built-in distance {name!r} cannot be replaced.")
+    registered = _DISTANCES.get(name)
+    if registered is not None and registered == distance:
+        return registered
+    if registered is not None and not override:
+        raise ValueError(
+            f"A distance named {name!r} is already registered; pass "
+            "`override=True` to replace it."
+        )
+    _DISTANCES[name] = distance
+    return distance
+
+
+def _check_instance(distance: Any, argument: str) -> Distance:
+    if isinstance(distance, type) and issubclass(distance, Distance):
+        raise TypeError(
+            f"`{argument}` must be a Distance instance; got the class "
+            f"{distance.__name__} (call it: {distance.__name__}())."
+        )
+    if not isinstance(distance, Distance):
+        raise TypeError(f"`{argument}` must be a Distance; got {distance!r}.")
+    if not isinstance(distance.name, str) or not distance.name:
+        raise TypeError(
+            f"A Distance needs a non-empty string `name`; {type(distance).__name__} "
+            f"has {distance.name!r}."
+        )
+    return distance
+
+
+def get(
+    identifier: str | Distance,
+    argument: str = "distance",
+    *,
+    needs: tuple[str, ...] = (),
+    user: str | None = None,
+) -> Distance:
+    """Look up a distance by name, or check a `Distance` object.
+
+    Args:
+        identifier: a registered name (`"euclidean"`, `"squared_euclidean"`,
+            `"cosine"`, `"manhattan"`, or one given to `register`), or a
+            `Distance` (returned as it is, registered or not).
+        argument: the name of the argument being resolved, for the error
+            message.
+        needs: forms the caller needs (see `FORMS`).
+        user: who needs them, for the error message.
+
+    Returns:
+        The `Distance`.
 
     Raises:
         TypeError: if `identifier` is neither a string nor a `Distance`.
-        ValueError: if the name is unknown.
+        ValueError: if the name is unknown, or the distance lacks one of
+            `needs`.
 
     Examples:
         >>> import numpy as np
@@ -363,20 +778,48 @@ def get(identifier: str | Distance, argument: str = "distance") -> Distance:
         >>> float(d[0, 1])
         1.0
     """
-    if isinstance(identifier, Distance):
-        return identifier
-    if not isinstance(identifier, str):
-        raise TypeError(f"`{argument}` must be one of {DISTANCES}; got {identifier!r}.")
-    if identifier not in _DISTANCES:
-        raise ValueError(
-            f"`{argument}` must be one of {DISTANCES}; got {identifier!r}."
+    if isinstance(identifier, str):
+        if identifier not in _DISTANCES:
+            raise ValueError(
+                f"`{argument}` must be one of {tuple(_DISTANCES)} or a Distance; "
+                f"got {identifier!r} (a user-defined distance is known by name "
+                "once `keras_siamese.distances.register` has been called on it)."
+            )
+        distance = _DISTANCES[identifier]
+    elif isinstance(identifier, Distance) or isinstance(identifier, type):
+        distance = _check_instance(identifier, argument)
+    else:
+        raise TypeError(
+            f"`{argument}` must be one of {tuple(_DISTANCES)} or a Distance; got "
+            f"{identifier!r}."
         )
-    return _DISTANCES[identifier]
+    lacking = distance.missing(*needs)
+    if lacking:
+        raise ValueError(_lacks(distance, lacking, user or f"`{argument}`"))
+    return distance
 
 
 def check_distance(distance: str | Distance, argument: str = "distance") -> str:
     """The name of a valid distance (see `get`)."""
     return get(distance, argument).name
+
+
+def serialize(distance: Distance, owner: str = "This object") -> str:
+    """The name that saves `distance`; it must be registered under it.
+
+    Raises:
+        ValueError: if `get(distance.name)` is not this distance, so that the
+            saved name would load another distance or none.
+    """
+    registered = _DISTANCES.get(distance.name)
+    if registered is None or registered != distance:
+        raise ValueError(
+            f"{owner} uses the distance {distance.name!r} "
+            f"({type(distance).__name__}), which is not registered under that "
+            "name, so it cannot be saved by name: call "
+            "`keras_siamese.distances.register(...)` on it first."
+        )
+    return distance.name
 
 
 def paired_distances(
@@ -406,7 +849,9 @@ def paired_distances(
     distance = renamed_argument(
         distance, metric, "distance", "metric", "euclidean", "paired_distances"
     )
-    return get(distance).paired(a, b, keepdims=False)
+    return get(distance, needs=("paired",), user="paired_distances").paired(
+        a, b, keepdims=False
+    )
 
 
 def pairwise_distances(
@@ -457,7 +902,7 @@ def pairwise_distances(
     distance = renamed_argument(
         distance, metric, "distance", "metric", "euclidean", "pairwise_distances"
     )
-    spec = get(distance)
+    spec = get(distance, needs=("pairwise",), user="pairwise_distances")
     x = _rows(embeddings, "embeddings")
     if references is None:
         y = x
@@ -474,14 +919,7 @@ def pairwise_distances(
             )
         if x.dtype != y.dtype:
             x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
-    result = spec.pairwise_fn(x, y)
-    if references is None:
-        indices = ops.arange(ops.shape(x)[0])
-        diagonal = ops.expand_dims(indices, 1) == ops.expand_dims(indices, 0)
-        result = ops.where(diagonal, 0.0, result)
-    if spec.pairwise_squares:
-        return safe_sqrt(result)
-    return result
+    return spec._pairwise_matrix(x, y, zero_diagonal=references is None)
 
 
 def _rows(x: Any, argument: str) -> Any:

@@ -108,7 +108,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         encoder: keras.Model | None = None,
         min_ratio: float = 0.05,
         every_n_batches: int | None = None,
-        distance: str = "euclidean",
+        distance: str | distances.Distance = "euclidean",
         stop_training: bool = False,
         batch_size: int = 256,
     ) -> None:
@@ -135,7 +135,10 @@ class CollapseMonitor(keras.callbacks.Callback):
             if every_n_batches is None
             else check_positive_int(every_n_batches, "every_n_batches")
         )
-        self.distance = distances.check_distance(distance)
+        self._measure = distances.get(
+            distance, needs=("pairwise",), user="CollapseMonitor"
+        )
+        self.distance = self._measure.name
         self.stop_training = check_bool(stop_training, "stop_training")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.initial_spread: float | None = None
@@ -158,7 +161,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             parts.append(np.asarray(keras.ops.convert_to_numpy(output), "float32"))
         embeddings = np.concatenate(parts).reshape(count, -1)
         matrix = keras.ops.convert_to_numpy(
-            distances.pairwise_distances(embeddings, self.distance)
+            distances.pairwise_distances(embeddings, self._measure)
         )
         return float(np.sum(matrix) / (count * (count - 1)))
 

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese import distances
 from keras_siamese._checks import check_labels, check_positive_int
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
 from keras_siamese.retrieval.index import encode
 from keras_siamese.retrieval.metrics import _check_include, retrieval_metrics
@@ -47,8 +47,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             itself.
         reference_y: their labels.
         metrics: names from `keras_siamese.retrieval.METRICS`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         every_n_epochs: evaluate after epochs `N, 2N, ...` (1-based).
         batch_size: batch size of `predict`.
         prefix: prepended to each metric name in the logs.
@@ -84,7 +84,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         reference_x: Any | None = None,
         reference_y: Any | None = None,
         metrics: Sequence[str] = ("precision_at_1", "map_at_r"),
-        distance: str = "euclidean",
+        distance: str | distances.Distance = "euclidean",
         every_n_epochs: int = 1,
         batch_size: int = 256,
         prefix: str = "val_",
@@ -108,7 +108,10 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             else check_labels(reference_y, _count(reference_x), "reference_y")
         )
         self.metrics = _check_include(metrics)
-        self.distance = check_distance(distance)
+        self._measure = distances.get(
+            distance, needs=("search",), user="RetrievalEvaluation"
+        )
+        self.distance = self._measure.name
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.prefix = str(prefix)
@@ -128,7 +131,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             self.y,
             references,
             self.reference_y,
-            distance=self.distance,
+            distance=self._measure,
             include=self.metrics,
             block_bytes=self.block_bytes,
         )

@@ -5,6 +5,7 @@ from keras_siamese.layers.distance_layers import (
     CosineDistance,
     EuclideanDistance,
     ManhattanDistance,
+    PairDistance,
 )
 from keras_siamese.layers.siamese_wrapper import SiameseWrapper
 
@@ -13,5 +14,6 @@ __all__ = [
     "CosineProxies",
     "EuclideanDistance",
     "ManhattanDistance",
+    "PairDistance",
     "SiameseWrapper",
 ]

@@ -182,3 +182,53 @@ class ManhattanDistance(_PairDistance):
 
     def _distance(self, a: Any, b: Any) -> Any:
         return distances.manhattan_distance(a, b)
+
+
+@keras.saving.register_keras_serializable(package="keras_siamese")
+class PairDistance(_PairDistance):
+    """Any distance between two embeddings: `[a, b] -> (batch, 1)`.
+
+    The layer for a distance of `keras_siamese.distances` by name, or for a
+    user-defined `Distance` (for example to train with `ContrastiveLoss` on
+    it). A model holding it saves the distance's name: a user-defined
+    distance must be registered (`keras_siamese.distances.register`) before
+    saving and before loading.
+
+    Args:
+        distance: a distance name (`"euclidean"` by default) or a `Distance`
+            with a paired form.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...);
+            `dtype="float32"` gives float32 distances under a mixed policy.
+
+    Returns:
+        The distances, shape `(batch, 1)`, in the layer's compute dtype.
+
+    Raises:
+        ValueError: for an unknown distance or one without a paired form (at
+            construction), if the two inputs differ in shape, or (at
+            `get_config`) for a distance not registered under its name.
+        TypeError: if called on a single tensor instead of `[a, b]`, or on
+            `None`.
+
+    Examples:
+        >>> import numpy as np
+        >>> a = np.array([[1.0, -1.0]], "float32")
+        >>> b = np.array([[0.0, 1.0]], "float32")
+        >>> float(PairDistance("manhattan")([a, b])[0, 0])
+        3.0
+    """
+
+    def __init__(
+        self, distance: str | distances.Distance = "euclidean", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._measure = distances.get(distance, needs=("paired",), user="PairDistance")
+        self.distance = self._measure.name
+
+    def _distance(self, a: Any, b: Any) -> Any:
+        return self._measure.paired(a, b, keepdims=True)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["distance"] = distances.serialize(self._measure, "PairDistance")
+        return config

@@ -37,7 +37,7 @@ def online_triplet_loss(
     embeddings: Any,
     mining: str = "batch_hard",
     margin: float = 1.0,
-    distance: str = "euclidean",
+    distance: str | distances.Distance = "euclidean",
     soft: bool = False,
     references: Any | None = None,
     reference_labels: Any | None = None,
@@ -83,8 +83,8 @@ def online_triplet_loss(
             Addons' `TripletHardLoss` and `TripletSemiHardLoss`. FaceNet used
             0.2 with squared distances of unit-norm embeddings; scale the
             margin with the distance. Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"` (see `keras_siamese.distances.get`).
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (Hermans et al.'s soft margin);
             for `batch_hard` and `semi_hard` only.
         references: optional embeddings `(M, dim)` to take positives and
@@ -120,7 +120,7 @@ def online_triplet_loss(
     """
     mining_mode = check_mining(mining)
     margin = check_margin(margin)
-    distance = distances.check_distance(distance)
+    distance = distances.get(distance, needs=("pairwise",), user="online_triplet_loss")
     soft = _check_soft(soft, mining_mode)
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
@@ -150,8 +150,8 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
         margin: default 1.0 with the plain Euclidean distance (TensorFlow
             Addons' defaults, so migrating users get the same numbers).
             Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"` (see `keras_siamese.distances.get`).
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` (see `keras_siamese.distances.get`).
         soft: softplus instead of the hinge (not with `batch_all`).
         global_batch: under a `tf.distribute` strategy with several replicas
             (such as `MirroredStrategy`), mine over the global batch
@@ -188,7 +188,7 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
         self,
         mining: str = "batch_hard",
         margin: float = 1.0,
-        distance: str = "euclidean",
+        distance: str | distances.Distance = "euclidean",
         soft: bool = False,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
@@ -200,7 +200,10 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
         )
         self.mining = check_mining(mining)
         self.margin = check_margin(margin)
-        self.distance = distances.check_distance(distance)
+        self._measure = distances.get(
+            distance, needs=("pairwise",), user="OnlineTripletLoss"
+        )
+        self.distance = self._measure.name
         self.soft = _check_soft(soft, self.mining)
 
     def compute(self, labels: Any, embeddings: Any) -> Any:
@@ -209,7 +212,7 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
             embeddings,
             mining=self.mining,
             margin=self.margin,
-            distance=self.distance,
+            distance=self._measure,
             soft=self.soft,
         )
 
@@ -219,7 +222,7 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
             {
                 "mining": self.mining,
                 "margin": self.margin,
-                "distance": self.distance,
+                "distance": distances.serialize(self._measure, "OnlineTripletLoss"),
                 "soft": self.soft,
             }
         )

@@ -21,7 +21,7 @@ def triplet_loss(
     y_true: Any,
     y_pred: Any,
     margin: float = 1.0,
-    distance: str = "euclidean",
+    distance: str | distances.Distance = "euclidean",
     soft: bool = False,
 ) -> Any:
     """Per-triplet loss `max(d(a, p) - d(a, n) + margin, 0)`.
@@ -37,8 +37,8 @@ def triplet_loss(
             Addons' triplet losses. FaceNet used 0.2 with squared distances
             between unit-norm embeddings; rescale the margin with the
             distance. Ignored when `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"` (see `keras_siamese.distances.get`).
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` (see `keras_siamese.distances.get`).
         soft: use the soft margin `softplus(d(a, p) - d(a, n))` of Hermans et
             al. (2017) instead of the hinge.
 
@@ -69,7 +69,7 @@ def triplet_loss(
     """
     del y_true
     margin = check_margin(margin)
-    measure = distances.get(distance)
+    measure = distances.get(distance, needs=("paired",), user="triplet_loss")
     soft = check_bool(soft, "soft")
     y_pred = as_float(y_pred)
     check_triplets(y_pred)
@@ -91,8 +91,8 @@ class TripletLoss(keras.losses.Loss):
         margin: required gap between `d(a, n)` and `d(a, p)`; default 1.0 with
             the Euclidean distance (TensorFlow Addons' default). Ignored when
             `soft=True`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"` (see `keras_siamese.distances.get`).
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` (see `keras_siamese.distances.get`).
         soft: use `softplus(d(a, p) - d(a, n))` instead of the hinge.
         reduction: Keras loss reduction; the default averages over triplets.
         name: name of the loss.
@@ -122,7 +122,7 @@ class TripletLoss(keras.losses.Loss):
     def __init__(
         self,
         margin: float = 1.0,
-        distance: str = "euclidean",
+        distance: str | distances.Distance = "euclidean",
         soft: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "triplet_loss",
@@ -130,7 +130,8 @@ class TripletLoss(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
-        self.distance = distances.check_distance(distance)
+        self._measure = distances.get(distance, needs=("paired",), user="TripletLoss")
+        self.distance = self._measure.name
         self.soft = check_bool(soft, "soft")
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -138,7 +139,7 @@ class TripletLoss(keras.losses.Loss):
             y_true,
             y_pred,
             margin=self.margin,
-            distance=self.distance,
+            distance=self._measure,
             soft=self.soft,
         )
 
@@ -147,7 +148,7 @@ class TripletLoss(keras.losses.Loss):
         config.update(
             {
                 "margin": self.margin,
-                "distance": self.distance,
+                "distance": distances.serialize(self._measure, "TripletLoss"),
                 "soft": self.soft,
                 "dtype": self.dtype,
             }

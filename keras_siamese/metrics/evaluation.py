@@ -22,6 +22,7 @@ from keras_siamese._checks import (
     check_positive_int,
     renamed_argument,
 )
+from keras_siamese.distances import Distance
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES as _CHUNK_BYTES
 from keras_siamese.retrieval.calibration import best_accuracy_cut
 from keras_siamese.retrieval.metrics import RetrievalSet, average_precision_at_r
@@ -103,7 +104,7 @@ def recall_at_k(
     k: int = 1,
     gallery_embeddings: Any | None = None,
     gallery_labels: Any | None = None,
-    distance: str = "euclidean",
+    distance: str | Distance = "euclidean",
     chunk_bytes: int = _CHUNK_BYTES,
     *,
     metric: str | None = None,
@@ -120,8 +121,8 @@ def recall_at_k(
         k: how many neighbours to look at, `>= 1`.
         gallery_embeddings: optional gallery `(m, dim)` to search instead.
         gallery_labels: its labels `(m,)`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         chunk_bytes: memory for one block of query rows' distances.
         metric: deprecated name of `distance` (0.1.0).
 
@@ -164,7 +165,7 @@ def map_at_r(
     labels: Any,
     gallery_embeddings: Any | None = None,
     gallery_labels: Any | None = None,
-    distance: str = "euclidean",
+    distance: str | Distance = "euclidean",
     chunk_bytes: int = _CHUNK_BYTES,
     *,
     metric: str | None = None,
@@ -181,8 +182,8 @@ def map_at_r(
         labels: their class labels, `(n,)`.
         gallery_embeddings: optional gallery `(m, dim)`.
         gallery_labels: its labels `(m,)`.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         chunk_bytes: memory for one block of query rows' distances.
         metric: deprecated name of `distance` (0.1.0).
 

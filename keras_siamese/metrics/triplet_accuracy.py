@@ -14,15 +14,17 @@ from keras_siamese.metrics._base import AccuracyMean
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> Any:
+def triplet_accuracy(
+    y_true: Any, y_pred: Any, distance: str | distances.Distance = "euclidean"
+) -> Any:
     """Per-triplet 1.0 where `d(a, p) < d(a, n)`, else 0.0.
 
     Args:
         y_true: ignored.
         y_pred: stacked triplets `(batch, 3, dim)`: anchor, positive,
             negative.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with a paired form.
 
     Returns:
         A float `(batch,)` tensor.
@@ -51,7 +53,7 @@ def triplet_accuracy(y_true: Any, y_pred: Any, distance: str = "euclidean") -> A
         ... )
     """
     del y_true
-    measure = distances.get(distance)
+    measure = distances.get(distance, needs=("paired",), user="triplet_accuracy")
     y_pred = as_float(y_pred)
     check_triplets(y_pred)
     anchor, positive, negative = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
@@ -66,13 +68,14 @@ class TripletAccuracy(AccuracyMean):
     Ties count as wrong. `y_true` is ignored.
 
     Args:
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`; use the distance the loss uses.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with a paired form; use the
+            distance the loss uses.
         name: name of the metric.
         dtype: dtype of the metric result.
 
     Raises:
-        ValueError: if `distance` is unknown.
+        ValueError: if `distance` is unknown or has no paired form.
 
     Examples:
         >>> import numpy as np
@@ -99,14 +102,18 @@ class TripletAccuracy(AccuracyMean):
 
     def __init__(
         self,
-        distance: str = "euclidean",
+        distance: str | distances.Distance = "euclidean",
         name: str = "triplet_accuracy",
         dtype: str | None = None,
     ) -> None:
-        self.distance = distances.check_distance(distance)
-        super().__init__(
-            fn=triplet_accuracy, name=name, dtype=dtype, distance=self.distance
-        )
+        measure = distances.get(distance, needs=("paired",), user="TripletAccuracy")
+        self.distance = measure.name
+        super().__init__(fn=triplet_accuracy, name=name, dtype=dtype, distance=measure)
+        self._measure = measure
 
     def get_config(self) -> dict[str, Any]:
-        return {"distance": self.distance, "name": self.name, "dtype": self.dtype}
+        return {
+            "distance": distances.serialize(self._measure, "TripletAccuracy"),
+            "name": self.name,
+            "dtype": self.dtype,
+        }

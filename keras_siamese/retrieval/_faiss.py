@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_siamese.retrieval._search import unit_rows
+from keras_siamese.distances import Distance
 
 _INSTALL_HINT = (
     'engine="{engine}" needs faiss: `pip install "keras-siamese[faiss]"` (or '
@@ -23,31 +23,55 @@ def import_faiss(engine: str) -> Any:
     return faiss
 
 
+def faiss_form(distance: Distance, engine: str) -> Any:
+    """The distance's `FaissForm`, or a ValueError naming what it lacks."""
+    if distance.faiss_form is None:
+        raise ValueError(
+            f'engine="{engine}" cannot search the distance {distance.name!r}: it '
+            "has no faiss metric (`Distance.faiss_form` is None). Use the exact "
+            'engine="keras", or give the distance a `FaissForm`.'
+        )
+    return distance.faiss_form
+
+
+def faiss_metric(faiss: Any, name: str, distance: Distance) -> Any:
+    """faiss' `METRIC_<name>` constant, or a ValueError."""
+    metric = getattr(faiss, f"METRIC_{name}", None)
+    if metric is None:
+        raise ValueError(
+            f"The distance {distance.name!r} names the faiss metric {name!r}, "
+            f"which faiss does not have (no `faiss.METRIC_{name}`)."
+        )
+    return metric
+
+
 class FaissCandidates:
     """A faiss index over the gallery, for candidate neighbours.
 
-    `"faiss"` is exact (`IndexFlatL2`, `IndexFlatIP` on unit vectors for the
-    cosine distance, `IndexFlat` with `METRIC_L1` for Manhattan); `"faiss-hnsw"`
-    is the approximate `IndexHNSWFlat` graph with the same metrics. The
-    candidates are re-ranked by the index with exact distances.
+    `"faiss"` is exact (`IndexFlat` with the distance's `FaissForm` metric:
+    L2 for the Euclidean kinds, inner products of unit vectors for cosine,
+    L1 for Manhattan); `"faiss-hnsw"` is the approximate `IndexHNSWFlat`
+    graph with the same metric. The candidates are re-ranked by the index
+    with exact distances.
+
+    Raises:
+        ValueError: if the distance has no `FaissForm`, or faiss has no
+            metric of that name.
     """
 
     def __init__(
         self,
         engine: str,
-        distance: str,
+        distance: Distance,
         dim: int,
         hnsw_neighbors: int,
         ef_search: int,
         ef_construction: int,
     ) -> None:
         faiss = import_faiss(engine)
-        self.distance = distance
+        self.form = faiss_form(distance, engine)
         self.ef_search = ef_search
-        metric = {
-            "cosine": faiss.METRIC_INNER_PRODUCT,
-            "manhattan": faiss.METRIC_L1,
-        }.get(distance, faiss.METRIC_L2)
+        metric = faiss_metric(faiss, self.form.metric, distance)
         if engine == "faiss":
             self.index = faiss.IndexFlat(dim, metric)
             self.hnsw = False
@@ -57,8 +81,8 @@ class FaissCandidates:
             self.hnsw = True
 
     def _layout(self, x: np.ndarray) -> np.ndarray:
-        if self.distance == "cosine":
-            x = unit_rows(x)
+        if self.form.rows is not None:
+            x = self.form.rows(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def add(self, embeddings: np.ndarray) -> None:

@@ -2,7 +2,8 @@
 
 The gallery is split once into tiles of at most `TILE_COLUMNS` rows, kept on
 the backend's device. A block of queries is scored against one tile at a
-time (a matrix product for the Euclidean and cosine distances), and the
+time (a matrix product where the distance has a `MatmulForm`, as the
+Euclidean and cosine distances do, else its pairwise form), and the
 backend's `top_k` keeps the best candidates of each tile, so the device never
 holds more than one `(block rows, tile columns)` matrix. The candidates of all
 tiles are merged on the host, and the final ones get their distances computed
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_siamese.distances import pairwise_distances
+from keras_siamese.distances import Distance
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 # Widest tile of gallery rows scored at once: narrower than a large gallery,
@@ -48,13 +49,11 @@ _MIN_BLOCK_ELEMENTS = 16
 # Elements of the `(rows, candidates, dim)` differences of the final,
 # direct distance computation on the host (float64).
 _EXACT_CHUNK_ELEMENTS = 2**22
-_NORM_FLOOR = 1e-6
 # Tiles at least this wide select candidates in two stages: the best groups
 # of `_GROUP` consecutive columns by their minimum, then the best columns of
 # those groups (see `_top_candidates`).
 _GROUPED_MIN_WIDTH = 1024
 _GROUP = 32
-_EUCLIDEAN = ("euclidean", "squared_euclidean")
 # Column number of "no such column" in the rank computation.
 _NO_COLUMN = np.iinfo(np.int32).max
 
@@ -70,14 +69,11 @@ def over_fetch(k: int, available: int) -> int:
     return min(available, k + max(8, k // 8))
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (in float64), zero rows left at zero."""
-    norms = np.sqrt(np.sum(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
-    return x / np.maximum(norms, _NORM_FLOOR)
-
-
 def exact_distances(
-    queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, distance: str
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    indices: np.ndarray,
+    distance: Distance,
 ) -> np.ndarray:
     """Distances from each query to its candidate gallery rows, in float64.
 
@@ -88,7 +84,7 @@ def exact_distances(
         queries: `(n, dim)` float32.
         gallery: `(m, dim)` float32.
         indices: `(n, c)` gallery rows to measure for each query.
-        distance: a distance name.
+        distance: the distance (its exact form is used).
 
     Returns:
         `(n, c)` float64 distances.
@@ -102,37 +98,13 @@ def exact_distances(
         stop = min(start + step, n)
         q = queries[start:stop, None, :].astype(np.float64)
         g = gallery[indices[start:stop]].astype(np.float64)
-        out[start:stop] = paired_exact(q, g, distance)
+        out[start:stop] = distance.exact(q, g)
     return out
 
 
-def paired_exact(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
-    """Distance between `a[..., :]` and `b[..., :]` (broadcast), in float64.
-
-    The cosine distance `1 - cos` is computed as half the squared distance
-    between the unit vectors, which keeps its precision near 0; zero (or
-    near-zero) vectors, which normalise to no unit vector, fall back to
-    `1 - u.v` as in `keras_siamese.distances`.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if distance == "cosine":
-        u, v = unit_rows(a), unit_rows(b)
-        half_chord = 0.5 * np.sum(np.square(u - v), axis=-1)
-        degenerate = (np.sum(np.square(u), axis=-1) < 0.5) | (
-            np.sum(np.square(v), axis=-1) < 0.5
-        )
-        if np.any(degenerate):
-            dot = 1.0 - np.sum(u * v, axis=-1)
-            half_chord = np.where(degenerate, dot, half_chord)
-        return np.clip(half_chord, 0.0, 2.0)
-    difference = a - b
-    if distance == "manhattan":
-        return np.sum(np.abs(difference), axis=-1)
-    squares = np.sum(np.square(difference), axis=-1)
-    if distance == "squared_euclidean":
-        return squares
-    return np.sqrt(squares)
+def paired_exact(a: np.ndarray, b: np.ndarray, distance: Distance) -> np.ndarray:
+    """Distance between `a[..., :]` and `b[..., :]` (broadcast), in float64."""
+    return distance.exact(a, b)
 
 
 def _stable_order(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -161,12 +133,11 @@ class Tile:
         start: first gallery row.
         stop: one past the last gallery row.
         width: columns of the tile's scores, padding included.
-        weights: for the Euclidean kinds and cosine, a `(dim + 1, width)`
-            tensor whose last row is the bias (the squared norms, or 0), so
-            that one matrix product with `[query, 1]` gives the scores; for
-            Manhattan the `(width, dim)` rows.
-        bias: for Manhattan, the `(width,)` bias (0); `None` otherwise. The
-            bias is +inf on padding columns.
+        weights: with a `MatmulForm`, a `(k + 1, width)` tensor whose last
+            row is the bias, so that one matrix product with `[query, 1]`
+            gives the scores; without, the `(width, dim)` rows.
+        bias: without a `MatmulForm`, the `(width,)` bias (0); `None`
+            otherwise. The bias is +inf on padding columns.
     """
 
     start: int
@@ -179,30 +150,33 @@ class Tile:
 class PreparedGallery:
     """A gallery laid out on the backend for blocked exact search.
 
-    Euclidean kinds are centred on the gallery mean (distances do not change,
-    the matrix-product scores lose less to cancellation) and stored as
-    `-2 g^T` tiles with the squared norms; cosine as `-u^T` tiles of unit
-    rows; Manhattan as plain row tiles. On JAX, tiles and query blocks are
-    padded to few distinct shapes (`padded_size`).
+    The distance's `MatmulForm` lays the gallery out as tiles of its
+    transposed weights with its bias (centred on the gallery mean first where
+    the form says the distance allows it: the matrix-product scores then
+    lose less to cancellation); a distance without one is stored as plain
+    row tiles, scored with its pairwise form. On JAX, tiles and query blocks
+    are padded to few distinct shapes (`padded_size`).
 
     Args:
         embeddings: `(m, dim)` float32, finite.
-        distance: a distance name.
+        distance: the distance; it must have an exact form, and a matrix
+            product or a pairwise form.
         block_bytes: memory budget of one score matrix on the backend.
     """
 
     def __init__(
         self,
         embeddings: np.ndarray,
-        distance: str,
+        distance: Distance,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
     ) -> None:
         self.embeddings = embeddings
         self.distance = distance
+        self.form = distance.matmul_form
         self.pad = keras.backend.backend() == "jax"
         count = embeddings.shape[0]
         self.center = None
-        if distance in _EUCLIDEAN and count:
+        if self.form is not None and self.form.centered and count:
             self.center = embeddings.mean(axis=0, dtype=np.float64).astype(np.float32)
         budget = max(_MIN_BLOCK_ELEMENTS, block_bytes // (4 * _TEMPORARIES))
         self.tile_columns = max(1, min(count, TILE_COLUMNS, budget))
@@ -222,11 +196,12 @@ class PreparedGallery:
             width = padded_size(width)
         elif width >= _GROUPED_MIN_WIDTH:
             width = -(-width // _GROUP) * _GROUP
-        part = np.zeros((width, self.embeddings.shape[1]), dtype=np.float32)
-        part[: stop - start] = self.prepare(self.embeddings[start:stop])
+        rows = self.embeddings[start:stop]
         bias = np.zeros(width, dtype=np.float32)
         bias[stop - start :] = np.inf
-        if self.distance == "manhattan":
+        if self.form is None:
+            part = np.zeros((width, self.embeddings.shape[1]), dtype=np.float32)
+            part[: stop - start] = rows
             return Tile(
                 start,
                 stop,
@@ -234,11 +209,12 @@ class PreparedGallery:
                 ops.convert_to_tensor(part),
                 ops.convert_to_tensor(bias),
             )
-        if self.distance in _EUCLIDEAN:
-            bias[: stop - start] = np.sum(np.square(part[: stop - start]), axis=1)
-            weights = -2.0 * part.T
-        else:
-            weights = -part.T
+        if self.center is not None:
+            rows = rows - self.center
+        row_weights, row_bias = self.form.gallery(rows)
+        weights = np.zeros((row_weights.shape[1], width), dtype=np.float32)
+        weights[:, : stop - start] = row_weights.T
+        bias[: stop - start] = row_bias
         # The bias rides in the matrix product (a column of ones in the
         # queries): one pass over the scores instead of two.
         weights = np.ascontiguousarray(np.concatenate([weights, bias[None, :]]))
@@ -248,22 +224,24 @@ class PreparedGallery:
         return self.embeddings.shape[0]
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
-        """Queries or gallery rows in the layout the scores use (float32)."""
-        if self.distance in _EUCLIDEAN and self.center is not None:
-            return x - self.center
-        if self.distance == "cosine":
-            return unit_rows(x).astype(np.float32)
+        """Queries in the layout the scores use (float32)."""
+        if self.form is None:
+            return x
+        if self.center is not None:
+            x = x - self.center
+        if self.form.query is not None:
+            x = self.form.query(x)
         return x
 
     def block(self, queries: np.ndarray) -> object:
         """A block of queries on the device, padded with zero rows on JAX.
 
-        Except for Manhattan, a column of ones is appended, which picks up
+        With a `MatmulForm`, a column of ones is appended, which picks up
         the bias row of the tiles' weights.
         """
         prepared = self.prepare(queries)
         rows = padded_size(len(prepared)) if self.pad else len(prepared)
-        ones = self.distance != "manhattan"
+        ones = self.form is not None
         block = np.zeros((rows, prepared.shape[1] + ones), dtype=np.float32)
         block[: len(prepared), : prepared.shape[1]] = prepared
         if ones:
@@ -286,8 +264,8 @@ class PreparedGallery:
     ) -> object:
         """`(rows, width)` scores that order like the distance, smaller nearer.
 
-        For the Euclidean kinds `||g||^2 - 2 q.g` (the query's own `||q||^2`
-        is the same along a row), for cosine `-cos`; +inf on padding.
+        The `MatmulForm`'s scores (for the Euclidean kinds `||g||^2 - 2 q.g`,
+        for cosine `-cos`), else the distances; +inf on padding.
 
         Args:
             queries: a block from `block`.
@@ -295,11 +273,8 @@ class PreparedGallery:
             exclude_rows: optionally, one gallery row per row of `queries`
                 whose score is set to +inf (-1: none); for leave-one-out.
         """
-        if self.distance == "manhattan":
-            distances = pairwise_distances(
-                queries, "manhattan", references=tile.weights
-            )
-            scores = distances + tile.bias
+        if self.form is None:
+            scores = self.distance.pairwise(queries, tile.weights) + tile.bias
         else:
             scores = ops.matmul(queries, tile.weights)
         if exclude_rows is not None:

@@ -8,16 +8,16 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese import distances as _distances
 from keras_siamese._checks import (
     check_choice,
     check_embeddings,
     check_labels,
     check_positive_int,
 )
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels, _search, _storage
 from keras_siamese.retrieval._engines import ENGINES, check_engine_setting
-from keras_siamese.retrieval._faiss import FaissCandidates, import_faiss
+from keras_siamese.retrieval._faiss import FaissCandidates, faiss_metric, import_faiss
 
 
 def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.ndarray:
@@ -66,7 +66,10 @@ class EmbeddingIndex:
 
     Args:
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`, as in the losses.
+            or `"manhattan"`, as in the losses, or a `Distance` (registered
+            or not; the index keeps the object). It needs an exact form and
+            a matrix-product or pairwise form; the faiss engines also need
+            its `faiss_form`.
         engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
         block_bytes: memory budget of one block of scores on the device,
             at most 2**30 (1 GiB).
@@ -78,9 +81,10 @@ class EmbeddingIndex:
 
     Raises:
         ImportError: for a faiss engine without faiss installed.
-        TypeError: for non-integer sizes.
-        ValueError: for an unknown distance or engine, or sizes below 1 or
-            above their bounds.
+        TypeError: for non-integer sizes, or a `distance` that is neither a
+            name nor a `Distance`.
+        ValueError: for an unknown distance or engine, a distance lacking a
+            form the engine needs, or sizes below 1 or above their bounds.
 
     Examples:
         >>> import numpy as np
@@ -97,7 +101,7 @@ class EmbeddingIndex:
 
     def __init__(
         self,
-        distance: str = "euclidean",
+        distance: str | _distances.Distance = "euclidean",
         *,
         engine: str = "keras",
         block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
@@ -105,14 +109,21 @@ class EmbeddingIndex:
         ef_search: int = 64,
         ef_construction: int = 64,
     ) -> None:
-        self._distance = check_distance(distance)
         self._engine = check_choice(engine, ENGINES, "engine")
+        needs = ("search",) if self._engine == "keras" else ("search", "faiss")
+        self._distance = _distances.get(
+            distance, needs=needs, user=f"EmbeddingIndex(engine={self._engine!r})"
+        )
         self.block_bytes = check_engine_setting(block_bytes, "block_bytes")
         self.hnsw_neighbors = check_engine_setting(hnsw_neighbors, "hnsw_neighbors")
         self.ef_search = check_engine_setting(ef_search, "ef_search")
         self.ef_construction = check_engine_setting(ef_construction, "ef_construction")
         if self._engine != "keras":
-            import_faiss(self._engine)
+            faiss_metric(
+                import_faiss(self._engine),
+                self._distance.faiss_form.metric,
+                self._distance,
+            )
         self._chunks: list[np.ndarray] = []
         self._label_chunks: list[np.ndarray] = []
         self._embeddings = np.zeros((0, 0), dtype=np.float32)
@@ -129,6 +140,11 @@ class EmbeddingIndex:
     @property
     def distance(self) -> str:
         """The name of the distance the index searches with."""
+        return self._distance.name
+
+    @property
+    def distance_object(self) -> _distances.Distance:
+        """The `Distance` the index searches with."""
         return self._distance
 
     @property
@@ -166,7 +182,7 @@ class EmbeddingIndex:
         labelled = "labelled" if self._labelled else "unlabelled"
         return (
             f"EmbeddingIndex({self._count} x {self._dim} {labelled} embeddings, "
-            f"distance={self._distance!r}, engine={self._engine!r})"
+            f"distance={self._distance.name!r}, engine={self._engine!r})"
         )
 
     def _consolidate(self) -> None:
@@ -343,7 +359,7 @@ class EmbeddingIndex:
         *,
         batch_size: int = 256,
         verbose: Any = "auto",
-        distance: str = "euclidean",
+        distance: str | _distances.Distance = "euclidean",
         **options: Any,
     ) -> EmbeddingIndex:
         """Encode a gallery with a Keras model in batches and index it.
@@ -386,7 +402,7 @@ class EmbeddingIndex:
                     "with `labels.astype(str)`, before adding."
                 )
         return {
-            "distance": self._distance,
+            "distance": _distances.serialize(self._distance, "This index"),
             "count": self._count,
             "dim": self._dim,
             "labels": kind,
@@ -423,11 +439,12 @@ class EmbeddingIndex:
                 anything else is refused.
 
         Raises:
-            ValueError: if the labels are neither integers nor strings, or
-                `path` is a symbolic link, a file, a directory holding a
-                symbolic link, or a non-empty directory that is not a save
-                of this format (judged by the format marker in its
-                `index.json`).
+            ValueError: if the labels are neither integers nor strings, the
+                distance is not registered under its name (see
+                `keras_siamese.distances.register`), or `path` is a symbolic
+                link, a file, a directory holding a symbolic link, or a
+                non-empty directory that is not a save of this format (judged
+                by the format marker in its `index.json`).
             OSError: if writing fails (a full disk, say); the earlier save
                 is kept.
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_siamese import distances
 from keras_siamese._checks import check_embeddings, check_labels, check_positive_int
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels, _search
 
 #: Metrics computed from the nearest neighbours of every query.
@@ -60,7 +60,7 @@ class RetrievalSet:
         query_labels: Any,
         references: Any | None,
         reference_labels: Any | None,
-        distance: str,
+        distance: str | distances.Distance,
         block_bytes: int,
         names: tuple[str, str, str, str] = (
             "query_embeddings",
@@ -69,7 +69,7 @@ class RetrievalSet:
             "reference_labels",
         ),
     ) -> RetrievalSet:
-        distance = check_distance(distance)
+        distance = distances.get(distance, needs=("search",), user="retrieval")
         block_bytes = check_positive_int(block_bytes, "block_bytes")
         query_name, query_labels_name, reference_name, reference_labels_name = names
         if (references is None) != (reference_labels is None):
@@ -203,7 +203,7 @@ def retrieval_metrics(
     query_labels: Any,
     reference_embeddings: Any | None = None,
     reference_labels: Any | None = None,
-    distance: str = "euclidean",
+    distance: str | distances.Distance = "euclidean",
     include: Sequence[str] = KNN_METRICS,
     *,
     block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
@@ -245,8 +245,8 @@ def retrieval_metrics(
         query_labels: `(n,)` class labels (integers, strings, ...).
         reference_embeddings: optional `(m, dim)` references to search.
         reference_labels: their `(m,)` labels.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms search needs.
         include: the metrics to compute, from `METRICS`; by default the four
             neighbour metrics.
         block_bytes: memory budget of one block of scores on the device.

@@ -6,10 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_siamese import distances
 from keras_siamese._checks import check_embeddings, check_labels, check_positive_int
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _labels
-from keras_siamese.retrieval._search import paired_exact, unit_rows
 
 # Episodes whose `(episode, way, way, dim)` differences are formed at once.
 _EPISODE_ELEMENTS = 2**22
@@ -40,7 +39,7 @@ def one_shot_accuracy(
     shots: int = 1,
     episodes: int = 1000,
     seed: int = 0,
-    distance: str = "euclidean",
+    distance: str | distances.Distance = "euclidean",
 ) -> float:
     """Accuracy of N-way K-shot classification by nearest support.
 
@@ -49,8 +48,8 @@ def one_shot_accuracy(
     class `shots` support examples and one query, all distinct. Every query
     is assigned the class of its nearest support example (`shots = 1`) or of
     the nearest class mean of the supports (`shots > 1`, as in prototypical
-    networks; for the cosine distance, the mean of the unit-length
-    embeddings). The accuracy is the fraction of the `ways x episodes`
+    networks; the mean is taken of the distance's `prototype_rows`: for the
+    cosine distance, of the unit-length embeddings). The accuracy is the fraction of the `ways x episodes`
     queries assigned their own class; a distance tie goes to the class drawn
     first. Episodes are drawn from `numpy.random.default_rng(seed)`, so the
     result is the same for a seed on every backend.
@@ -63,8 +62,8 @@ def one_shot_accuracy(
         shots: support examples per class, at least 1.
         episodes: number of episodes.
         seed: seed of the draws.
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with an exact form.
 
     Returns:
         The accuracy in `[0, 1]`; `1 / ways` is chance.
@@ -72,7 +71,8 @@ def one_shot_accuracy(
     Raises:
         TypeError: for non-integer `ways`, `shots` or `episodes`.
         ValueError: for bad embeddings or labels, `ways < 2`, an unknown
-            distance, or fewer than `ways` classes with `shots + 1` examples.
+            distance (or one without an exact form), or fewer than `ways`
+            classes with `shots + 1` examples.
 
     Examples:
         >>> import numpy as np
@@ -82,7 +82,7 @@ def one_shot_accuracy(
         >>> one_shot_accuracy(x, labels, ways=5, shots=1, episodes=50)
         1.0
     """
-    distance = check_distance(distance)
+    distance = distances.get(distance, needs=("exact",), user="one_shot_accuracy")
     embeddings = check_embeddings(embeddings, "embeddings")
     labels = check_labels(labels, len(embeddings))
     ways = check_positive_int(ways, "ways")
@@ -108,8 +108,7 @@ def one_shot_accuracy(
     positions = _distinct_draws(rng, counts[classes], shots + 1)
     members = order[starts[classes][..., None] + positions]
     points = embeddings[members].astype(np.float64)
-    if distance == "cosine":
-        points = unit_rows(points)
+    points = distance.prototype_rows(points)
     support = points[:, :, :shots].mean(axis=2)
     queries = points[:, :, shots]
     per_step = max(1, _EPISODE_ELEMENTS // (ways * ways * embeddings.shape[1]))
@@ -117,6 +116,6 @@ def one_shot_accuracy(
     for start in range(0, episodes, per_step):
         part = slice(start, start + per_step)
         # (episode, query way, support way) distances.
-        d = paired_exact(queries[part, :, None, :], support[part, None, :, :], distance)
+        d = distance.exact(queries[part, :, None, :], support[part, None, :, :])
         correct += int((np.argmin(d, axis=2) == np.arange(ways)).sum())
     return correct / (episodes * ways)

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese import distances as _distances
 from keras_siamese._checks import check_float, check_positive_int
-from keras_siamese.distances import check_distance
 from keras_siamese.retrieval import _storage
 from keras_siamese.retrieval._search import paired_exact
 from keras_siamese.retrieval.calibration import Calibration, calibrate_threshold
@@ -34,8 +34,9 @@ class Verifier:
 
     Args:
         encoder: the trained embedding network (a Keras model).
-        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
-            or `"manhattan"`.
+        distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
+            `"manhattan"`, or a `Distance` with the forms `EmbeddingIndex`
+            needs.
         threshold: the distance threshold, or `None` until calibrated.
         index: a gallery to identify against (its distance must be the
             verifier's), or `None`; `enroll` creates one.
@@ -46,7 +47,8 @@ class Verifier:
     Raises:
         TypeError: if `encoder` has no `predict` method, `index` is not an
             `EmbeddingIndex`, or `unknown` is neither an int nor a string.
-        ValueError: for an unknown distance, a negative or non-finite
+        ValueError: for an unknown distance (or one lacking an exact or a
+            search form), a negative or non-finite
             threshold, or an index with another distance.
 
     Examples:
@@ -64,7 +66,7 @@ class Verifier:
     def __init__(
         self,
         encoder: keras.Model,
-        distance: str = "euclidean",
+        distance: str | _distances.Distance = "euclidean",
         threshold: float | None = None,
         index: EmbeddingIndex | None = None,
         *,
@@ -77,7 +79,7 @@ class Verifier:
                 f"{type(encoder).__name__}."
             )
         self.encoder = encoder
-        self._distance = check_distance(distance)
+        self._distance = _distances.get(distance, needs=("search",), user="Verifier")
         self.threshold = threshold
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if unknown is not None and (
@@ -93,7 +95,7 @@ class Verifier:
     @property
     def distance(self) -> str:
         """The name of the distance between embeddings."""
-        return self._distance
+        return self._distance.name
 
     @property
     def threshold(self) -> float | None:
@@ -118,10 +120,10 @@ class Verifier:
                 raise TypeError(
                     f"`index` must be an EmbeddingIndex; got {type(index).__name__}."
                 )
-            if index.distance != self._distance:
+            if index.distance_object != self._distance:
                 raise ValueError(
                     f"The index searches with distance={index.distance!r} but the "
-                    f"verifier measures distance={self._distance!r}; they must agree."
+                    f"verifier measures distance={self.distance!r}; they must agree."
                 )
         self._index = index
 
@@ -130,7 +132,7 @@ class Verifier:
             "no gallery" if self._index is None else f"{len(self._index)} enrolled"
         )
         return (
-            f"Verifier(distance={self._distance!r}, threshold={self._threshold}, "
+            f"Verifier(distance={self.distance!r}, threshold={self._threshold}, "
             f"{gallery})"
         )
 
@@ -245,10 +247,10 @@ class Verifier:
                 "No gallery to identify against: `enroll` labelled examples, or "
                 "pass `index=`."
             )
-        if gallery.distance != self._distance:
+        if gallery.distance_object != self._distance:
             raise ValueError(
                 f"The index searches with distance={gallery.distance!r} but the "
-                f"verifier measures distance={self._distance!r}; they must agree."
+                f"verifier measures distance={self.distance!r}; they must agree."
             )
         if gallery.labels is None:
             raise ValueError("The gallery holds no labels to identify with.")
