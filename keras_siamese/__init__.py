@@ -32,6 +32,8 @@ from keras_siamese.layers import (
     ManhattanDistance,
     PairDistance,
     SiameseWrapper,
+    TrunkHead,
+    trunk_of,
 )
 from keras_siamese.losses import (
     ArcFaceLoss,
@@ -107,6 +109,7 @@ __all__ = [
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
+    "TrunkHead",
     "Verifier",
     "arcface_loss",
     "calibrate_threshold",
@@ -133,5 +136,6 @@ __all__ = [
     "supervised_contrastive_loss",
     "triplet_accuracy",
     "triplet_loss",
+    "trunk_of",
     "verification_accuracy",
 ]

@@ -43,6 +43,7 @@ from keras_siamese import (
     SupervisedContrastiveLoss,
     TripletAccuracy,
     TripletLoss,
+    TrunkHead,
 )
 
 BATCH = 8
@@ -152,6 +153,7 @@ CASES = [
     layer("wrapper-stack", SiameseWrapper, lambda: {"layer": mlp(), "merge": "stack"}, (None, 2, 3)),
     layer("wrapper-concat", SiameseWrapper, lambda: {"layer": mlp(), "merge": "concat"}, (None, 6)),
     layer("wrapper-distance", SiameseWrapper, lambda: {"layer": mlp(), "merge": ManhattanDistance()}, (None, 1)),
+    layer("trunk-head", TrunkHead, lambda: {"trunk": mlp(), "head": keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "name": "th"}, (None, 2), inputs=(4,)),
     layer("cosine-proxies", CosineProxies, {"num_classes": 5, "sub_centers": 3, "lr_multiplier": 10.0}, (None, 5), inputs=(4,)),
     loss("contrastive", ContrastiveLoss, {"margin": 2.5, "reduction": "sum", "name": "c"}, "pairs"),
     loss("triplet", TripletLoss, {"margin": 0.2, "distance": "squared_euclidean", "soft": True}, "triplets"),

@@ -52,7 +52,9 @@ class CollapseMonitor(keras.callbacks.Callback):
     `EmbeddingCollapseWarning` (once), records where in `collapsed_at`, and
     stops training if `stop_training=True`. A spread that is 0 from the start
     warns at once. The probe's labels are not needed: a collapse merges all
-    classes.
+    classes. A `TrunkHead` is watched at its output, the head's embeddings
+    that the loss trains (retrieval uses its trunk): that is where the loss
+    collapses.
 
     Args:
         x: the probe inputs, an array `(n, ...)` (or a structure of arrays for

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_siamese._checks import check_positive_int
+from keras_siamese.layers.trunk_head import trunk_of
 
 _INSTALL_HINT = (
     "EmbeddingPlot needs matplotlib, an optional dependency of keras-siamese. "
@@ -105,7 +106,8 @@ class EmbeddingPlot(keras.callbacks.Callback):
     being trained (the layer given to `SiameseWrapper`), so its weights are
     the ones being learned. matplotlib is only imported when the callback is
     created and figures are rendered with the Agg backend, so it works without
-    a display and leaves any interactive matplotlib setup alone.
+    a display and leaves any interactive matplotlib setup alone. A
+    `TrunkHead` is plotted by its trunk's features, the ones retrieval uses.
 
     Args:
         embedding_model: the model mapping one input to one embedding; it must
@@ -207,7 +209,7 @@ class EmbeddingPlot(keras.callbacks.Callback):
         Returns:
             `(projection, explained_variance_ratio)` as from `pca_project`.
         """
-        embeddings = self.embedding_model.predict(
+        embeddings = trunk_of(self.embedding_model).predict(
             self.x, batch_size=self.batch_size, verbose=0
         )
         embeddings = keras.ops.convert_to_numpy(keras.tree.flatten(embeddings)[0])

@@ -36,7 +36,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     `ModelCheckpoint(monitor="val_map_at_r", mode="max")` work; put this
     callback before them in the list. Epochs that are not evaluated get no
     entry (monitoring callbacks then skip that epoch, with a warning), so
-    monitor with `every_n_epochs=1`. `History` records the metrics.
+    monitor with `every_n_epochs=1`. `History` records the metrics. A
+    `TrunkHead` is evaluated on its trunk's features, as `EmbeddingIndex`
+    and `Verifier` search them.
 
     Args:
         embedding_model: the model mapping one input to one embedding (the

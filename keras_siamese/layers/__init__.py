@@ -1,4 +1,4 @@
-"""Layers: the shared-weight wrapper, the pair distances, the class proxies."""
+"""Layers: the shared-weight wrapper, the pair distances, the class proxies, trunk/head."""
 
 from keras_siamese.layers.cosine_proxies import CosineProxies
 from keras_siamese.layers.distance_layers import (
@@ -8,6 +8,7 @@ from keras_siamese.layers.distance_layers import (
     PairDistance,
 )
 from keras_siamese.layers.siamese_wrapper import SiameseWrapper
+from keras_siamese.layers.trunk_head import TrunkHead, trunk_of
 
 __all__ = [
     "CosineDistance",
@@ -16,4 +17,6 @@ __all__ = [
     "ManhattanDistance",
     "PairDistance",
     "SiameseWrapper",
+    "TrunkHead",
+    "trunk_of",
 ]

@@ -15,6 +15,7 @@ from keras_siamese._checks import (
     check_labels,
     check_positive_int,
 )
+from keras_siamese.layers.trunk_head import trunk_of
 from keras_siamese.retrieval import _labels, _search, _storage
 from keras_siamese.retrieval._engines import ENGINES, check_engine_setting
 from keras_siamese.retrieval._faiss import FaissCandidates, faiss_metric, import_faiss
@@ -22,6 +23,8 @@ from keras_siamese.retrieval._faiss import FaissCandidates, faiss_metric, import
 
 def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.ndarray:
     """Embeddings of `x` by `encoder.predict`, as a float32 `(n, dim)` array.
+
+    A `TrunkHead` embeds with its trunk (`trunk_of`).
 
     Raises:
         TypeError: if `encoder` has no `predict` method or does not return
@@ -34,7 +37,7 @@ def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.n
             f"{type(encoder).__name__}."
         )
     batch_size = check_positive_int(batch_size, "batch_size")
-    output = encoder.predict(x, batch_size=batch_size, verbose=verbose)
+    output = trunk_of(encoder).predict(x, batch_size=batch_size, verbose=verbose)
     leaves = keras.tree.flatten(output)
     if len(leaves) != 1:
         raise TypeError(
