@@ -17,7 +17,16 @@ from collections.abc import Sequence
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DATASETS = ("digits", "mnist")
-LOSSES = ("contrastive", "triplet", "batch-hard", "semi-hard")
+LOSSES = (
+    "contrastive",
+    "triplet",
+    "batch-hard",
+    "semi-hard",
+    "supcon",
+    "multi-similarity",
+    "circle",
+    "ntxent",
+)
 
 # Set in the restarted interpreter, so that a backend which still does not
 # take effect is reported instead of restarting forever.
@@ -58,13 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss",
         choices=LOSSES,
         default="contrastive",
-        help="contrastive: random pairs; triplet: random triplets; batch-hard / "
-        "semi-hard: online mining on class-balanced batches.",
+        help="contrastive: random pairs; triplet: random triplets; batch-hard "
+        "(soft margin) / semi-hard: online triplet mining, supcon, "
+        "multi-similarity, circle, ntxent: the losses of those names, all on "
+        "class-balanced batches.",
     )
     parser.add_argument("--epochs", type=_positive_int, default=20)
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int,
+        default=15,
+        metavar="N",
+        help="batches per epoch (default 15: 300 batches in 20 epochs).",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument(
-        "--embedding-dim", type=_positive_int, default=32, help="embedding size."
+        "--embedding-dim",
+        type=_positive_int,
+        default=32,
+        help="size of the head's output, which the loss trains (retrieval uses "
+        "the trunk's features).",
     )
     parser.add_argument(
         "--backend",

@@ -3,8 +3,10 @@
 The pieces are plain functions so that they can be reused and tested on
 their own: `load_data` gives flat float32 features in `[0, 1]` with integer
 labels, `stratified_split` splits class by class, `held_out_classes` picks
-the classes kept out of training, `build_encoder` makes the shared embedding
-network, `build_training` pairs a loss with the matching model and dataset,
+the classes kept out of training, `shifted_copies` augments small image
+sets, `build_encoder` makes the shared embedding network (a `TrunkHead`: a
+CNN trunk whose features every measurement uses, and a head that the loss
+trains), `build_training` pairs a loss with the matching model and dataset,
 `evaluate` measures the embeddings on held-out examples of the training
 classes, and `evaluate_unseen` measures them on the held-out classes:
 one-shot accuracy, and open-set identification with a calibrated `Verifier`.
@@ -21,19 +23,32 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
 
-from keras_siamese.callbacks import EmbeddingPlot
+from keras_siamese.callbacks import (
+    CollapseMonitor,
+    EmbeddingCollapseWarning,
+    EmbeddingPlot,
+)
 from keras_siamese.data import (
     ClassBalancedDataset,
     PairDataset,
     TripletDataset,
     make_pairs,
 )
-from keras_siamese.layers import EuclideanDistance, SiameseWrapper
-from keras_siamese.losses import ContrastiveLoss, OnlineTripletLoss, TripletLoss
+from keras_siamese.layers import EuclideanDistance, SiameseWrapper, TrunkHead, trunk_of
+from keras_siamese.losses import (
+    CircleLoss,
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    OnlineTripletLoss,
+    SupervisedContrastiveLoss,
+    TripletLoss,
+)
 from keras_siamese.metrics import recall_at_k, roc_auc, verification_accuracy
 from keras_siamese.retrieval import (
     Calibration,
@@ -162,27 +177,118 @@ def load_data(
     )
 
 
-def build_encoder(input_dim: int, embedding_dim: int = 32) -> keras.Model:
-    """The shared embedding network of the demo: a small MLP.
+#: Small training sets of images are augmented with `shifted_copies`.
+_AUGMENT_UP_TO = 10_000
+
+
+def _image_side(input_dim: int) -> int | None:
+    side = round(input_dim**0.5)
+    return side if side * side == input_dim and side >= 2 else None
+
+
+def shifted_copies(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Square images and their copies shifted by one pixel up, down, left, right.
+
+    The augmentation of the demo: the shifted copies (vacated pixels 0)
+    teach the encoder that a small shift keeps the class. Precomputed once,
+    they cost nothing per training step, unlike a `RandomTranslation` layer
+    (an interpolating resampler, which on the JAX and PyTorch CPU backends
+    took 5 times as long per step as the rest of the network).
+
+    Args:
+        x: flat images `(n, side * side)`.
+        y: their labels.
+
+    Returns:
+        `(x_augmented, y_augmented)`: the `n` originals, then the four shifted
+        copies of each, `5 * n` rows.
+
+    Raises:
+        ValueError: if the rows of `x` are not square images.
+
+    Examples:
+        >>> x = np.arange(4, dtype="float32").reshape(1, 4)
+        >>> x_aug, y_aug = shifted_copies(x, np.array([7]))
+        >>> x_aug.reshape(5, 2, 2)[1].tolist(), y_aug.tolist()
+        ([[2.0, 3.0], [0.0, 0.0]], [7, 7, 7, 7, 7])
+    """
+    side = _image_side(x.shape[1])
+    if side is None:
+        raise ValueError(
+            f"`x` must hold flat square images; {x.shape[1]} features is not "
+            "side * side."
+        )
+    images = x.reshape(len(x), side, side)
+    copies = [images]
+    for axis in (1, 2):
+        for step in (-1, 1):
+            moved = np.roll(images, step, axis=axis)
+            vacated = 0 if step == 1 else -1
+            if axis == 1:
+                moved[:, vacated, :] = 0
+            else:
+                moved[:, :, vacated] = 0
+            copies.append(moved)
+    x_aug = np.concatenate(copies).reshape(len(copies) * len(x), side * side)
+    return x_aug, np.tile(np.asarray(y), len(copies))
+
+
+def build_encoder(input_dim: int, embedding_dim: int = 32) -> TrunkHead:
+    """The shared embedding network of the demo: a small CNN trunk and a head.
+
+    Square inputs (`input_dim` = side * side, e.g. the 8x8 digits or 28x28
+    MNIST) are reshaped to one-channel images: the trunk is two 3x3
+    convolutions (16 and 32 filters; a 2x2 max-pool after the first when the
+    side is above 8) and a 2x2 max-pool, flattened. Other inputs get a
+    two-layer MLP trunk. The head, two dense layers, gives the
+    `embedding_dim`-sized output that the loss trains; the retrieval side
+    (`EmbeddingIndex`, `Verifier`, `evaluate`, `evaluate_unseen`, the plot)
+    uses the trunk's features, which transfer better to the classes held out
+    of training.
 
     Args:
         input_dim: number of input features.
-        embedding_dim: size of the embedding.
+        embedding_dim: size of the head's output.
 
     Returns:
-        A `keras.Sequential` mapping `(batch, input_dim)` to
-        `(batch, embedding_dim)`.
+        A `TrunkHead` mapping `(batch, input_dim)` to `(batch, embedding_dim)`;
+        its `trunk` maps to the retrieval features.
     """
-    return keras.Sequential(
+    inputs = keras.Input((input_dim,))
+    side = _image_side(input_dim)
+    if side is None:
+        hidden = keras.layers.Dense(128, activation="relu")(inputs)
+        features = keras.layers.Dense(128, activation="relu")(hidden)
+    else:
+        hidden = keras.layers.Reshape((side, side, 1))(inputs)
+        hidden = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(hidden)
+        if side > 8:
+            hidden = keras.layers.MaxPooling2D(2)(hidden)
+        hidden = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(hidden)
+        if min(hidden.shape[1:3]) >= 2:
+            hidden = keras.layers.MaxPooling2D(2)(hidden)
+        features = keras.layers.Flatten()(hidden)
+    trunk = keras.Model(inputs, features, name="trunk")
+    head = keras.Sequential(
         [
-            keras.Input((input_dim,)),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dropout(0.1),
+            keras.Input(tuple(features.shape[1:])),
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(embedding_dim),
         ],
-        name="encoder",
+        name="head",
     )
+    return TrunkHead(trunk, head, name="encoder")
+
+
+#: The losses on class-balanced batches of labelled examples, by demo name.
+_BATCH_LOSSES = {
+    "batch-hard": lambda: OnlineTripletLoss(mining="batch_hard", soft=True),
+    "semi-hard": lambda: OnlineTripletLoss(mining="semi_hard", margin=1.0),
+    "supcon": SupervisedContrastiveLoss,
+    "multi-similarity": MultiSimilarityLoss,
+    "circle": CircleLoss,
+    "ntxent": NTXentLoss,
+}
 
 
 def build_training(
@@ -192,6 +298,7 @@ def build_training(
     y: np.ndarray,
     batch_size: int = 128,
     seed: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> tuple[keras.Model, keras.utils.PyDataset]:
     """The model to fit and the dataset to fit it on, for one of the recipes.
 
@@ -199,14 +306,19 @@ def build_training(
         loss: `"contrastive"` (a pair model, `EuclideanDistance` on top of the
             shared encoder, `ContrastiveLoss(margin=1)` on `PairDataset`
             pairs), `"triplet"` (a triplet model, `TripletLoss` on
-            `TripletDataset` triplets), `"batch-hard"` or `"semi-hard"` (the
-            encoder itself, `OnlineTripletLoss` on `ClassBalancedDataset`
-            batches).
+            `TripletDataset` triplets), or a loss trained on the encoder
+            itself with `ClassBalancedDataset` batches: `"batch-hard"`
+            (`OnlineTripletLoss` with the soft margin, which does not
+            collapse), `"semi-hard"` (`OnlineTripletLoss`, margin 1),
+            `"supcon"` (`SupervisedContrastiveLoss`), `"multi-similarity"`
+            (`MultiSimilarityLoss`), `"circle"` (`CircleLoss`) or `"ntxent"`
+            (`NTXentLoss`, the examples of a class as views of each other).
         encoder: the shared embedding network.
         x: training features.
         y: training labels.
         batch_size: pairs, triplets, or examples per batch.
         seed: seed of the dataset.
+        steps_per_epoch: batches per epoch; by default the dataset's own.
 
     Returns:
         `(model, dataset)`, the model compiled with Adam and the loss.
@@ -214,20 +326,24 @@ def build_training(
     Raises:
         ValueError: for an unknown `loss`.
     """
-    input_shape = tuple(encoder.input_shape[1:])
+    input_shape = tuple(trunk_of(encoder).input_shape[1:])
     if loss == "contrastive":
         left, right = keras.Input(input_shape), keras.Input(input_shape)
         distance = SiameseWrapper(encoder, merge=EuclideanDistance())([left, right])
         model = keras.Model([left, right], distance, name="siamese_pairs")
-        dataset = PairDataset(x, y, batch_size=batch_size, seed=seed)
+        dataset = PairDataset(
+            x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
+        )
         objective = ContrastiveLoss(margin=1.0)
     elif loss == "triplet":
         inputs = [keras.Input(input_shape) for _ in range(3)]
         stacked = SiameseWrapper(encoder, merge="stack")(inputs)
         model = keras.Model(inputs, stacked, name="siamese_triplets")
-        dataset = TripletDataset(x, y, batch_size=batch_size, seed=seed)
+        dataset = TripletDataset(
+            x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
+        )
         objective = TripletLoss(margin=1.0)
-    elif loss in ("batch-hard", "semi-hard"):
+    elif loss in _BATCH_LOSSES:
         num_classes = len(np.unique(y))
         classes_per_batch = min(num_classes, max(2, batch_size // 8))
         samples_per_class = max(2, batch_size // classes_per_batch)
@@ -237,12 +353,13 @@ def build_training(
             y,
             classes_per_batch=classes_per_batch,
             samples_per_class=samples_per_class,
+            steps_per_epoch=steps_per_epoch,
             seed=seed,
         )
-        objective = OnlineTripletLoss(mining=loss.replace("-", "_"), margin=1.0)
+        objective = _BATCH_LOSSES[loss]()
     else:
         raise ValueError(
-            "`loss` must be 'contrastive', 'triplet', 'batch-hard' or 'semi-hard'; "
+            f"`loss` must be one of {['contrastive', 'triplet', *_BATCH_LOSSES]}; "
             f"got {loss!r}."
         )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=objective)
@@ -253,8 +370,8 @@ def _pair_distances(
     encoder: keras.Model, x: np.ndarray, y: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     (left, right), same = make_pairs(x, y, seed=seed)
-    a = encoder.predict(left, batch_size=1024, verbose=0)
-    b = encoder.predict(right, batch_size=1024, verbose=0)
+    a = trunk_of(encoder).predict(left, batch_size=1024, verbose=0)
+    b = trunk_of(encoder).predict(right, batch_size=1024, verbose=0)
     return np.linalg.norm(a - b, axis=1), same
 
 
@@ -272,7 +389,8 @@ def evaluate(
     with the best training accuracy) and then applied, unchanged, to
     balanced test pairs from `make_pairs`. ROC AUC ranks the test pairs by
     distance; recall@1 asks, for each test example, whether its nearest other
-    test example has the same class.
+    test example has the same class. A `TrunkHead` is measured on its
+    trunk's features.
 
     Args:
         encoder: the trained embedding network.
@@ -290,7 +408,7 @@ def evaluate(
     train_accuracy, threshold = verification_accuracy(train_distances, train_same)
     test_distances, test_same = _pair_distances(encoder, x_test, y_test, seed + 1)
     test_accuracy = float(np.mean((test_distances < threshold) == (test_same == 1)))
-    embeddings = encoder.predict(x_test, batch_size=1024, verbose=0)
+    embeddings = trunk_of(encoder).predict(x_test, batch_size=1024, verbose=0)
     return {
         "threshold": float(threshold),
         "train_pair_accuracy": float(train_accuracy),
@@ -390,7 +508,8 @@ def evaluate_unseen(
     set: the first `classes - classes // 2` classes are enrolled (their
     `x_enroll` examples form the verifier's gallery); every `x_query` example
     is then identified with the verifier's calibrated threshold, and should
-    get its label if its class is enrolled, or "unknown" (-1) if not.
+    get its label if its class is enrolled, or "unknown" (-1) if not. A
+    `TrunkHead` is measured on its trunk's features.
 
     Args:
         encoder: the trained embedding network.
@@ -411,7 +530,7 @@ def evaluate_unseen(
     """
     classes = np.unique(np.concatenate([y_enroll, y_query]))
     ways = min(5, len(classes))
-    embeddings = encoder.predict(
+    embeddings = trunk_of(encoder).predict(
         np.concatenate([x_enroll, x_query]), batch_size=1024, verbose=0
     )
     one_shot = one_shot_accuracy(
@@ -447,15 +566,43 @@ def evaluate_unseen(
     }
 
 
+def _collapse_report(monitor: CollapseMonitor) -> str:
+    """One line on whether the trained embeddings collapsed, for the output."""
+    initial = monitor.initial_spread or 0.0
+    final = monitor.spreads[-1][2]
+    if monitor.collapsed_at is None:
+        return (
+            f"Collapse check: no collapse (spread of the head's embeddings of "
+            f"{len(monitor.x)} training examples {initial:.4g} -> {final:.4g})."
+        )
+    epoch, batch = monitor.collapsed_at
+    where = "the start" if batch == -1 else f"epoch {epoch + 1}"
+    ratio = final / initial if initial else 0.0
+    return (
+        f"WARNING: embedding collapse at {where}: the spread of the head's "
+        f"embeddings fell to {ratio:.1%} of its start ({initial:.4g} -> "
+        f"{final:.4g}); the encoder maps every input to nearly the same point "
+        "and the results below are those of a collapsed encoder. Try another "
+        "--loss (e.g. supcon or contrastive)."
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     """Train and evaluate the demo model described by parsed arguments.
+
+    The encoder is `build_encoder`'s `TrunkHead`: the loss trains its head's
+    output, and every measurement uses its trunk's features. A
+    `CollapseMonitor` watches the head's embeddings of training examples
+    during training; the output says whether they collapsed.
 
     Args:
         args: the namespace from `keras_siamese.__main__.build_parser()`.
 
     Returns:
-        The metrics of `evaluate`, plus `seconds` spent training and, when
-        classes are held out, those of `evaluate_unseen` prefixed `unseen_`.
+        The metrics of `evaluate`, plus `seconds` spent training,
+        `cpu_seconds` (process CPU time of the training), `collapsed`
+        (1.0 if the embeddings collapsed, else 0.0) and, when classes are
+        held out, those of `evaluate_unseen` prefixed `unseen_`.
     """
     keras.utils.set_random_seed(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.dataset, args.data, args.seed)
@@ -481,31 +628,57 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         )
     os.makedirs(args.output, exist_ok=True)
     encoder = build_encoder(x_train.shape[1], args.embedding_dim)
+    x_fit, y_fit = x_train, y_train
+    if _image_side(x_train.shape[1]) and len(x_train) <= _AUGMENT_UP_TO:
+        x_fit, y_fit = shifted_copies(x_train, y_train)
+        print(
+            f"Training on {len(x_fit)} images: the {len(x_train)} and their "
+            "copies shifted by one pixel."
+        )
     model, dataset = build_training(
-        args.loss, encoder, x_train, y_train, args.batch_size, args.seed
+        args.loss,
+        encoder,
+        x_fit,
+        y_fit,
+        args.batch_size,
+        args.seed,
+        steps_per_epoch=args.steps_per_epoch,
     )
+    rng = np.random.default_rng(args.seed)
+    probe = x_train[rng.permutation(len(x_train))[:256]]
+    monitor = CollapseMonitor(probe, encoder=encoder)
+    callbacks: list[keras.callbacks.Callback] = [monitor]
     try:
+        # The test examples of the training classes and of the held-out ones.
         plot = EmbeddingPlot(
             encoder,
-            x_test,
-            y_test,
+            np.concatenate([x_test, x_query]),
+            np.concatenate([y_test, y_query]),
             every_n_epochs=max(1, args.epochs // 4),
             output_dir=os.path.join(args.output, "embedding_plots"),
             final_grid=True,
             max_points=2000,
             seed=args.seed,
         )
+        callbacks.append(plot)
     except ImportError as error:
         plot = None
         print(f"Not plotting embeddings: {error}")
 
-    start = time.perf_counter()
-    callbacks = [] if plot is None else [plot]
-    model.fit(dataset, epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        # Reported by `_collapse_report`, in the output, after training.
+        warnings.simplefilter("ignore", EmbeddingCollapseWarning)
+        model.fit(
+            dataset, epochs=args.epochs, verbose=args.verbose, callbacks=callbacks
+        )
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
 
     metrics = evaluate(encoder, x_train, y_train, x_test, y_test, seed=args.seed)
     metrics["seconds"] = seconds
+    metrics["cpu_seconds"] = cpu_seconds
+    metrics["collapsed"] = float(monitor.collapsed_at is not None)
     model_path = os.path.join(args.output, "model.keras")
     model.save(model_path)
     written = [model_path]
@@ -529,7 +702,16 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if plot is not None:
         written.append(plot.save_plot(os.path.join(args.output, "embeddings.png")))
 
-    print(f"\nTrained {args.epochs} epochs in {seconds:.1f} s.")
+    steps = args.epochs * len(dataset)
+    print(
+        f"\nTrained {args.epochs} epochs ({steps} batches) in {seconds:.1f} s "
+        f"({cpu_seconds:.1f} s CPU time)."
+    )
+    print(_collapse_report(monitor))
+    print(
+        "Measured on the trunk's features (the loss trains the head's "
+        f"{args.embedding_dim}-d output):"
+    )
     print(
         f"Test pair accuracy: {metrics['test_pair_accuracy']:.4f} "
         f"(distance threshold {metrics['threshold']:.4f}, learned on training pairs)"
@@ -539,11 +721,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if len(unseen):
         ways = metrics["unseen_one_shot_ways"]
         enrolled = metrics["unseen_enrolled_classes"]
+        trained = metrics["unseen_one_shot_accuracy"]
+        raw = metrics["unseen_one_shot_accuracy_raw_inputs"]
+        verdict = "better than" if trained > raw else "NOT better than"
         print(
             f"Unseen classes {unseen.tolist()}: one-shot {ways}-way accuracy "
-            f"{metrics['unseen_one_shot_accuracy']:.4f} (1000 episodes; chance "
-            f"{1 / ways:.4f}, raw inputs "
-            f"{metrics['unseen_one_shot_accuracy_raw_inputs']:.4f})"
+            f"{trained:.4f} (1000 episodes; chance {1 / ways:.4f}, raw inputs "
+            f"{raw:.4f}: {verdict} the raw inputs)"
         )
         print(
             f"Open-set identification (threshold {verifier.threshold:.4f}, "

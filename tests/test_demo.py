@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_siamese import Verifier, demo
+import keras_siamese
+from keras_siamese import TrunkHead, Verifier, demo
 from keras_siamese import __main__ as cli
 
 
@@ -20,23 +21,69 @@ def test_parser_defaults():
     assert args.backend is None
     assert (args.epochs, args.batch_size, args.seed) == (20, 128, 0)
     assert args.unseen_classes == 5
+    assert args.steps_per_epoch == 15
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--loss", "hinge"],
-        ["--backend", "numpy"],
-        ["--epochs", "0"],
-        ["--dataset", "x"],
-        ["--unseen-classes", "1"],
-    ],
-)
-def test_parser_rejects_bad_values(argv, capsys):
-    with pytest.raises(SystemExit) as raised:
-        cli.build_parser().parse_args(argv)
-    assert raised.value.code == 2
-    assert argv[0] in capsys.readouterr().err
+@pytest.mark.parametrize("loss", cli.LOSSES)
+def test_parser_accepts_every_loss_and_build_training_makes_it(loss):
+    assert cli.build_parser().parse_args(["--loss", loss]).loss == loss
+    x = np.random.default_rng(0).random((40, 16)).astype("float32")
+    y = np.arange(40) % 4
+    encoder = demo.build_encoder(16, 4)
+    model, dataset = demo.build_training(loss, encoder, x, y, 16, steps_per_epoch=3)
+    assert len(dataset) == 3
+    expected = {
+        "contrastive": keras_siamese.ContrastiveLoss,
+        "triplet": keras_siamese.TripletLoss,
+        "batch-hard": keras_siamese.OnlineTripletLoss,
+        "semi-hard": keras_siamese.OnlineTripletLoss,
+        "supcon": keras_siamese.SupervisedContrastiveLoss,
+        "multi-similarity": keras_siamese.MultiSimilarityLoss,
+        "circle": keras_siamese.CircleLoss,
+        "ntxent": keras_siamese.NTXentLoss,
+    }[loss]
+    assert type(model.loss) is expected
+    if loss in ("contrastive", "triplet"):
+        assert model is not encoder
+    else:
+        assert model is encoder
+    if loss == "batch-hard":
+        assert model.loss.get_config()["soft"] is True
+
+
+def test_build_encoder_is_a_cnn_trunk_with_a_head():
+    keras.utils.set_random_seed(0)
+    encoder = demo.build_encoder(64, 8)
+    assert isinstance(encoder, TrunkHead)
+    kinds = {type(layer).__name__ for layer in encoder.trunk.layers}
+    assert {"Reshape", "Conv2D", "Flatten"} <= kinds
+    x = np.random.default_rng(0).random((5, 64)).astype("float32")
+    assert encoder.trunk.predict(x, verbose=0).shape == (5, 4 * 4 * 32)
+    assert encoder.predict(x, verbose=0).shape == (5, 8)
+    # 28x28 images pool twice; other sizes get an MLP trunk.
+    assert demo.build_encoder(784, 8).trunk.output_shape == (None, 7 * 7 * 32)
+    mlp = demo.build_encoder(5, 8)
+    assert "Conv2D" not in {type(layer).__name__ for layer in mlp.trunk.layers}
+    assert mlp.trunk.output_shape == (None, 128)
+
+
+def test_shifted_copies_match_a_loop_reference():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 16)).astype("float32")
+    x_aug, y_aug = demo.shifted_copies(x, np.array([4, 5, 6]))
+    assert x_aug.shape == (15, 16)
+    np.testing.assert_array_equal(y_aug, np.tile([4, 5, 6], 5))
+    images = x.reshape(3, 4, 4)
+    for k, (dy, dx) in enumerate([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]):
+        want = np.zeros_like(images)
+        for i in range(4):
+            for j in range(4):
+                if 0 <= i - dy < 4 and 0 <= j - dx < 4:
+                    want[:, i, j] = images[:, i - dy, j - dx]
+        got = x_aug[3 * k : 3 * k + 3].reshape(3, 4, 4)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="square"):
+        demo.shifted_copies(np.zeros((2, 5)), np.zeros(2))
 
 
 def test_stratified_split_keeps_class_proportions():
@@ -166,13 +213,16 @@ def test_restart_happens_only_once(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["contrastive", "triplet", "batch-hard", "semi-hard"])
+@pytest.mark.parametrize("loss", cli.LOSSES)
 def test_demo_runs_end_to_end(loss, tmp_path, capsys):
     output = tmp_path / "out"
-    argv = ["--loss", loss, "--epochs", "1", "--batch-size", "32", "--max-train", "400"]
+    argv = ["--loss", loss, "--epochs", "2", "--batch-size", "32", "--max-train", "400"]
     argv += ["--output", str(output), "--verbose", "0", "--embedding-dim", "8"]
+    argv += ["--steps-per-epoch", "8"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
+    assert "Collapse check: no collapse" in printed
+    assert "WARNING" not in printed
     for label in ("Test pair accuracy:", "Test ROC AUC:", "Test recall@1:"):
         line = next(line for line in printed.splitlines() if line.startswith(label))
         value = float(line.split(":")[1].split()[0])
@@ -187,6 +237,7 @@ def test_demo_runs_end_to_end(loss, tmp_path, capsys):
     assert (output / "embeddings.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / "embedding_plots" / "embeddings_grid.png").exists()
 
+    assert isinstance(verifier.encoder, TrunkHead)
     model = keras.saving.load_model(output / "model.keras")
     x = np.random.default_rng(0).random((3, 64)).astype("float32")
     if loss == "contrastive":
@@ -210,3 +261,47 @@ def test_module_entry_point_help():
     )
     assert result.returncode == 0, result.stderr
     assert "--loss" in result.stdout and "batch-hard" in result.stdout
+
+
+def _args(tmp_path, *extra):
+    argv = ["--output", str(tmp_path / "out"), "--verbose", "0", *extra]
+    return cli.build_parser().parse_args(argv)
+
+
+def test_demo_says_when_the_embeddings_collapse(tmp_path, capsys, monkeypatch):
+    """A head that maps every input to one point is reported, not hidden."""
+
+    def constant_head_encoder(input_dim, embedding_dim=32):
+        trunk = keras.Sequential([keras.Input((input_dim,)), keras.layers.Dense(8)])
+        head = keras.Sequential(
+            [
+                keras.Input((8,)),
+                keras.layers.Dense(embedding_dim, kernel_initializer="zeros"),
+            ]
+        )
+        head.trainable = False
+        return TrunkHead(trunk, head)
+
+    monkeypatch.setattr(demo, "build_encoder", constant_head_encoder)
+    args = _args(
+        tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--max-train", "100"
+    )
+    metrics = demo.run(args)
+    printed = capsys.readouterr().out
+    assert metrics["collapsed"] == 1.0
+    assert "WARNING: embedding collapse at the start" in printed
+    assert "Collapse check: no collapse" not in printed
+
+
+@pytest.mark.slow
+def test_default_demo_beats_raw_inputs_on_unseen_classes(tmp_path, capsys):
+    metrics = demo.run(_args(tmp_path))
+    printed = capsys.readouterr().out
+    assert metrics["collapsed"] == 0.0
+    assert (
+        metrics["unseen_one_shot_accuracy"]
+        > metrics["unseen_one_shot_accuracy_raw_inputs"]
+    )
+    assert "better than the raw inputs" in printed
+    assert metrics["unseen_identification_rate"] >= 0.9
+    assert metrics["unseen_rejection_rate"] >= 0.5

@@ -41,6 +41,7 @@ def test_the_guides_have_code_to_run():
         "saving-loading.md",
         "embedding-plot.md",
         "retrieval.md",
+        "trunk-head.md",
     } <= names
 
 
