@@ -86,6 +86,23 @@ def test_shifted_copies_match_a_loop_reference():
         demo.shifted_copies(np.zeros((2, 5)), np.zeros(2))
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--loss", "hinge"],
+        ["--backend", "numpy"],
+        ["--epochs", "0"],
+        ["--dataset", "x"],
+        ["--unseen-classes", "1"],
+    ],
+)
+def test_parser_rejects_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.build_parser().parse_args(argv)
+    assert raised.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
 def test_stratified_split_keeps_class_proportions():
     y = np.repeat(np.arange(4), [40, 20, 8, 3])
     x = np.arange(len(y))[:, None]
