@@ -4,7 +4,7 @@
         index.json       format, version, distance, sizes, label kind, engine,
                          SHA-256 of every data file, verifier settings
         embeddings.npy   float32 (count, dim)
-        labels.npy       int64 or unicode (count,), when there are labels
+        labels.npy       int64, uint64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
 
 Arrays are read with `np.load(..., allow_pickle=False)`, metadata is JSON,
@@ -33,6 +33,9 @@ LABELS_FILE = "labels.npy"
 ENCODER_FILE = "encoder.keras"
 _DATA_FILES = (EMBEDDINGS_FILE, LABELS_FILE, ENCODER_FILE)
 _MAX_JSON_BYTES = 2**20
+# The label kind `index.json` names for each integer dtype of `labels.npy`
+# ("str" for unicode).
+_LABEL_KINDS = {np.dtype("<i8"): "int", np.dtype("<u8"): "uint64"}
 _TOP_KEYS = {
     "format",
     "version",
@@ -174,7 +177,7 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
         raise _fail(directory, f"dim must be positive ({dim}).")
     if count and dim is None:
         raise _fail(directory, "dim is missing for a non-empty index.")
-    if record["labels"] not in (None, "int", "str"):
+    if record["labels"] not in (None, "str", *_LABEL_KINDS.values()):
         raise _fail(directory, f"label kind {record['labels']!r} is unknown.")
     engine = _check_keys(directory, record["engine"], _ENGINE_KEYS, "engine")
     _expect(directory, engine.get("name"), (str,), "engine name")
@@ -239,7 +242,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         The metadata dict, plus `embeddings` (float32 `(count, dim)`),
-        `labels` (int64 or unicode `(count,)`, or `None`) and `encoder_path`
+        `labels` (int64, uint64 or unicode `(count,)`, or `None`) and `encoder_path`
         (a `Path`, or `None`).
 
     Raises:
@@ -276,9 +279,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     labels = None
     if record["labels"] is not None:
         labels = _load_array(directory, LABELS_FILE)
-        kind = "int" if labels.dtype == np.dtype("<i8") else None
-        if labels.dtype.kind == "U":
-            kind = "str"
+        kind = "str" if labels.dtype.kind == "U" else _LABEL_KINDS.get(labels.dtype)
         if kind != record["labels"]:
             raise _fail(
                 directory,
