@@ -395,6 +395,32 @@ def _float_labels(array: np.ndarray, argument: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
+def _sequence_labels(labels: Any) -> np.ndarray:
+    """A list of labels as an array, its integers exactly, others as objects.
+
+    NumPy's own conversion of a list turns `[1, "a"]` into strings and
+    `[2**63, -1]` into floats; it is kept only where it cannot have changed a
+    label: integers (NumPy gives an integer dtype only when it holds every
+    label exactly), or labels that all are strings, or all floats.
+    """
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is not None:
+        code = array.dtype.kind
+        if code in "iub":
+            return array
+        one_kind = {"U": str, "f": (float, np.floating)}.get(code)
+        if (
+            one_kind is not None
+            and array.ndim == 1
+            and all(isinstance(label, one_kind) for label in labels)
+        ):
+            return array
+    return np.asarray(labels, dtype=object)
+
+
 def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarray:
     """`labels` as a 1-D NumPy array with one hashable label per row, kept exactly.
 
@@ -421,12 +447,7 @@ def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarra
         raise TypeError(f"`{argument}` must be a 1-D array of labels; got {labels!r}.")
     if hasattr(labels, "numpy") and not isinstance(labels, np.ndarray):
         labels = ops.convert_to_numpy(labels)
-    if isinstance(labels, np.ndarray):
-        array = labels
-    else:
-        # Element by element: NumPy's own conversion of a list turns
-        # `[1, "a"]` into strings and `[2**63, -1]` into floats.
-        array = np.asarray(labels, dtype=object)
+    array = labels if isinstance(labels, np.ndarray) else _sequence_labels(labels)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
