@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from keras_siamese import EmbeddingIndex
 
-ENGINES = ["keras", "faiss", "faiss-hnsw"]
+# The exact engines: each search must find every added row. (faiss-hnsw
+# shares the faiss code path but may miss a neighbour by design.)
+ENGINES = ["keras", "faiss"]
 
 
 @pytest.fixture
@@ -27,12 +30,14 @@ def row(i):
     return np.array([[float(i), float(i % 7)]], dtype=np.float32)
 
 
-def run_adder_and_searchers(index, rows, searchers=3):
+def run_adder_and_searchers(index, rows, searchers=2):
     """Add `rows` one at a time while `searchers` threads search the added ones.
 
     Row `i` has label `i` and is added `i`-th, so a correct search for row
-    `i`'s embedding returns row number `i`, label `i` and distance 0.
-    Returns the problems the searchers saw.
+    `i`'s embedding returns row number `i`, label `i` and distance 0. The
+    searchers pause briefly between searches, so that several rows are
+    pending when a search joins them to the gallery. Returns the problems
+    the searchers saw.
     """
     problems = []
     added = [0]  # rows added so far, as the adder last published it
@@ -51,7 +56,8 @@ def run_adder_and_searchers(index, rows, searchers=3):
     def searcher(seed):
         rng = np.random.default_rng(seed)
         try:
-            while not done.is_set() or rng.random() < 0.5:
+            while not done.is_set():
+                time.sleep(0.0005)
                 available = added[0]
                 if not available:
                     continue
@@ -84,46 +90,54 @@ def run_adder_and_searchers(index, rows, searchers=3):
     return problems
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_searches_while_adding_lose_no_row_and_shift_no_label(
-    engine, frequent_switches
-):
-    if engine != "keras":
-        pytest.importorskip("faiss")
-    rows = 300
-    index = EmbeddingIndex(engine=engine)
-    problems = run_adder_and_searchers(index, rows)
-    assert problems[:5] == []
-    # Every row counted by len() is there, once, in order, with its label.
+def check_gallery(index, rows):
+    """Every row counted by len() is there, once, in order, with its label."""
     assert len(index) == rows
     assert index.embeddings.shape == (rows, 2)
-    np.testing.assert_array_equal(
-        index.embeddings, np.concatenate([row(i) for i in range(rows)])
-    )
+    expected = np.concatenate([row(i) for i in range(rows)])
+    np.testing.assert_array_equal(index.embeddings, expected)
     np.testing.assert_array_equal(index.labels, np.arange(rows))
     distances, indices = index.search(index.embeddings, k=1)
     np.testing.assert_array_equal(indices[:, 0], np.arange(rows))
     assert not distances.any()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_searches_while_adding_lose_no_row_and_shift_no_label(
+    engine, frequent_switches
+):
+    if engine != "keras":
+        pytest.importorskip("faiss")
+    # Each interleaving is a matter of chance: many short runs make one
+    # that loses or shifts a row all but certain where that can happen.
+    rows = 200
+    for _ in range(20):
+        index = EmbeddingIndex(engine=engine)
+        problems = run_adder_and_searchers(index, rows)
+        assert problems[:5] == []
+        check_gallery(index, rows)
+
+
 def test_concurrent_adders_keep_every_row_with_its_label(frequent_switches):
-    index = EmbeddingIndex()
-    per_thread, threads = 100, 3
+    per_thread, threads, total = 100, 3, 300
+    for _ in range(10):
+        index = EmbeddingIndex()
 
-    def adder(offset):
-        for i in range(offset, offset + per_thread):
-            index.add(row(i), [i])
-            index.search(row(i), k=1)  # consolidates while others add
+        def adder(offset, index=index):
+            for i in range(offset, offset + per_thread):
+                index.add(row(i), [i])
+                if i % 10 == 0:
+                    index.search(row(i), k=1)  # joins the pending rows
 
-    workers = [
-        threading.Thread(target=adder, args=(t * per_thread,)) for t in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=300)
-    total = per_thread * threads
-    assert len(index) == total == len(index.embeddings) == len(index.labels)
-    # Rows of the three threads interleave, but each keeps its own label.
-    np.testing.assert_array_equal(index.embeddings[:, 0], index.labels)
-    assert sorted(index.labels.tolist()) == list(range(total))
+        workers = [
+            threading.Thread(target=adder, args=(t * per_thread,))
+            for t in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=300)
+        assert len(index) == total == len(index.embeddings) == len(index.labels)
+        # Rows of the three threads interleave, but each keeps its own label.
+        np.testing.assert_array_equal(index.embeddings[:, 0], index.labels)
+        assert sorted(index.labels.tolist()) == list(range(total))
