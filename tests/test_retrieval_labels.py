@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keras_siamese import EmbeddingIndex, Verifier, retrieval_metrics
 from keras_siamese._checks import check_labels
@@ -194,3 +196,51 @@ def test_identify_returns_uint64_labels_exactly():
     verifier.unknown = 0
     found = verifier.identify(np.array([[5.0, 5.1], [9.0, 0.0]]))
     assert found.dtype == np.uint64 and found.tolist() == [UINT64_MAX, 0]
+
+
+@given(st.lists(st.integers(-(2**63), UINT64_MAX), min_size=1, max_size=12))
+def test_integer_labels_round_trip_or_are_refused(values):
+    try:
+        result = check_labels(values, len(values))
+    except ValueError:
+        assert min(values) < 0 and max(values) >= BIG  # no dtype holds both
+        return
+    assert result.dtype in (np.int64, np.uint64)
+    assert result.tolist() == values
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-(2**70), 2**70),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=3),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_label_list_is_kept_exactly_or_refused(values):
+    try:
+        result = check_labels(values, len(values))
+    except (TypeError, ValueError):
+        return
+    kept = result.tolist()
+    assert len(kept) == len(values)
+    for before, after in zip(values, kept):
+        assert after == before and isinstance(after, str) == isinstance(before, str)
+
+
+@given(
+    st.lists(st.integers(0, 3), min_size=1, max_size=8),
+    st.lists(st.integers(0, 3), min_size=1, max_size=8),
+)
+def test_codes_of_int64_and_uint64_labels_are_equal_exactly_where_labels_are(a, b):
+    # Around 2**63, where float64 (NumPy's join of the two) merges neighbours.
+    signed = np.array([BIG - 1 - v for v in a], dtype=np.int64)
+    unsigned = np.array([BIG + v for v in b], dtype=np.uint64)
+    codes = np.concatenate(_labels.encode(signed, unsigned))
+    values = [int(v) for v in signed] + [int(v) for v in unsigned]
+    for i, x in enumerate(values):
+        for j, y in enumerate(values):
+            assert (codes[i] == codes[j]) == (x == y)
