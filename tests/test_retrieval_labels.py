@@ -244,3 +244,13 @@ def test_codes_of_int64_and_uint64_labels_are_equal_exactly_where_labels_are(a, 
     for i, x in enumerate(values):
         for j, y in enumerate(values):
             assert (codes[i] == codes[j]) == (x == y)
+
+
+def test_uint64_labels_round_trip_through_a_saved_verifier(tmp_path):
+    verifier = Verifier(identity_encoder(), threshold=1.0, unknown=0)
+    verifier.enroll(np.array([[0.0, 0.0], [5.0, 5.0]]), [BIG + 1, UINT64_MAX])
+    verifier.save(tmp_path / "verifier")
+    loaded = Verifier.load(tmp_path / "verifier")
+    found = loaded.identify(np.array([[5.0, 5.1], [0.0, 0.1], [9.0, 0.0]]))
+    assert found.dtype == np.uint64
+    assert found.tolist() == [UINT64_MAX, BIG + 1, 0]
