@@ -302,11 +302,133 @@ def check_embeddings(
     return array
 
 
-def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarray:
-    """`labels` as a 1-D NumPy array with one hashable label per row.
+_INT64 = np.iinfo(np.int64)
+_UINT64 = np.iinfo(np.uint64)
 
-    Integer labels become int64, strings a unicode array, floating-point
-    labels float64; other hashable labels (or a mix of kinds) an object array.
+
+def _label_kind(value: Any) -> str:
+    """The kind of one label: `int`, `float`, `str`, `bytes` or `object`."""
+    if isinstance(value, (bool, np.bool_, numbers.Integral)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, bytes):
+        return "bytes"
+    return "object"
+
+
+def integer_labels(values: Sequence[int], argument: str = "labels") -> np.ndarray:
+    """Integers as int64, or as uint64 where one of them needs it.
+
+    Raises:
+        ValueError: if a value fits neither int64 nor uint64, or the values
+            span negative numbers and numbers of at least `2**63`, which no
+            one integer dtype holds.
+    """
+    values = [int(value) for value in values]
+    low, high = min(values, default=0), max(values, default=0)
+    if low >= _INT64.min and high <= _INT64.max:
+        return np.asarray(values, dtype=np.int64).reshape(-1)
+    if low >= 0 and high <= _UINT64.max:
+        return np.asarray(values, dtype=np.uint64).reshape(-1)
+    outside = [v for v in values if not _INT64.min <= v <= _UINT64.max]
+    if outside:
+        raise ValueError(
+            f"`{argument}` must be integers within the int64 or uint64 range; "
+            f"got {outside[0]}."
+        )
+    raise ValueError(
+        f"`{argument}` mixes negative integers ({low}) with integers of at least "
+        f"2**63 ({high}): no integer dtype holds both, so they cannot be kept "
+        "exactly. Map the labels to one range (or to strings) first."
+    )
+
+
+def _labels_of_values(values: list, argument: str) -> np.ndarray:
+    """Python label values as an array that keeps every value as it is."""
+    for value in values:
+        try:
+            hash(value)
+        except TypeError:
+            raise TypeError(
+                f"`{argument}` must hold hashable labels; got {value!r}."
+            ) from None
+    kinds = {_label_kind(value) for value in values}
+    if kinds <= {"int"}:
+        return integer_labels(values, argument)
+    if kinds == {"str"}:
+        return np.asarray(values, dtype=str).reshape(-1)
+    if kinds == {"bytes"}:
+        return np.asarray(values, dtype=bytes).reshape(-1).astype(str)
+    if kinds <= {"int", "float"}:
+        inexact = [
+            value
+            for value in values
+            if _label_kind(value) == "int" and float(value) != int(value)
+        ]
+        if inexact:
+            raise ValueError(
+                f"`{argument}` mixes floating-point labels with the integer "
+                f"{int(inexact[0])}, which float64 cannot hold exactly (it would "
+                "merge with its neighbours). Use integer labels only."
+            )
+        return _float_labels(np.asarray(values, dtype=np.float64), argument)
+    if kinds == {"object"}:
+        result = np.empty(len(values), dtype=object)
+        result[:] = values
+        return result
+    named = sorted(kinds - {"object"}) + (
+        ["other objects"] if "object" in kinds else []
+    )
+    raise TypeError(
+        f"`{argument}` mixes labels of different kinds ({', '.join(named)}); "
+        "NumPy would turn them into one kind (say 1 into '1') and merge distinct "
+        "labels. Give labels of one kind."
+    )
+
+
+def _float_labels(array: np.ndarray, argument: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"`{argument}` must not hold NaN or infinite labels.")
+    return array.astype(np.float64)
+
+
+def _sequence_labels(labels: Any) -> np.ndarray:
+    """A list of labels as an array, its integers exactly, others as objects.
+
+    NumPy's own conversion of a list turns `[1, "a"]` into strings and
+    `[2**63, -1]` into floats; it is kept only where it cannot have changed a
+    label: integers (NumPy gives an integer dtype only when it holds every
+    label exactly), or labels that all are strings, or all floats.
+    """
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is not None:
+        code = array.dtype.kind
+        if code in "iub":
+            return array
+        one_kind = {"U": str, "f": (float, np.floating)}.get(code)
+        if (
+            one_kind is not None
+            and array.ndim == 1
+            and all(isinstance(label, one_kind) for label in labels)
+        ):
+            return array
+    return np.asarray(labels, dtype=object)
+
+
+def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarray:
+    """`labels` as a 1-D NumPy array with one hashable label per row, kept exactly.
+
+    Integer labels become int64, or uint64 where a value is at least `2**63`;
+    strings a unicode array; floating-point labels float64; other hashable
+    labels an object array. No label changes value: labels of different
+    kinds (`1` and `"a"`), which NumPy would turn into one kind, are refused,
+    as are integers outside the int64 and uint64 ranges.
 
     Args:
         labels: one label per row.
@@ -314,16 +436,18 @@ def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarra
         argument: its name, for the error message.
 
     Raises:
-        TypeError: if `labels` is a single string or not array-like, or holds
-            complex or unhashable values.
+        TypeError: if `labels` is a single string or not array-like, holds
+            complex or unhashable values, or mixes kinds (integers with
+            strings, say).
         ValueError: if `labels` is not 1-D, its length differs from `count`,
-            or it holds NaN.
+            it holds NaN, or an integer fits neither int64 nor uint64 (or
+            the integers span both signs beyond int64).
     """
     if isinstance(labels, (str, bytes)) or labels is None:
         raise TypeError(f"`{argument}` must be a 1-D array of labels; got {labels!r}.")
     if hasattr(labels, "numpy") and not isinstance(labels, np.ndarray):
         labels = ops.convert_to_numpy(labels)
-    array = np.asarray(labels)
+    array = labels if isinstance(labels, np.ndarray) else _sequence_labels(labels)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
@@ -336,35 +460,24 @@ def check_labels(labels: Any, count: int, argument: str = "labels") -> np.ndarra
             f"{len(array)} labels."
         )
     kind = array.dtype.kind
-    if kind in "iub":
+    if kind in "ib":
+        return array.astype(np.int64)
+    if kind == "u":
+        if array.size and array.max() > _INT64.max:
+            return array.astype(np.uint64)
         return array.astype(np.int64)
     if kind == "U":
         return array
     if kind == "S":
         return array.astype(str)
     if kind == "f":
-        if not np.isfinite(array).all():
-            raise ValueError(f"`{argument}` must not hold NaN or infinite labels.")
-        return array.astype(np.float64)
+        return _float_labels(array, argument)
     if kind == "c":
         raise TypeError(f"`{argument}` must not be complex numbers.")
     values = array.tolist()
-    for value in values:
-        try:
-            hash(value)
-        except TypeError:
-            raise TypeError(
-                f"`{argument}` must hold hashable labels; got {value!r}."
-            ) from None
-    if all(isinstance(v, str) for v in values):
-        return np.asarray(values, dtype=str).reshape(-1)
-    if all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
-    ):
-        return np.asarray(values, dtype=np.int64).reshape(-1)
-    result = np.empty(len(values), dtype=object)
-    result[:] = values
-    return result
+    if any(isinstance(value, complex) for value in values):
+        raise TypeError(f"`{argument}` must not be complex numbers.")
+    return _labels_of_values(values, argument)
 
 
 def check_pair_distances(
@@ -381,8 +494,9 @@ def check_pair_distances(
         The distances as float64 and the labels as booleans, both flat.
 
     Raises:
-        ValueError: if the two differ in length, are empty, or a distance is
-            not finite.
+        ValueError: if the two differ in length, are empty, a distance is
+            not finite, or a label is a number other than 0 and 1 (NaN
+            included).
         TypeError: if the labels are not booleans or numbers.
     """
     distances = np.asarray(distances, dtype=np.float64).reshape(-1)
@@ -400,4 +514,15 @@ def check_pair_distances(
         raise TypeError(
             f"`{argument}` must be booleans or 0/1 numbers; got dtype {labels.dtype}."
         )
-    return distances, labels > 0.5
+    if labels.dtype.kind != "b":
+        # 0/1 only: class ids, 2 or NaN thresholded at 0.5 would silently
+        # turn into a same/different decision.
+        binary = (labels == 0) | (labels == 1)
+        if not binary.all():
+            bad = labels[~binary][:5].tolist()
+            raise ValueError(
+                f"`{argument}` must be booleans or 0/1 numbers (1 for a "
+                f"same-class pair); got {bad}. Compare class ids first, e.g. "
+                "`labels_a == labels_b`."
+            )
+    return distances, labels.astype(bool)

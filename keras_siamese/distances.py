@@ -158,7 +158,10 @@ def euclidean_distance(
     if squared:
         return squares
     if epsilon is not None:
-        return ops.sqrt(ops.maximum(squares, epsilon))
+        # `where`, not `maximum`: Keras' `maximum` computes float64 in float32
+        # on PyTorch (its type promotion maps 64-bit floats to 32-bit). The
+        # comparison keeps a NaN as NaN, as `maximum` does.
+        return ops.sqrt(ops.where(squares < epsilon, epsilon, squares))
     return safe_sqrt(squares)
 
 
@@ -179,7 +182,8 @@ def l2_normalize(x: Any, axis: int = -1) -> Any:
     """
     x = ops.convert_to_tensor(x)
     squares = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squares, _NORM_FLOOR**2))
+    floor = _NORM_FLOOR**2  # `where` keeps float64 on PyTorch, `maximum` not
+    return x * ops.rsqrt(ops.where(squares < floor, floor, squares))
 
 
 def cosine_distance(a: Any, b: Any, keepdims: bool = True) -> Any:
@@ -242,17 +246,19 @@ def manhattan_distance(a: Any, b: Any, keepdims: bool = True) -> Any:
 
 def _pairwise_euclidean_squares(x: Any, y: Any) -> Any:
     """`||x_i - y_j||^2` from the Gram matrix, clipped at 0 against round-off."""
-    gram = ops.matmul(x, ops.transpose(y))
+    # `einsum`, not `matmul`, which computes float64 in float32 on PyTorch.
+    gram = ops.einsum("ik,jk->ij", x, y)
     squares = (
         ops.expand_dims(ops.sum(ops.square(x), axis=1), 1)
         - 2.0 * gram
         + ops.expand_dims(ops.sum(ops.square(y), axis=1), 0)
     )
-    return ops.maximum(squares, 0.0)
+    # `where` keeps float64 on PyTorch (`maximum` does not) and a NaN as NaN.
+    return ops.where(squares < 0.0, 0.0, squares)
 
 
 def _pairwise_cosine(x: Any, y: Any) -> Any:
-    similarity = ops.matmul(l2_normalize(x), ops.transpose(l2_normalize(y)))
+    similarity = ops.einsum("ik,jk->ij", l2_normalize(x), l2_normalize(y))
     return ops.clip(1.0 - similarity, 0.0, 2.0)
 
 

@@ -112,3 +112,44 @@ def test_wrong_shapes_raise():
         contrastive_loss(np.zeros((2, 3)), np.zeros((2, 1), "float32"))
     with pytest.raises(ValueError, match="batch size"):
         contrastive_loss(np.zeros(3), np.zeros((2, 1), "float32"))
+
+
+REDUCED = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight")
+
+
+@pytest.mark.parametrize("reduction", REDUCED)
+@pytest.mark.parametrize("shape", [(0,), (0, 1)])
+def test_an_empty_batch_has_loss_zero(reduction, shape):
+    loss = ContrastiveLoss(reduction=reduction)(np.zeros(0), np.zeros(shape))
+    assert tuple(loss.shape) == () and float(to_numpy(loss)) == 0.0
+
+
+@pytest.mark.parametrize("reduction", [None, "none"])
+def test_an_empty_batch_unreduced_is_an_empty_vector(reduction):
+    # As Keras' own losses: no pairs, no per-pair losses.
+    ours = ContrastiveLoss(reduction=reduction)(np.zeros(0), np.zeros((0, 1)))
+    keras_own = keras.losses.MeanSquaredError(reduction=reduction)(
+        np.zeros((0, 1)), np.zeros((0, 1))
+    )
+    assert tuple(ours.shape) == tuple(keras_own.shape) == (0,)
+    functional = contrastive_loss(np.zeros(0), np.zeros((0, 1)))
+    assert tuple(functional.shape) == (0,)
+
+
+def test_float64_pairs_give_float64_losses():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX computes in float32 unless jax_enable_x64 is set")
+    labels = np.array([1.0, 0.0, 0.0])
+    distances = np.array([[0.1], [0.3], [2.0]], dtype="float64")
+    per_pair = contrastive_loss(labels, distances, margin=0.7)
+    assert keras.backend.standardize_dtype(per_pair.dtype) == "float64"
+    np.testing.assert_allclose(
+        to_numpy(per_pair), reference(labels, distances, 0.7), rtol=1e-15
+    )
+    for reduction in (None, "sum"):
+        loss = ContrastiveLoss(margin=0.7, reduction=reduction, dtype="float64")
+        value = loss(labels, distances)
+        assert keras.backend.standardize_dtype(value.dtype) == "float64"

@@ -144,3 +144,36 @@ def test_bad_arguments_raise():
         calibrate_threshold([], [])
     with pytest.raises(TypeError, match="`same`"):
         calibrate_threshold(d, ["yes", "no", "no"])
+
+
+@pytest.mark.parametrize(
+    "same",
+    [
+        [0, 1, 2, 0],
+        [1, 0, np.nan, 0],
+        [3, 3, 5, 5],
+        [0.0, 1.0, 0.5, 1.0],
+        [-1, 1, 0, 1],
+    ],
+)
+def test_pair_labels_other_than_0_and_1_are_refused(same):
+    from keras_siamese import roc_auc
+
+    distances = [0.1, 0.2, 0.3, 0.4]
+    for evaluate in (calibrate_threshold, verification_accuracy, roc_auc):
+        with pytest.raises(ValueError, match="booleans or 0/1 numbers"):
+            evaluate(distances, same)
+
+
+def test_pair_labels_as_booleans_or_0_1_numbers_agree():
+    distances = [0.1, 0.2, 0.3, 0.4]
+    chosen = {
+        calibrate_threshold(distances, same).threshold
+        for same in (
+            [1, 1, 0, 0],
+            [1.0, 1.0, 0.0, 0.0],
+            [True, True, False, False],
+            np.array([1, 1, 0, 0], dtype=np.uint8),
+        )
+    }
+    assert len(chosen) == 1

@@ -178,12 +178,15 @@ def test_labels_are_kept_in_insertion_order():
     numbered = EmbeddingIndex()
     numbered.add(np.zeros((2, 2)), np.array([7, 8], dtype=np.uint8))
     assert numbered.labels.dtype == np.int64
-    numbered.add(np.zeros((1, 2)), ["x"])  # kinds mixed: kept as objects
-    assert numbered.labels.tolist() == [7, 8, "x"]
+    with pytest.raises(TypeError, match="holds int labels"):
+        numbered.add(np.zeros((1, 2)), ["x"])  # another kind: refused, not mixed
+    assert numbered.labels.tolist() == [7, 8]
+    assert len(numbered) == 2 and numbered.dim == 2
+    assert "2 x 2 labelled" in repr(numbered)
+    floats = EmbeddingIndex()
+    floats.add(np.zeros((1, 2)), [0.5])
     with pytest.raises(ValueError, match="integer or string"):
-        numbered.save("unused")
-    assert len(numbered) == 3 and numbered.dim == 2
-    assert "3 x 2 labelled" in repr(numbered)
+        floats.save("unused")
 
 
 def test_bad_input_raises_clear_errors():

@@ -294,3 +294,34 @@ def test_tampered_directories_raise_value_error(tmp_path, case):
 def test_loading_a_missing_directory_raises_value_error(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         EmbeddingIndex.load(tmp_path / "nowhere")
+
+
+def test_verify_of_no_pairs_is_an_empty_boolean_array():
+    verifier = Verifier(identity_encoder(), threshold=1.0)
+    empty = np.zeros((0, 2))
+    decided = verifier.verify(empty, empty)
+    assert decided.dtype == bool and decided.shape == (0,)
+    assert verifier.pair_distances(empty, empty).shape == (0,)
+    with pytest.raises(ValueError, match="same number of inputs"):
+        verifier.verify(empty, np.zeros((1, 2)))
+    verifier.enroll(np.zeros((1, 2)), ["ann"])
+    assert verifier.identify(empty).shape == (0,)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine"])
+def test_identify_and_verify_agree_at_the_threshold(distance):
+    # The float64 distance of the query from the gallery item is no float32
+    # number: rounded to float32 it falls on the other side of a threshold
+    # that equals it (or the next float64 above it).
+    gallery = np.array([[1.0, 0.0] if distance == "cosine" else [0.0, 0.0]])
+    query = np.array([[1.0, 1.0] if distance == "cosine" else [0.1, 0.3]])
+    verifier = Verifier(identity_encoder(), distance=distance)
+    exact = float(verifier.pair_distances(query, gallery)[0])
+    assert float(np.float32(exact)) != exact  # the case float32 decides wrongly
+    verifier.enroll(gallery, [7])
+    for threshold in (exact, np.nextafter(exact, np.inf)):
+        verifier.threshold = threshold
+        same = bool(verifier.verify(query, gallery)[0])
+        assert same == (exact < threshold)
+        answer = verifier.identify(query)[0]
+        assert answer == (7 if same else -1)

@@ -127,3 +127,62 @@ def test_bad_arguments_raise(kwargs, error, match):
 def test_wrong_ranks_raise(shape):
     with pytest.raises(ValueError, match=r"\(batch, 3, dim\)"):
         TripletLoss()(np.zeros(4), np.zeros(shape, "float32"))
+
+
+@pytest.mark.parametrize(
+    "reduction", ["sum_over_batch_size", "sum", "mean", "mean_with_sample_weight"]
+)
+def test_an_empty_batch_has_loss_zero(reduction):
+    loss = TripletLoss(reduction=reduction)(np.zeros(0), np.zeros((0, 3, 2)))
+    assert tuple(loss.shape) == () and float(to_numpy(loss)) == 0.0
+
+
+@pytest.mark.parametrize("reduction", [None, "none"])
+def test_an_empty_batch_unreduced_is_an_empty_vector(reduction):
+    # As Keras' own losses: no triplets, no per-triplet losses.
+    loss = TripletLoss(reduction=reduction)(np.zeros(0), np.zeros((0, 3, 2)))
+    assert tuple(loss.shape) == (0,)
+    assert tuple(triplet_loss(np.zeros(0), np.zeros((0, 3, 2))).shape) == (0,)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_float64_triplets_give_float64_losses(metric):
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX computes in float32 unless jax_enable_x64 is set")
+    x = np.random.default_rng(3).normal(size=(4, 3, 5))
+    per_triplet = triplet_loss(np.zeros(4), x, margin=0.5, distance=metric)
+    assert keras.backend.standardize_dtype(per_triplet.dtype) == "float64"
+    np.testing.assert_allclose(
+        to_numpy(per_triplet), reference(x, 0.5, metric, False), rtol=1e-12
+    )
+    for reduction in (None, "sum"):
+        loss = TripletLoss(
+            margin=0.5, distance=metric, reduction=reduction, dtype="float64"
+        )
+        value = loss(np.zeros(4), x)
+        assert keras.backend.standardize_dtype(value.dtype) == "float64"
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_float64_distances_keep_float64_precision(metric):
+    # Keras' `maximum` turns float64 into float32 on PyTorch; the distances
+    # the triplet losses use must not.
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX computes in float32 unless jax_enable_x64 is set")
+    from keras_siamese import distances
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
+    measure = distances.get(metric)
+    paired = to_numpy(measure.paired(a[:3], b))
+    expected = [np_distance(x, y, metric) for x, y in zip(a[:3], b)]
+    np.testing.assert_allclose(paired, expected, rtol=1e-13)
+    pairwise = to_numpy(measure.pairwise(a, b))
+    expected = [[np_distance(x, y, metric) for y in b] for x in a]
+    np.testing.assert_allclose(pairwise, expected, rtol=1e-12, atol=1e-14)

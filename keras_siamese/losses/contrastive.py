@@ -11,6 +11,19 @@ from keras_siamese._checks import as_vector, check_margin, check_same_batch
 from keras_siamese.distances import as_float
 
 
+def total_of_empty_batch(loss: keras.losses.Loss, value: Any) -> Any:
+    """A reduced loss of an empty batch as the scalar 0.
+
+    Keras returns the losses of a batch of statically known size 0 unreduced,
+    an empty vector, whatever the reduction; the sum of no losses is 0, and
+    so is Keras' own mean of them (`divide_no_nan(0, 0)`) when the size is
+    only known at run time.
+    """
+    if loss.reduction in (None, "none") or tuple(value.shape) != (0,):
+        return value
+    return ops.sum(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_siamese")
 def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
     """Per-pair contrastive loss `y * d**2 + (1 - y) * max(margin - d, 0)**2`.
@@ -33,8 +46,9 @@ def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
             Addons.
 
     Returns:
-        The loss of every pair, shape `(batch,)`, in float32 for
-        half-precision inputs.
+        The loss of every pair, shape `(batch,)` (empty for no pairs, as
+        Keras' own loss functions), in float32 for half-precision inputs and
+        in the dtype of `y_pred` otherwise (float64 stays float64).
 
     Raises:
         ValueError: if a shape is not `(batch,)` or `(batch, 1)`, the batch
@@ -74,7 +88,15 @@ class ContrastiveLoss(keras.losses.Loss):
     pair the loss is `y * d**2 + (1 - y) * max(margin - d, 0)**2`; see
     `contrastive_loss`. `y_pred` is the `(batch, 1)` output of a distance
     layer (or `(batch,)`); both shapes are handled without broadcasting
-    against `(batch,)` labels.
+    against `(batch,)` labels. A batch of no pairs has loss 0 (an empty
+    vector with `reduction=None`).
+
+    With `dtype="float64"`, the per-pair losses are float64 on every
+    backend (JAX needs `jax_enable_x64`), but Keras 3 computes the mean of
+    the `"sum_over_batch_size"` and `"mean"` reductions in float32 on
+    PyTorch and JAX (its type promotion turns 64-bit floats into 32-bit
+    ones there); take `reduction=None` or `"sum"` and reduce yourself to keep
+    float64.
 
     Args:
         margin: distance beyond which dissimilar pairs cost nothing. Defaults
@@ -113,6 +135,10 @@ class ContrastiveLoss(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        value = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        return total_of_empty_batch(self, value)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return contrastive_loss(y_true, y_pred, margin=self.margin)

@@ -13,6 +13,7 @@ from keras_siamese._checks import (
     check_triplets,
 )
 from keras_siamese.distances import as_float
+from keras_siamese.losses.contrastive import total_of_empty_batch
 from keras_siamese.losses.mining import hinge_or_softplus
 
 
@@ -43,8 +44,9 @@ def triplet_loss(
             al. (2017) instead of the hinge.
 
     Returns:
-        The loss of every triplet, shape `(batch,)`, in float32 for
-        half-precision inputs.
+        The loss of every triplet, shape `(batch,)` (empty for no triplets,
+        as Keras' own loss functions), in float32 for half-precision inputs
+        and in the dtype of `y_pred` otherwise (float64 stays float64).
 
     Raises:
         ValueError: if `y_pred` is not `(batch, 3, dim)`, `margin` is negative
@@ -85,7 +87,12 @@ class TripletLoss(keras.losses.Loss):
 
     `y_pred` is `(batch, 3, dim)` (anchor, positive, negative), the output of
     `SiameseWrapper(embedding_model, merge="stack")` on three inputs; `y_true`
-    is ignored, so fit with dummy targets such as `np.zeros(batch)`.
+    is ignored, so fit with dummy targets such as `np.zeros(batch)`. A batch
+    of no triplets has loss 0 (an empty vector with `reduction=None`).
+    With `dtype="float64"`, Keras 3 computes the mean of the
+    `"sum_over_batch_size"` and `"mean"` reductions in float32 on PyTorch
+    and JAX (see `ContrastiveLoss`); `reduction=None` or `"sum"` keep
+    float64.
 
     Args:
         margin: required gap between `d(a, n)` and `d(a, p)`; default 1.0 with
@@ -133,6 +140,10 @@ class TripletLoss(keras.losses.Loss):
         self._measure = distances.get(distance, needs=("paired",), user="TripletLoss")
         self.distance = self._measure.name
         self.soft = check_bool(soft, "soft")
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        value = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        return total_of_empty_batch(self, value)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return triplet_loss(

@@ -50,7 +50,8 @@ def verification_accuracy(
         `(accuracy, threshold)`; on equal accuracies, the smallest threshold.
 
     Raises:
-        ValueError: for empty, non-finite or mismatched inputs.
+        ValueError: for empty, non-finite or mismatched inputs, or labels
+            other than 0 and 1 (class ids, NaN).
         TypeError: for labels that are not booleans or numbers.
 
     Examples:
@@ -77,7 +78,7 @@ def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
 
     Raises:
         ValueError: if only one kind of pair is present, or for empty,
-            non-finite or mismatched inputs.
+            non-finite or mismatched inputs, or labels other than 0 and 1.
         TypeError: for labels that are not booleans or numbers.
 
     Examples:

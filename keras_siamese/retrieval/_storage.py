@@ -5,7 +5,7 @@
                          SHA-256 and byte size of every data file, verifier
                          settings
         embeddings.npy   float32 (count, dim)
-        labels.npy       int64 or unicode (count,), when there are labels
+        labels.npy       int64, uint64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
 
 Arrays are read with `np.load(..., allow_pickle=False)`, metadata is JSON,
@@ -104,17 +104,19 @@ class _Malformed(ValueError):
 # -- labels ------------------------------------------------------------------
 
 
+# The label kind `index.json` names for each integer dtype of `labels.npy`.
+_LABEL_KINDS = {np.dtype("<i8"): "int", np.dtype("<u8"): "uint64"}
+
+
 def label_kind(dtype: np.dtype) -> str | None:
-    """The saved kind of labels of `dtype` (`"int"`, `"str"`), or `None`."""
-    if dtype == np.dtype("<i8"):
-        return "int"
+    """The saved kind of labels of `dtype` (`"int"`, `"uint64"`, `"str"`), or `None`."""
     if dtype.kind == "U":
         return "str"
-    return None
+    return _LABEL_KINDS.get(dtype)
 
 
 def _check_label_kind(kind: Any) -> str | None:
-    if kind is not None and kind not in ("int", "str"):
+    if kind is not None and kind not in ("str", *_LABEL_KINDS.values()):
         raise _Malformed(f"labels: the label kind {_show(kind)} is unknown.")
     return kind
 
@@ -448,7 +450,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         The metadata dict, plus `embeddings` (float32 `(count, dim)`),
-        `labels` (int64 or unicode `(count,)`, or `None`) and `encoder_path`
+        `labels` (int64, uint64 or unicode `(count,)`, or `None`) and `encoder_path`
         (a `Path`, or `None`).
 
     Raises:

@@ -165,8 +165,9 @@ def calibrate_threshold(
         TypeError: if `same` is not boolean or numeric, or `value` is not a
             number.
         ValueError: for an unknown target, a missing or out-of-range `value`,
-            empty, non-finite or mismatched inputs, pairs all of one kind, or
-            a precision no threshold reaches.
+            empty, non-finite or mismatched inputs, `same` values other than
+            0 and 1 (class ids, NaN), pairs all of one kind, or a precision
+            no threshold reaches.
 
     Examples:
         >>> result = calibrate_threshold([0.1, 0.3, 0.5, 0.7], [1, 1, 0, 0])

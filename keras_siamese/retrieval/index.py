@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import keras
@@ -67,6 +68,18 @@ class EmbeddingIndex:
     galleries, but it can miss true neighbours); in both, the candidates are
     re-ranked with the exact distances as above.
 
+    Labels keep their values exactly (see `add`): integers as int64 (uint64
+    where a value is at least `2**63`), strings as strings; labels of one
+    kind only.
+
+    Thread safety: any number of threads may `search` (and read `labels`,
+    `embeddings`, `len`) while one or more threads `add`. Each search works
+    on one consistent snapshot of the gallery, taken when it starts: rows
+    added meanwhile are found by later searches, no row is lost, and a row
+    number always names the same embedding and label. `len(index)` counts
+    every row added so far, all of which the next search sees. Saving while
+    another thread adds is not supported.
+
     Args:
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
             or `"manhattan"`, as in the losses, or a `Distance` (registered
@@ -127,6 +140,10 @@ class EmbeddingIndex:
                 self._distance.faiss_form.metric,
                 self._distance,
             )
+        # Rows are appended to `_chunks` under `_lock`; `_consolidate` joins
+        # them into new `_embeddings` / `_labels` arrays, which are replaced,
+        # never modified, so a search can keep using the pair it took.
+        self._lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
         self._label_chunks: list[np.ndarray] = []
         self._embeddings = np.zeros((0, 0), dtype=np.float32)
@@ -135,6 +152,8 @@ class EmbeddingIndex:
         self._labelled: bool | None = None
         self._count = 0
         self._prepared: _search.PreparedGallery | None = None
+        # faiss indexes are not safe to add to while searched.
+        self._faiss_lock = threading.Lock()
         self._faiss: FaissCandidates | None = None
         self._faiss_count = 0
 
@@ -163,18 +182,18 @@ class EmbeddingIndex:
     @property
     def embeddings(self) -> np.ndarray:
         """The gallery, a read-only float32 `(len(index), dim)` array."""
-        self._consolidate()
-        view = self._embeddings.view()
+        embeddings, _ = self._consolidate()
+        view = embeddings.view()
         view.flags.writeable = False
         return view
 
     @property
     def labels(self) -> np.ndarray | None:
         """The labels of the rows (read-only), or `None` for an unlabelled index."""
-        self._consolidate()
-        if self._labels is None:
+        _, labels = self._consolidate()
+        if labels is None:
             return None
-        view = self._labels.view()
+        view = labels.view()
         view.flags.writeable = False
         return view
 
@@ -188,15 +207,18 @@ class EmbeddingIndex:
             f"distance={self._distance.name!r}, engine={self._engine!r})"
         )
 
-    def _consolidate(self) -> None:
-        if self._chunks:
-            existing = [self._embeddings] if len(self._embeddings) else []
-            self._embeddings = np.concatenate([*existing, *self._chunks])
-            self._chunks = []
-        if self._label_chunks:
-            existing = [] if self._labels is None else [self._labels]
-            self._labels = _labels.combine(*existing, *self._label_chunks)
-            self._label_chunks = []
+    def _consolidate(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Join the rows added so far; returns the `(embeddings, labels)` snapshot."""
+        with self._lock:
+            if self._chunks:
+                existing = [self._embeddings] if len(self._embeddings) else []
+                self._embeddings = np.concatenate([*existing, *self._chunks])
+                self._chunks = []
+            if self._label_chunks:
+                existing = [] if self._labels is None else [self._labels]
+                self._labels = _labels.combine(*existing, *self._label_chunks)
+                self._label_chunks = []
+            return self._embeddings, self._labels
 
     def add(self, embeddings: Any, labels: Any | None = None) -> None:
         """Append rows to the gallery; they are numbered after the existing ones.
@@ -205,47 +227,59 @@ class EmbeddingIndex:
             embeddings: `(n, dim)` embeddings (converted to float32).
             labels: `(n,)` labels, any hashable values (integers or strings to
                 be saved), or `None`. An index is either labelled or not: once
-                rows have labels, every later `add` must give them.
+                rows have labels, every later `add` must give them, of the
+                same kind. Labels keep their values: integers within the
+                int64 or uint64 range as int64 (uint64 where one is at least
+                `2**63`), strings as strings.
 
         Raises:
-            TypeError: for non-numeric embeddings or unhashable labels.
+            TypeError: for non-numeric embeddings, unhashable labels, or
+                labels that mix kinds (integers and strings, say), within
+                one call or with the labels already held.
             ValueError: for a shape other than `(n, dim)`, a `dim` other than
                 the index's, NaN or infinite values, labels of the wrong
-                length, or labels given to an unlabelled index (or missing
-                for a labelled one).
+                length, integer labels outside the int64 and uint64 ranges
+                (or spanning both), or labels given to an unlabelled index
+                (or missing for a labelled one).
         """
         rows = check_embeddings(embeddings, "embeddings", dim=self._dim)
         if isinstance(embeddings, np.ndarray) and np.shares_memory(rows, embeddings):
             rows = rows.copy()  # the caller's array may change later
         if labels is not None:
             labels = check_labels(labels, len(rows))
-        if self._labelled is not None and self._labelled != (labels is not None):
-            if self._labelled:
+        with self._lock:
+            if self._dim is not None and rows.shape[1] != self._dim:
+                check_embeddings(rows, "embeddings", dim=self._dim)  # raises
+            if self._labelled is not None and self._labelled != (labels is not None):
+                if self._labelled:
+                    raise ValueError(
+                        "This index holds labels: pass `labels` for the new rows too."
+                    )
                 raise ValueError(
-                    "This index holds labels: pass `labels` for the new rows too."
+                    "This index holds no labels: rows added without labels cannot "
+                    "be mixed with labelled ones."
                 )
-            raise ValueError(
-                "This index holds no labels: rows added without labels cannot be "
-                "mixed with labelled ones."
-            )
-        self._labelled = labels is not None
-        self._dim = rows.shape[1]
-        self._chunks.append(rows)
-        if labels is not None:
-            self._label_chunks.append(labels)
-        self._count += len(rows)
-        self._prepared = None
+            if labels is not None:
+                for held in (self._labels, *self._label_chunks):
+                    _labels.check_join(held, labels)
+            self._labelled = labels is not None
+            self._dim = rows.shape[1]
+            self._chunks.append(rows)
+            if labels is not None:
+                self._label_chunks.append(labels)
+            self._count += len(rows)
 
     # -- search -----------------------------------------------------------
 
-    def _check_queries(self, queries: Any, k: int) -> tuple[np.ndarray, int]:
-        if self._count == 0:
+    def _check_queries(
+        self, queries: Any, k: int, count: int
+    ) -> tuple[np.ndarray, int]:
+        if count == 0:
             raise ValueError("The index is empty: add embeddings before searching.")
         k = check_positive_int(k, "k")
-        if k > self._count:
+        if k > count:
             raise ValueError(
-                f"`k` must be at most the number of indexed rows ({self._count}); "
-                f"got {k}."
+                f"`k` must be at most the number of indexed rows ({count}); got {k}."
             )
         return check_embeddings(queries, "queries", dim=self._dim), k
 
@@ -266,62 +300,67 @@ class EmbeddingIndex:
             ValueError: for an empty index, `k < 1` or `k > len(index)`,
                 queries of another embedding size, or NaN or infinite values.
         """
-        queries, k = self._check_queries(queries, k)
-        self._consolidate()
+        gallery, _ = self._consolidate()
+        queries, k = self._check_queries(queries, k, len(gallery))
         if self._engine == "keras":
-            return self._search_exact(queries, k)
-        return self._search_faiss(queries, k)
+            return self._search_exact(gallery, queries, k)
+        return self._search_faiss(gallery, queries, k)
 
-    def _gallery(self) -> _search.PreparedGallery:
-        if self._prepared is None:
-            self._prepared = _search.PreparedGallery(
-                self._embeddings, self._distance, self.block_bytes
+    def _gallery(self, embeddings: np.ndarray) -> _search.PreparedGallery:
+        prepared = self._prepared
+        if prepared is None or prepared.embeddings is not embeddings:
+            prepared = _search.PreparedGallery(
+                embeddings, self._distance, self.block_bytes
             )
-        return self._prepared
+            self._prepared = prepared
+        return prepared
 
     def _search_exact(
-        self, queries: np.ndarray, k: int
+        self, gallery: np.ndarray, queries: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         distances = np.empty((len(queries), k), dtype=np.float32)
         indices = np.empty((len(queries), k), dtype=np.int64)
         for rows, block_distances, block_indices in _search.search_blocks(
-            self._gallery(), queries, k
+            self._gallery(gallery), queries, k
         ):
             distances[rows] = block_distances
             indices[rows] = block_indices
         return distances, indices
 
     def _search_faiss(
-        self, queries: np.ndarray, k: int
+        self, gallery: np.ndarray, queries: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self._faiss is None:
-            self._faiss = FaissCandidates(
-                self._engine,
-                self._distance,
-                self._dim,
-                self.hnsw_neighbors,
-                self.ef_search,
-                self.ef_construction,
-            )
-            self._faiss_count = 0
-        if self._faiss_count < self._count:
-            self._faiss.add(self._embeddings[self._faiss_count :])
-            self._faiss_count = self._count
-        fetch = _search.over_fetch(k, self._count)
-        candidates = self._faiss.candidates(queries, fetch)
-        missing = candidates < 0
+        count = len(gallery)
+        fetch = _search.over_fetch(k, count)
+        with self._faiss_lock:
+            if self._faiss is None:
+                self._faiss = FaissCandidates(
+                    self._engine,
+                    self._distance,
+                    self._dim,
+                    self.hnsw_neighbors,
+                    self.ef_search,
+                    self.ef_construction,
+                )
+                self._faiss_count = 0
+            if self._faiss_count < count:
+                self._faiss.add(gallery[self._faiss_count :])
+                self._faiss_count = count
+            candidates = self._faiss.candidates(queries, fetch)
+        # Rows another search added to faiss after this one's snapshot.
+        missing = (candidates < 0) | (candidates >= count)
         safe = np.where(missing, 0, candidates)
-        distances = _search.exact_distances(
-            queries, self._embeddings, safe, self._distance
-        )
+        distances = _search.exact_distances(queries, gallery, safe, self._distance)
         distances[missing] = np.inf
-        order = np.lexsort((np.where(missing, self._count, safe), distances), axis=-1)
+        order = np.lexsort((np.where(missing, count, safe), distances), axis=-1)
         order = order[:, :k]
         distances = np.take_along_axis(distances, order, axis=1)
         indices = np.take_along_axis(safe, order, axis=1)
         short = np.flatnonzero(~np.isfinite(distances).all(axis=1))
         if short.size:  # faiss returned fewer than k results for these rows
-            distances[short], indices[short] = self._search_exact(queries[short], k)
+            distances[short], indices[short] = self._search_exact(
+                gallery, queries[short], k
+            )
         return distances.astype(np.float32), indices
 
     def labels_of(self, indices: Any) -> np.ndarray:
@@ -340,16 +379,16 @@ class EmbeddingIndex:
         """
         if not self._labelled:
             raise ValueError("This index holds no labels; add rows with `labels`.")
-        self._consolidate()
+        _, labels = self._consolidate()
         indices = np.asarray(indices)
         if indices.dtype.kind not in "iu":
             raise TypeError(f"`indices` must be integers; got dtype {indices.dtype}.")
-        if indices.size and (indices.min() < 0 or indices.max() >= self._count):
+        if indices.size and (indices.min() < 0 or indices.max() >= len(labels)):
             raise ValueError(
-                f"`indices` must be row numbers in [0, {self._count}); got values "
+                f"`indices` must be row numbers in [0, {len(labels)}); got values "
                 f"from {indices.min()} to {indices.max()}."
             )
-        return self._labels[indices]
+        return labels[indices]
 
     # -- building from an encoder -------------------------------------------
 

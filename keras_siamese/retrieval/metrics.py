@@ -242,7 +242,9 @@ def retrieval_metrics(
 
     Args:
         query_embeddings: `(n, dim)` embeddings.
-        query_labels: `(n,)` class labels (integers, strings, ...).
+        query_labels: `(n,)` class labels (integers, strings, ...), each
+            compared by its exact value: `1` and `"1"`, or two int64 and
+            uint64 ids, are never merged.
         reference_embeddings: optional `(m, dim)` references to search.
         reference_labels: their `(m,)` labels.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
@@ -258,10 +260,14 @@ def retrieval_metrics(
 
     Raises:
         ImportError: if `nmi` or `ami` is requested without scikit-learn.
-        TypeError: for non-numeric embeddings or unhashable labels.
+        TypeError: for non-numeric embeddings, unhashable labels, or an
+            array of labels that mixes kinds (`[1, "1"]`, which NumPy would
+            turn into one string label).
         ValueError: for an unknown metric or distance, bad shapes, NaN or
-            infinite embeddings, labels of the wrong length, or (for the
-            neighbour metrics) no query with a same-class reference.
+            infinite embeddings, labels of the wrong length, integer labels
+            outside the int64 and uint64 ranges (or mixed with floats that
+            cannot hold them exactly), or (for the neighbour metrics) no
+            query with a same-class reference.
 
     Examples:
         >>> import numpy as np

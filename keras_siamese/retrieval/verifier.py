@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_siamese import distances as _distances
-from keras_siamese._checks import check_float, check_positive_int
+from keras_siamese._checks import check_float, check_labels, check_positive_int
 from keras_siamese.retrieval import _storage
 from keras_siamese.retrieval._search import paired_exact
 from keras_siamese.retrieval.calibration import Calibration, calibrate_threshold
@@ -17,6 +17,28 @@ from keras_siamese.retrieval.index import EmbeddingIndex, encode
 
 #: What `identify` answers for an unknown query, by the kind of labels.
 DEFAULT_UNKNOWN = {"int": -1, "str": "unknown"}
+
+
+def _label_kind(labels: np.ndarray) -> str | None:
+    return {"i": "int", "u": "int", "U": "str"}.get(labels.dtype.kind)
+
+
+def _fits(marker: Any, labels: np.ndarray) -> bool:
+    """Whether `marker` can stand among `labels` without changing dtype or value."""
+    kind = _label_kind(labels)
+    if kind == "int" and isinstance(marker, int) and not isinstance(marker, bool):
+        bounds = np.iinfo(labels.dtype)
+        return bounds.min <= marker <= bounds.max
+    return kind == "str" and isinstance(marker, str)
+
+
+def _rows(x: Any) -> int | None:
+    """The number of inputs in `x`, where every input array says it is 0."""
+    leaves = keras.tree.flatten(x)
+    if not leaves:
+        return 0
+    sizes = {tuple(np.shape(leaf))[:1] for leaf in leaves}
+    return 0 if sizes == {(0,)} else None
 
 
 class Verifier:
@@ -42,7 +64,9 @@ class Verifier:
             verifier's), or `None`; `enroll` creates one.
         batch_size: batch size of the encoder's `predict`.
         unknown: what `identify` returns for an unknown query; by default
-            `-1` for integer labels and `"unknown"` for string labels.
+            `-1` for integer labels and `"unknown"` for string labels. No
+            enrolled label may equal it (`enroll` and `identify` refuse a
+            gallery that holds it).
 
     Raises:
         TypeError: if `encoder` has no `predict` method, `index` is not an
@@ -146,6 +170,14 @@ class Verifier:
         Raises:
             ValueError: if `x1` and `x2` hold different numbers of inputs.
         """
+        empty = (_rows(x1) == 0, _rows(x2) == 0)
+        if all(empty):  # Keras' `predict` fails on no inputs
+            return np.zeros(0, dtype=np.float64)
+        if any(empty):
+            raise ValueError(
+                "`x1` and `x2` must hold the same number of inputs; one of them "
+                "is empty."
+            )
         a, b = self.embed(x1), self.embed(x2)
         if a.shape != b.shape:
             raise ValueError(
@@ -196,6 +228,9 @@ class Verifier:
     def verify(self, x1: Any, x2: Any, threshold: float | None = None) -> np.ndarray:
         """Whether each pair `(x1[i], x2[i])` is "the same": a boolean `(n,)` array.
 
+        The decision is `pair_distances(x1, x2) < threshold`, in float64, as
+        `identify` decides. No pairs give an empty array.
+
         Args:
             x1: first inputs.
             x2: second inputs.
@@ -207,12 +242,53 @@ class Verifier:
         threshold = self._threshold_or(threshold)
         return self.pair_distances(x1, x2) < threshold
 
+    def _marker(self, labels: np.ndarray) -> Any:
+        """The unknown marker for these labels (`None` where there is none)."""
+        if self.unknown is not None:
+            return self.unknown
+        return DEFAULT_UNKNOWN.get(_label_kind(labels))
+
+    def _refuse_marker(self, labels: np.ndarray, where: str) -> None:
+        marker = self._marker(labels)
+        if marker is None or not labels.size:
+            return
+        code = labels.dtype.kind
+        number = isinstance(marker, (int, float)) and not isinstance(marker, bool)
+        if (code in "iuf" and not number) or (
+            code == "U" and not isinstance(marker, str)
+        ):
+            return  # no label of this dtype can equal the marker
+        if code in "iu" and not _fits(marker, labels):
+            return
+        if np.any(labels == marker):
+            raise ValueError(
+                f"{where} holds the label {marker!r}, which `identify` answers for "
+                "an unknown query, so a match could not be told from a rejection. "
+                "Choose another marker with `Verifier(..., unknown=...)` (or the "
+                "`unknown` attribute), or relabel that class."
+            )
+
     def enroll(self, x: Any, labels: Any) -> None:
-        """Encode `x` and add it, with its labels, to the gallery."""
+        """Encode `x` and add it, with its labels, to the gallery.
+
+        Args:
+            x: the inputs to enroll.
+            labels: their labels, as `EmbeddingIndex.add` takes them.
+
+        Raises:
+            TypeError: for labels `EmbeddingIndex.add` refuses (of another
+                kind than those enrolled, say).
+            ValueError: for labels `EmbeddingIndex.add` refuses, or a label
+                equal to the unknown marker (`-1` for integer labels and
+                `"unknown"` for strings by default; set another with
+                `unknown=`).
+        """
         embeddings = self.embed(x)
+        checked = check_labels(labels, len(embeddings))
+        self._refuse_marker(checked, "`labels`")
         if self._index is None:
             self._index = EmbeddingIndex(self._distance)
-        self._index.add(embeddings, labels)
+        self._index.add(embeddings, checked)
 
     def identify(
         self,
@@ -224,7 +300,9 @@ class Verifier:
         """The label of each query's nearest gallery item, or "unknown".
 
         A query whose nearest gallery item is at `threshold` or farther gets
-        the `unknown` marker (open-set identification).
+        the `unknown` marker (open-set identification). The distance to that
+        item is compared with the threshold in float64, as `verify` compares:
+        a query and a gallery item get the same decision from both.
 
         Args:
             x: the queries' inputs.
@@ -237,8 +315,9 @@ class Verifier:
             `return_distances`, the `(n,)` float32 distances.
 
         Raises:
-            ValueError: without a threshold, without a labelled gallery, or
-                for a gallery with another distance.
+            ValueError: without a threshold, without a labelled gallery, for
+                a gallery with another distance, or for a gallery holding the
+                unknown marker as a label.
         """
         threshold = self._threshold_or(threshold)
         gallery = self._index if index is None else index
@@ -252,17 +331,25 @@ class Verifier:
                 f"The index searches with distance={gallery.distance!r} but the "
                 f"verifier measures distance={self.distance!r}; they must agree."
             )
-        if gallery.labels is None:
+        held = gallery.labels
+        if held is None:
             raise ValueError("The gallery holds no labels to identify with.")
-        distances, indices = gallery.search(self.embed(x), k=1)
-        labels = gallery.labels_of(indices[:, 0])
-        known = distances[:, 0] < threshold
-        kind = {"i": "int", "U": "str"}.get(labels.dtype.kind)
-        marker = self.unknown if self.unknown is not None else DEFAULT_UNKNOWN.get(kind)
-        fits = (kind == "int" and isinstance(marker, int)) or (
-            kind == "str" and isinstance(marker, str)
-        )
-        if fits:
+        self._refuse_marker(held, "The gallery")
+        if _rows(x) == 0:  # Keras' `predict` fails on no inputs
+            nothing = np.zeros(0, dtype=held.dtype)
+            return (nothing, np.zeros(0, np.float32)) if return_distances else nothing
+        queries = self.embed(x)
+        distances, indices = gallery.search(queries, k=1)
+        nearest = indices[:, 0]
+        labels = gallery.labels_of(nearest)
+        # float64, as `verify`: the float32 search distance can round across
+        # the threshold.
+        exact = paired_exact(queries, gallery.embeddings[nearest], self._distance)
+        known = exact < threshold
+        marker = self._marker(held)
+        if _fits(marker, labels):
+            if labels.dtype.kind in "iu":
+                marker = labels.dtype.type(marker)
             answer = np.where(known, labels, marker)
         else:  # a marker of another kind than the labels: keep both as they are
             answer = labels.astype(object)
