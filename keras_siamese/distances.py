@@ -81,10 +81,13 @@ def safe_sqrt(x: Any) -> Any:
         x: a non-negative tensor.
 
     Returns:
-        `sqrt(x)` where `x > 0`, else 0.
+        `sqrt(x)` where `x > 0`, NaN where `x` is NaN, else 0.
     """
     positive = x > 0
-    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), 0.0)
+    root = ops.sqrt(ops.where(positive, x, ops.ones_like(x)))
+    # `x * 0` rather than 0: a NaN stays NaN instead of reading as a distance
+    # of 0, and its gradient at 0 is still 0.
+    return ops.where(positive, root, x * 0.0)
 
 
 def safe_abs(x: Any) -> Any:

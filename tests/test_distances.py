@@ -383,3 +383,22 @@ def test_bad_arguments_are_named():
         pairwise_distances(np.zeros((2, 2)), references=np.zeros((3, 4)))
     with pytest.raises(TypeError, match="distance"):
         paired_distances(np.zeros((2, 2)), np.zeros((2, 2)), distance=None)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "squared_euclidean", "cosine"])
+def test_a_nan_embedding_gives_nan_distances_not_zero(name):
+    # The floors that keep gradients finite must not turn a NaN into a
+    # distance (0 would read as a perfect match).
+    x = np.array([[np.nan, 1.0], [0.0, 1.0]], dtype="float32")
+    y = np.array([[0.0, 1.0], [3.0, 4.0]], dtype="float32")
+    pairwise = to_numpy(pairwise_distances(x, name, references=y))
+    assert np.isnan(pairwise[0]).all()
+    assert np.isfinite(pairwise[1]).all()
+    paired = to_numpy(paired_distances(x, y, name))
+    assert np.isnan(paired[0]).all() and np.isfinite(paired[1]).all()
+
+
+def test_euclidean_epsilon_floor_keeps_nan():
+    a = np.array([[np.nan, 0.0]], dtype="float32")
+    b = np.zeros((1, 2), dtype="float32")
+    assert np.isnan(to_numpy(euclidean_distance(a, b, epsilon=1e-9))).all()
