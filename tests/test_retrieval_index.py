@@ -307,3 +307,34 @@ def test_faiss_engines_explain_a_missing_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"keras-siamese\[faiss\]"):
         EmbeddingIndex(engine="faiss-hnsw")
+
+
+def _padded_floor_by_search(size: int) -> int:
+    from keras_siamese.retrieval._search import padded_size
+
+    rows = size
+    while rows > 1 and padded_size(rows) > size:
+        rows -= 1
+    return rows
+
+
+@given(st.integers(1, 5000) | st.integers(1, 2**40))
+def test_padded_floor_is_the_largest_padded_size_not_above(size):
+    from keras_siamese.retrieval._search import padded_floor, padded_size
+
+    rows = padded_floor(size)
+    assert 1 <= rows <= size and padded_size(rows) == rows
+    if size <= 5000:
+        assert rows == _padded_floor_by_search(size)
+    else:  # the next padded size is above `size`
+        assert padded_size(rows + 1) > size
+
+
+def test_the_largest_block_budget_sizes_blocks_by_its_padded_rows():
+    # 1 GiB of scores on a one-row gallery: hundreds of millions of rows
+    # per block, sized without counting down to them.
+    index = EmbeddingIndex(block_bytes=2**30)
+    index.add(np.ones((1, 4), "float32"))
+    distances, indices = index.search(np.zeros((3, 4), "float32"), k=1)
+    assert indices.tolist() == [[0], [0], [0]]
+    np.testing.assert_allclose(distances, 2.0)

@@ -125,6 +125,18 @@ def padded_size(size: int) -> int:
     return -(-size // step) * step
 
 
+def padded_floor(size: int) -> int:
+    """The largest `padded_size` value not above `size` (`size >= 1`).
+
+    So `padded_size(padded_floor(n)) <= n`, in constant time whatever `n`
+    (a block budget of 1 GiB allows hundreds of millions of rows).
+    """
+    if size <= 16:
+        return 1 << (size.bit_length() - 1)
+    step = 1 << (size.bit_length() - 3)
+    return size // step * step
+
+
 @dataclasses.dataclass
 class Tile:
     """Gallery rows `[start, stop)` on the device, padded to `width` columns.
@@ -254,10 +266,7 @@ class PreparedGallery:
         width = padded_size(self.tile_columns) if self.pad else self.tile_columns
         width += (tiles + 1) * candidates
         rows = max(1, self.block_elements // max(width, 1))
-        if self.pad:
-            while rows > 1 and padded_size(rows) * width > self.block_elements:
-                rows -= 1
-        return rows
+        return padded_floor(rows) if self.pad else rows
 
     def scores(
         self, queries: object, tile: Tile, exclude_rows: np.ndarray | None = None
