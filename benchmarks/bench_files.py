@@ -11,6 +11,11 @@ a temporary folder, then reads whole epochs of it:
 * `image_dataset_from_directory`: Keras' own reader, batched, where
   TensorFlow is installed (TensorFlow's parallelism, not `workers`).
 
+A second table times one training epoch of a small CNN (a `TrunkHead`
+trained with `SupervisedContrastiveLoss`, the same batches) fed from the
+files and from the same images held in memory as an array: the cost of
+reading files while training, as a ratio.
+
 Usage:
     KERAS_BACKEND=jax python benchmarks/bench_files.py --images 2000 --workers 1 4
 
@@ -30,7 +35,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_siamese import ClassBalancedDataset
+from keras_siamese import ClassBalancedDataset, SupervisedContrastiveLoss
+from keras_siamese.data.images import index_directory
+from keras_siamese.layers import TrunkHead
 
 
 def write_folder(root: Path, images: int, classes: int, size: int) -> None:
@@ -40,6 +47,33 @@ def write_folder(root: Path, images: int, classes: int, size: int) -> None:
         folder.mkdir(exist_ok=True)
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{index:06d}.png")
+
+
+def small_cnn(shape: tuple[int, int, int]) -> TrunkHead:
+    """The encoder of the epoch table: two convolutions, a 32-d head."""
+    trunk = keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    head = keras.Sequential(
+        [keras.Input((32,)), keras.layers.Dense(32), keras.layers.UnitNormalization()]
+    )
+    model = TrunkHead(trunk, head)
+    model.compile(optimizer="adam", loss=SupervisedContrastiveLoss())
+    return model
+
+
+def epoch_seconds(dataset: ClassBalancedDataset, shape: tuple, repeats: int) -> float:
+    """Best wall seconds of one epoch of `small_cnn` (after a warm-up epoch)."""
+    model = small_cnn(shape)
+    common.fit_epoch(model, x=dataset)
+    return min(common.fit_epoch(model, x=dataset)[0] for _ in range(repeats))
 
 
 def images_per_second(read, count: int, repeats: int) -> float:
@@ -63,6 +97,12 @@ def main() -> None:
     parser.add_argument("--classes-per-batch", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--epoch-workers",
+        type=int,
+        default=4,
+        help="workers of the file-fed training epoch (0: no epoch table)",
+    )
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
     title = common.header("Reading images from files (bench_files.py)")
@@ -108,10 +148,48 @@ def main() -> None:
 
             rate = images_per_second(read_reference, args.images, args.repeats)
             rows.append(["image_dataset_from_directory", "tf.data", round(rate)])
+        epochs = []
+        if args.epoch_workers:
+            sampler = {
+                "classes_per_batch": args.classes_per_batch,
+                "samples_per_class": args.per_class,
+                "seed": 0,
+            }
+            files = ClassBalancedDataset.from_directory(
+                folder, image_size=size, workers=args.epoch_workers, **sampler
+            )
+            paths, labels, _ = index_directory(folder)
+            pixels = np.stack([files.loader(path) for path in paths])
+            arrays = ClassBalancedDataset(pixels, labels, **sampler)
+            shape = (*size, 3)
+            from_arrays = epoch_seconds(arrays, shape, args.repeats)
+            from_files = epoch_seconds(files, shape, args.repeats)
+            epochs = [
+                ["arrays in memory", 1, round(from_arrays, 3), 1.0],
+                [
+                    "from_directory",
+                    args.epoch_workers,
+                    round(from_files, 3),
+                    round(from_files / from_arrays, 2),
+                ],
+            ]
     table = common.print_table(["reader", "workers", "images/s"], rows)
+    epoch_table = ""
+    if epochs:
+        print(f"\nOne training epoch of a small CNN ({len(files)} batches):")
+        epoch_table = common.print_table(
+            ["fed from", "workers", "epoch s", "x arrays"], epochs
+        )
     common.write_json(
         "bench_files",
-        {"title": title, "args": vars(args), "table": table, "rows": rows},
+        {
+            "title": title,
+            "args": vars(args),
+            "table": table,
+            "rows": rows,
+            "epoch_table": epoch_table,
+            "epochs": epochs,
+        },
         enabled=not args.no_json,
     )
 

@@ -11,8 +11,10 @@
 # dependencies), record nvidia-smi and the versions, then for every backend
 # in BACKENDS: bench_training.py (all variants, roofline from the measured
 # matmul rate), bench_branches.py, bench_mining.py (up to B = 8192, 512-d
-# embeddings), bench_search.py where it exists, and last bench_training.py's
-# `b_jit` (torch.compile) on PyTorch. Steps run in that order of priority,
+# embeddings), bench_search.py where it exists, bench_files.py (images/s from
+# a folder of PNG files, and a small-CNN training epoch fed from the files
+# against the same epoch from arrays), and last bench_training.py's `b_jit`
+# (torch.compile) on PyTorch. Steps run in that order of priority,
 # each for every backend before the next step, so that a slow step cannot
 # crowd out a more important one; a step the budget cannot fit is recorded
 # as skipped. The dry run takes the same steps with the smallest sizes and
@@ -24,7 +26,7 @@
 #
 # Environment: PYTHON (default python3), OUT, BACKENDS (default "jax torch";
 # in a dry run KERAS_BACKEND or jax), STEPS (default "training branches
-# mining search training_jit", in that order; name fewer to rerun some),
+# mining search files training_jit", in that order; name fewer to rerun some),
 # BUDGET, WHEELS (default .whl), SEARCH_ARGS / SEARCH_DRY_ARGS (the options
 # of bench_search.py; by default the exact Keras engines, as such a machine may have
 # no faiss).
@@ -50,7 +52,7 @@ BENCH=$REPO/benchmarks
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-$REPO/.whl}
 OUT=${OUT:-gpu-results}
-STEPS=${STEPS:-training branches mining search training_jit}
+STEPS=${STEPS:-training branches mining search files training_jit}
 if [ "$DRY_RUN" = 1 ]; then
   # Generous: the dry run's limits only stop a hang on a slow CI machine.
   BUDGET=${BUDGET:-900}
@@ -79,7 +81,9 @@ if [ "$DRY_RUN" = 1 ]; then
   SEARCH=(--sizes 500 --queries 20 --repeats 1 --engines "keras euclidean"
     --metrics-sizes 300 --calibration-pairs 1000)
   [ -n "${SEARCH_DRY_ARGS:-}" ] && read -r -a SEARCH <<<"$SEARCH_DRY_ARGS"
-  LIMITS=(training=300 branches=150 mining=150 search=150 training_jit=0)
+  FILES_ARGS=(--images 40 --classes 4 --classes-per-batch 2 --per-class 2
+    --workers 1 --repeats 1 --epoch-workers 2)
+  LIMITS=(training=300 branches=150 mining=150 search=150 files=150 training_jit=0)
 else
   TRAINING_ARGS=(--pairs 25600 --rounds 5 --variants "$VARIANTS")
   BRANCHES_ARGS=(--steps 40 --rounds 5)
@@ -87,7 +91,9 @@ else
   SEARCH=(--sizes 100000 1000000 --queries 10000 --engines "keras euclidean"
     "keras cosine" --metrics-sizes 60502 --calibration-pairs 10000000)
   [ -n "${SEARCH_ARGS:-}" ] && read -r -a SEARCH <<<"$SEARCH_ARGS"
-  LIMITS=(training=100 branches=60 mining=120 search=60 training_jit=120)
+  FILES_ARGS=(--images 6000 --classes 50 --image-size 64 --workers 1 8
+    --repeats 2 --epoch-workers 8)
+  LIMITS=(training=100 branches=60 mining=120 search=60 files=60 training_jit=120)
 fi
 JIT_ARGS=(--pairs 25600 --rounds 3 --variants b_package,b_jit,c_native)
 
@@ -262,6 +268,10 @@ for step in $STEPS; do
         [ -f "$BENCH/bench_search.py" ] || continue
         run_step search "$backend" "$PYTHON" "$BENCH/bench_search.py" \
           ${SEARCH[@]+"${SEARCH[@]}"}
+        ;;
+      files)
+        run_step files "$backend" "$PYTHON" "$BENCH/bench_files.py" \
+          "${FILES_ARGS[@]}"
         ;;
       training_jit)
         # b_jit is b_package on JAX, which always compiles.

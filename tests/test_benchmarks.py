@@ -113,7 +113,7 @@ def test_bench_files_reads_the_folder_every_way(tmp_path: Path) -> None:
         "bench_files.py",
         *("--images", "40", "--classes", "4", "--classes-per-batch", "2"),
         *("--per-class", "2", "--workers", "1", "2", "--repeats", "1"),
-        "--no-json",
+        *("--epoch-workers", "3", "--no-json"),
         cwd=tmp_path,
     )
     rows = [line.strip("|").split("|") for line in out.splitlines() if "|" in line]
@@ -122,6 +122,12 @@ def test_bench_files_reads_the_folder_every_way(tmp_path: Path) -> None:
         assert (reader, "1") in readers and (reader, "2") in readers
     if importlib.util.find_spec("tensorflow") is not None:
         assert ("image_dataset_from_directory", "tf.data") in readers
+    # The epoch table: arrays first (ratio 1), then the files with 3 workers.
+    assert "One training epoch of a small CNN (10 batches)" in out
+    epochs = {row[0].strip(): row for row in rows if len(row) == 4}
+    assert float(epochs["arrays in memory"][3]) == 1.0
+    assert epochs["from_directory"][1].strip() == "3"
+    assert float(epochs["from_directory"][2]) > 0
 
 
 @pytest.mark.slow
@@ -194,6 +200,8 @@ def test_gpu_script_dry_run_takes_every_step(tmp_path: Path) -> None:
     expected = ["training", "branches", "mining"]
     if (BENCHMARKS / "bench_search.py").exists():
         expected.append("search")
+    if importlib.util.find_spec("PIL") is not None:
+        expected.append("files")
     for step in expected:
         assert status[(step, backend)] == "ok", status
     if backend == "torch":
@@ -215,6 +223,12 @@ def test_gpu_script_dry_run_takes_every_step(tmp_path: Path) -> None:
     assert training["matmul_flops_per_round"][0] > 0
     branches = results[f"branches-{backend}/branches-{backend}"]
     assert branches["encoders"]["mlp"]["fused_speedup"] > 0
+    if "files" in expected:
+        files = results[f"files-{backend}/bench_files-{backend}"]
+        assert [row[0] for row in files["epochs"]] == [
+            "arrays in memory",
+            "from_directory",
+        ]
     mining = results[f"mining-{backend}/mining-{backend}"]["rows"]
     assert [row["impl"] for row in mining] == ["keras_siamese", "naive", "numpy"]
     np.testing.assert_allclose(
