@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_siamese import calibrate_threshold, verification_accuracy
+from keras_siamese import Verifier, calibrate_threshold, verification_accuracy
+from keras_siamese.retrieval.calibration import TARGETS
 
 pair_sets = (
     st.integers(2, 30)
@@ -97,6 +98,21 @@ def test_far_target_is_the_largest_threshold_within_it(data, value):
     assert result.as_dict()["target"] == "far"
 
 
+@given(data=pair_sets, value=st.sampled_from([0.1, 0.5, 0.75, 1.0]))
+def test_recall_target_is_the_smallest_threshold_reaching_it(data, value):
+    distances, same = data
+    reaching = [
+        t
+        for t in candidate_thresholds(distances)
+        if figures(distances, same, t)["recall"] >= value
+    ]
+    result = calibrate_threshold(distances, same, target="recall", value=value)
+    assert result.threshold == pytest.approx(min(reaching))
+    assert result.recall >= value
+    check_figures(result, distances, same)
+    assert result.as_dict()["value"] == value
+
+
 def test_precision_holds_on_held_out_pairs():
     """Threshold from one half of the pairs, precision measured on the other."""
     rng = np.random.default_rng(0)
@@ -123,7 +139,11 @@ def test_precision_holds_on_held_out_pairs():
 def test_bad_arguments_raise():
     d, same = [0.1, 0.2, 0.3], [1, 0, 0]
     with pytest.raises(ValueError, match="`target`"):
+        calibrate_threshold(d, same, target="tpr")
+    with pytest.raises(ValueError, match="needs a `value`"):
         calibrate_threshold(d, same, target="recall")
+    with pytest.raises(ValueError, match="`value`"):
+        calibrate_threshold(d, same, target="recall", value=0.0)
     with pytest.raises(ValueError, match="needs a `value`"):
         calibrate_threshold(d, same, target="precision")
     with pytest.raises(ValueError, match="must be None"):
@@ -177,3 +197,20 @@ def test_pair_labels_as_booleans_or_0_1_numbers_agree():
         )
     }
     assert len(chosen) == 1
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_verifier_saves_every_calibration_target(tmp_path, target):
+    import keras
+
+    encoder = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    verifier = Verifier(encoder)
+    x1 = np.array([[0, 0], [0, 0], [0, 0], [0, 0]], "float32")
+    x2 = np.array([[0.1, 0], [0.3, 0], [0.5, 0], [0.7, 0]], "float32")
+    value = None if target == "accuracy" else 0.5
+    calibration = verifier.calibrate(x1, x2, [1, 1, 0, 0], target=target, value=value)
+    verifier.enroll(x1[:1], [7])
+    verifier.save(tmp_path / "verifier")
+    loaded = Verifier.load(tmp_path / "verifier")
+    assert loaded.calibration == calibration
+    assert loaded.calibration.target == target

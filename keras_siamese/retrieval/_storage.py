@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from keras_siamese.retrieval._engines import ENGINE_LIMITS, ENGINES
+from keras_siamese.retrieval.calibration import TARGETS as CALIBRATION_TARGETS
 
 FORMAT = "keras-siamese-index"
 VERSION = 2
@@ -76,7 +77,6 @@ _TOP_KEYS = {
 _ENGINE_KEYS = {"name", *ENGINE_LIMITS}
 _FILE_KEYS = {"sha256", "bytes"}
 _VERIFIER_KEYS = {"threshold", "unknown", "batch_size", "calibration"}
-_CALIBRATION_TARGETS = ("accuracy", "precision", "far")
 _RATES = ("accuracy", "precision", "recall", "far", "frr")
 _CALIBRATION_KEYS = {"threshold", "target", "value", "pairs", *_RATES}
 
@@ -254,7 +254,7 @@ def _check_verifier(verifier: Any) -> None:
             f"{sorted(_CALIBRATION_KEYS - set(calibration))}."
         )
     target = _string(calibration["target"], "verifier.calibration.target")
-    if target not in _CALIBRATION_TARGETS:
+    if target not in CALIBRATION_TARGETS:
         raise _Malformed(f"verifier.calibration.target {target!r} is unknown.")
     _integer(calibration["pairs"], "verifier.calibration.pairs", 0, 2**53)
     _number(calibration["threshold"], "verifier.calibration.threshold", 0.0)

@@ -10,7 +10,7 @@ import numpy as np
 from keras_siamese._checks import check_choice, check_float, check_pair_distances
 
 #: The criteria `calibrate_threshold` can aim for.
-TARGETS = ("accuracy", "precision", "far")
+TARGETS = ("accuracy", "precision", "recall", "far")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +22,10 @@ class Calibration:
 
     Attributes:
         threshold: the distance threshold.
-        target: the criterion it was chosen for (`"accuracy"`, `"precision"`
-            or `"far"`).
-        value: the precision or false-accept rate aimed for (`None` for
-            accuracy).
+        target: the criterion it was chosen for (`"accuracy"`, `"precision"`,
+            `"recall"` or `"far"`).
+        value: the precision, recall or false-accept rate aimed for (`None`
+            for accuracy).
         accuracy: fraction of pairs decided correctly.
         precision: fraction of accepted pairs that are same pairs (1.0 when
             no pair is accepted).
@@ -147,15 +147,19 @@ def calibrate_threshold(
       smallest threshold on ties);
     - `target="precision"`: the largest threshold whose precision (accepted
       pairs that are same pairs) is at least `value`;
+    - `target="recall"`: the smallest threshold whose recall (same pairs
+      accepted, the true-accept rate) is at least `value`: for a system
+      that must accept most genuine users, rejecting as many others as that
+      allows;
     - `target="far"`: the largest threshold whose false-accept rate
       (different pairs accepted) is at most `value`.
 
     Args:
         distances: one distance per pair, `n` finite numbers.
         same: `n` booleans (or 0/1), true for same-class pairs.
-        target: `"accuracy"`, `"precision"` or `"far"`.
-        value: the precision in `(0, 1]` or false-accept rate in `[0, 1]` to
-            reach; must be `None` for `"accuracy"`.
+        target: `"accuracy"`, `"precision"`, `"recall"` or `"far"`.
+        value: the precision or recall in `(0, 1]`, or the false-accept
+            rate in `[0, 1]`, to reach; must be `None` for `"accuracy"`.
 
     Returns:
         A `Calibration` with the threshold and its accuracy, precision,
@@ -178,6 +182,11 @@ def calibrate_threshold(
         ... )
         >>> round(result.threshold, 2), result.recall
         (0.15, 0.3333333333333333)
+        >>> result = calibrate_threshold(
+        ...     [0.1, 0.2, 0.3, 0.4, 0.5], [1, 0, 1, 1, 0], target="recall", value=0.6
+        ... )
+        >>> round(result.threshold, 2), round(result.recall, 2), result.far
+        (0.35, 0.67, 0.5)
     """
     target = check_choice(target, TARGETS, "target")
     if target == "accuracy":
@@ -188,7 +197,7 @@ def calibrate_threshold(
             )
     elif value is None:
         raise ValueError(f'target="{target}" needs a `value` to reach.')
-    elif target == "precision":
+    elif target in ("precision", "recall"):
         value = check_float(value, "value", minimum=0.0, inclusive=False, maximum=1.0)
     else:
         value = check_float(value, "value", minimum=0.0, maximum=1.0)
@@ -204,6 +213,9 @@ def calibrate_threshold(
         # The false-accept rate only grows with the threshold.
         allowed = cuts.accepted_different <= value * cuts.different
         cut = int(np.flatnonzero(allowed)[-1])
+    elif target == "recall":
+        # So does the recall; the last cut accepts every pair, so one reaches.
+        cut = int(np.flatnonzero(cuts.accepted_same >= value * cuts.same)[0])
     else:
         accepted = cuts.accepted_same + cuts.accepted_different
         reached = cuts.accepted_same[1:] >= value * accepted[1:]

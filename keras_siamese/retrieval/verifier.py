@@ -200,9 +200,9 @@ class Verifier:
             x1: first inputs of the pairs.
             x2: second inputs.
             same: true (or 1) where a pair is of one class.
-            target: `"accuracy"`, `"precision"` or `"far"`, as in
-                `calibrate_threshold`.
-            value: the precision or false-accept rate to reach.
+            target: `"accuracy"`, `"precision"`, `"recall"` or `"far"`, as
+                in `calibrate_threshold`.
+            value: the precision, recall or false-accept rate to reach.
 
         Returns:
             The `Calibration`, also kept as `self.calibration`; its threshold
