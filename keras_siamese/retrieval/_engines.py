@@ -71,7 +71,10 @@ class Engine:
     `get_config` (the options to save) and `needs` (the distance forms it
     needs, see `keras_siamese.distances.FORMS`). `register` it to use it by
     name and to save indexes that use it. One engine object serves one
-    index.
+    index. `candidates` may run in several threads at once, and while
+    another thread's search calls `add` (never two `add` at once): an
+    engine whose structures are unsafe for that holds a lock, as the faiss
+    engines do.
 
     Attributes:
         name: the name the engine is registered and saved under.

@@ -1,9 +1,9 @@
 """The on-disk format of an index (and a verifier): a directory, no pickle.
 
     name/
-        index.json       format, version, distance, sizes, label kind, engine,
-                         SHA-256 and byte size of every data file, verifier
-                         settings
+        index.json       format, version, distance, sizes, label kind, engine
+                         (one object: its name and options), SHA-256 and byte
+                         size of every data file, verifier settings
         embeddings.npy   float32 (count, dim)
         labels.npy       int64, uint64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
@@ -23,6 +23,10 @@ one is in place. So an interrupted or failed save leaves the previous save
 untouched at `NAME`, except for a crash between the two renames, which
 leaves `NAME` missing and both complete saves as those siblings (rename
 either back).
+
+The engine object holds the settings of a built-in engine (each bounded), or
+the JSON-scalar options of an engine registered with
+`keras_siamese.retrieval.engines.register`, which its `from_config` checks.
 
 Version 1 (before sizes were recorded) is still read; its file sizes are
 checked against the arrays' own headers, its encoder's is not.
