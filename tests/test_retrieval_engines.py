@@ -157,6 +157,29 @@ def test_exclude_on_integer_grids_equals_the_brute_force(engine, data):
     np.testing.assert_array_equal(found, want_distances.astype("float32"))
 
 
+def test_hnsw_leave_one_out_never_finds_the_row_and_reports_exact_distances():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(10, 8)) * 4
+    gallery = (centres[rng.integers(0, 10, 400)] + rng.normal(size=(400, 8))).astype(
+        "float32"
+    )
+    gallery[[5, 6]] = gallery[4]
+    index = EmbeddingIndex(engine="faiss-hnsw", ef_search=32, hnsw_neighbors=8)
+    index.add(gallery)
+    found, rows = index.search(gallery, k=5, exclude=np.arange(400))
+    assert not (rows == np.arange(400)[:, None]).any()
+    assert (rows >= 0).all() and all(len(set(r)) == 5 for r in rows.tolist())
+    reference = brute_force(gallery, gallery, "euclidean")
+    np.testing.assert_allclose(
+        found, np.take_along_axis(reference, rows, axis=1), rtol=1e-6, atol=1e-7
+    )
+    assert rows[4, :2].tolist() == [5, 6]  # its copies, at distance 0
+    _, truth, _ = reference_search(gallery, gallery, "euclidean", 5, np.arange(400))
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, truth)])
+    assert recall >= 0.9
+
+
 def test_exclude_without_rows_to_leave_out_is_an_ordinary_search():
     rng = np.random.default_rng(1)
     gallery = rng.normal(size=(9, 3)).astype("float32")
