@@ -4,6 +4,8 @@
   nearest-neighbour search, saved without pickle.
 - `calibrate_threshold`: the distance threshold for a target accuracy,
   precision or false-accept rate.
+- `engines`: how an index finds candidates (the `Engine` protocol, the exact
+  and faiss engines, `engines.register` to add one).
 - `Verifier`: an encoder with a threshold and a gallery, for verification
   and open-set identification, saved and loaded as one directory.
 - `one_shot_accuracy`: the N-way K-shot protocol of Koch et al. (2015).

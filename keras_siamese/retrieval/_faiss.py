@@ -1,12 +1,15 @@
-"""faiss as the candidate generator of an `EmbeddingIndex` (optional)."""
+"""faiss engines of an `EmbeddingIndex` (optional): flat and HNSW."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from keras_siamese.distances import Distance
+from keras_siamese.retrieval._engines import BuiltinEngine
+from keras_siamese.retrieval._search import over_fetch
 
 _INSTALL_HINT = (
     'engine="{engine}" needs faiss: `pip install "keras-siamese[faiss]"` (or '
@@ -23,17 +26,6 @@ def import_faiss(engine: str) -> Any:
     return faiss
 
 
-def faiss_form(distance: Distance, engine: str) -> Any:
-    """The distance's `FaissForm`, or a ValueError naming what it lacks."""
-    if distance.faiss_form is None:
-        raise ValueError(
-            f'engine="{engine}" cannot search the distance {distance.name!r}: it '
-            "has no faiss metric (`Distance.faiss_form` is None). Use the exact "
-            'engine="keras", or give the distance a `FaissForm`.'
-        )
-    return distance.faiss_form
-
-
 def faiss_metric(faiss: Any, name: str, distance: Distance) -> Any:
     """faiss' `METRIC_<name>` constant, or a ValueError."""
     metric = getattr(faiss, f"METRIC_{name}", None)
@@ -45,52 +37,83 @@ def faiss_metric(faiss: Any, name: str, distance: Distance) -> Any:
     return metric
 
 
-class FaissCandidates:
-    """A faiss index over the gallery, for candidate neighbours.
+class FaissEngine(BuiltinEngine):
+    """Candidates from faiss' exact flat index (`engine="faiss"`).
 
-    `"faiss"` is exact (`IndexFlat` with the distance's `FaissForm` metric:
-    L2 for the Euclidean kinds, inner products of unit vectors for cosine,
-    L1 for Manhattan); `"faiss-hnsw"` is the approximate `IndexHNSWFlat`
-    graph with the same metric. The candidates are re-ranked by the index
-    with exact distances.
+    The gallery is laid out by the distance's `FaissForm` (L2 for the
+    Euclidean kinds, inner products of unit rows for cosine, L1 for
+    Manhattan) in an `IndexFlat` with its metric; the candidates are
+    measured again exactly by the index. It uses none of the settings of
+    `BuiltinEngine` but `block_bytes` (for queries given too few
+    candidates). Needs faiss (`pip install "keras-siamese[faiss]"`).
 
     Raises:
-        ValueError: if the distance has no `FaissForm`, or faiss has no
-            metric of that name.
+        ImportError: when it is given to an index and faiss is missing.
+        ValueError: when it is given to an index whose distance has no
+            `FaissForm`, or names a metric faiss does not have.
     """
 
-    def __init__(
-        self,
-        engine: str,
-        distance: Distance,
-        dim: int,
-        hnsw_neighbors: int,
-        ef_search: int,
-        ef_construction: int,
-    ) -> None:
-        faiss = import_faiss(engine)
-        self.form = faiss_form(distance, engine)
-        self.ef_search = ef_search
-        metric = faiss_metric(faiss, self.form.metric, distance)
-        if engine == "faiss":
-            self.index = faiss.IndexFlat(dim, metric)
-            self.hnsw = False
-        else:
-            self.index = faiss.IndexHNSWFlat(dim, hnsw_neighbors, metric)
-            self.index.hnsw.efConstruction = ef_construction
-            self.hnsw = True
+    name = "faiss"
+    needs = ("faiss",)
+
+    def bind(self, distance: Distance) -> None:
+        faiss = import_faiss(self.name)
+        self._metric = faiss_metric(faiss, distance.faiss_form.metric, distance)
+        super().bind(distance)
+        self._faiss = faiss
+        self._form = distance.faiss_form
+        self._index = None
+        # faiss indexes are not safe to add to while searched.
+        self._lock = threading.Lock()
+
+    def _build(self, dim: int) -> Any:
+        return self._faiss.IndexFlat(dim, self._metric)
 
     def _layout(self, x: np.ndarray) -> np.ndarray:
-        if self.form.rows is not None:
-            x = self.form.rows(x)
+        if self._form.rows is not None:
+            x = self._form.rows(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def add(self, embeddings: np.ndarray) -> None:
-        self.index.add(self._layout(embeddings))
+        with self._lock:
+            if self._index is None:
+                self._index = self._build(embeddings.shape[1])
+            self._index.add(self._layout(embeddings))
 
-    def candidates(self, queries: np.ndarray, fetch: int) -> np.ndarray:
-        """`(n, fetch)` gallery indices, -1 where faiss found fewer."""
-        if self.hnsw:
-            self.index.hnsw.efSearch = max(self.ef_search, fetch)
-        _, indices = self.index.search(self._layout(queries), fetch)
-        return indices.astype(np.int64)
+    def _search(self, queries: np.ndarray, fetch: int) -> np.ndarray:
+        _, indices = self._index.search(self._layout(queries), fetch)
+        return indices
+
+    def candidates(
+        self, queries: np.ndarray, k: int, gallery: np.ndarray
+    ) -> np.ndarray:
+        """`over_fetch(k)` rows per query, -1 where faiss found fewer."""
+        with self._lock:
+            fetch = over_fetch(k, self._index.ntotal)
+            return self._search(queries, fetch).astype(np.int64)
+
+
+class FaissHNSWEngine(FaissEngine):
+    """Candidates from faiss' approximate HNSW graph (`engine="faiss-hnsw"`).
+
+    An `IndexHNSWFlat` with the metric of the distance's `FaissForm`: fast
+    for large galleries, but it can miss true neighbours (the ones it finds
+    are measured exactly). Uses `hnsw_neighbors`, `ef_search` (raised to the
+    number of candidates when that is larger) and `ef_construction` (see
+    `BuiltinEngine`). Needs faiss.
+
+    Raises:
+        ImportError: when it is given to an index and faiss is missing.
+        ValueError: as `FaissEngine`.
+    """
+
+    name = "faiss-hnsw"
+
+    def _build(self, dim: int) -> Any:
+        index = self._faiss.IndexHNSWFlat(dim, self.hnsw_neighbors, self._metric)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def _search(self, queries: np.ndarray, fetch: int) -> np.ndarray:
+        self._index.hnsw.efSearch = max(self.ef_search, fetch)
+        return super()._search(queries, fetch)

@@ -1,9 +1,9 @@
 """The on-disk format of an index (and a verifier): a directory, no pickle.
 
     name/
-        index.json       format, version, distance, sizes, label kind, engine,
-                         SHA-256 and byte size of every data file, verifier
-                         settings
+        index.json       format, version, distance, sizes, label kind, engine
+                         (one object: its name and options), SHA-256 and byte
+                         size of every data file, verifier settings
         embeddings.npy   float32 (count, dim)
         labels.npy       int64, uint64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
@@ -24,6 +24,10 @@ untouched at `NAME`, except for a crash between the two renames, which
 leaves `NAME` missing and both complete saves as those siblings (rename
 either back).
 
+The engine object holds the settings of a built-in engine (each bounded), or
+the JSON-scalar options of an engine registered with
+`keras_siamese.retrieval.engines.register`, which its `from_config` checks.
+
 Version 1 (before sizes were recorded) is still read; its file sizes are
 checked against the arrays' own headers, its encoder's is not.
 """
@@ -43,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_siamese.retrieval._engines import ENGINE_LIMITS, ENGINES
+from keras_siamese.retrieval._engines import ENGINE_LIMITS, ENGINES, registered
 from keras_siamese.retrieval.calibration import TARGETS as CALIBRATION_TARGETS
 
 FORMAT = "keras-siamese-index"
@@ -75,6 +79,9 @@ _TOP_KEYS = {
     "verifier",
 }
 _ENGINE_KEYS = {"name", *ENGINE_LIMITS}
+# The options of a user-defined engine: JSON scalars, and few.
+_ENGINE_OPTION_TYPES = (str, int, float, bool, type(None))
+_MAX_ENGINE_KEYS = 65
 _FILE_KEYS = {"sha256", "bytes"}
 _VERIFIER_KEYS = {"threshold", "unknown", "batch_size", "calibration"}
 _RATES = ("accuracy", "precision", "recall", "far", "frr")
@@ -189,12 +196,7 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     elif count:
         raise _Malformed("dim is missing for a non-empty index.")
     kind = _check_label_kind(record["labels"])
-    engine = _object(record["engine"], "engine", _ENGINE_KEYS)
-    if _string(engine.get("name"), "engine.name") not in ENGINES:
-        raise _Malformed(f"engine.name {engine['name']!r} is not one of {ENGINES}.")
-    for key, limit in ENGINE_LIMITS.items():
-        if key in engine:
-            _integer(engine[key], f"engine.{key}", 1, limit)
+    _check_engine(record["engine"])
     files = _check_files(record["files"], version)
     if EMBEDDINGS_FILE not in files:
         raise _Malformed(f"files lacks {EMBEDDINGS_FILE}.")
@@ -206,6 +208,34 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     elif ENCODER_FILE in files:
         raise _Malformed("an encoder is listed without verifier settings.")
     return files
+
+
+def _check_engine(engine: Any) -> None:
+    """The engine's name and options: bounded settings of a built-in engine,
+    JSON scalars for a registered one (its `from_config` checks them)."""
+    if not isinstance(engine, dict):
+        raise _Malformed(f"engine must be a JSON object; got {_show(engine)}.")
+    name = _string(engine.get("name"), "engine.name")
+    if name in ENGINES:
+        _object(engine, "engine", _ENGINE_KEYS)
+        for key, limit in ENGINE_LIMITS.items():
+            if key in engine:
+                _integer(engine[key], f"engine.{key}", 1, limit)
+        return
+    if registered(name) is None:
+        raise _Malformed(
+            f"engine.name {_show(name)} is not one of {ENGINES} nor a registered "
+            "engine (register a user-defined engine with "
+            "`keras_siamese.retrieval.engines.register` before loading)."
+        )
+    if len(engine) > _MAX_ENGINE_KEYS:
+        raise _Malformed(f"engine has more than {_MAX_ENGINE_KEYS - 1} options.")
+    for key, value in engine.items():
+        if not isinstance(value, _ENGINE_OPTION_TYPES):
+            raise _Malformed(
+                f"engine.{key} must be a string, a number, a boolean or null; "
+                f"got {_show(value)}."
+            )
 
 
 def _check_digest(value: Any, field: str) -> str:
@@ -602,21 +632,66 @@ def _swap(staging: Path, directory: Path, replace: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _metadata(
+    config: dict[str, Any],
+    embeddings: np.ndarray,
+    labels: np.ndarray | None,
+    verifier: dict[str, Any] | None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """`index.json` without `files`, and the embeddings as saved."""
+    kind = None
+    if labels is not None:
+        kind = label_kind(labels.dtype)
+        if kind is None:
+            raise ValueError(
+                "Only integer or string labels can be saved; this index holds "
+                f"labels of dtype {labels.dtype}. Convert them, e.g. with "
+                "`labels.astype(str)`, before adding."
+            )
+    count = len(embeddings)
+    if not count:
+        embeddings = np.zeros((0, 0), dtype=np.float32)
+    metadata = {
+        "distance": config["distance"],
+        "count": count,
+        "dim": embeddings.shape[1] if count else None,
+        "labels": kind,
+        "engine": config["engine"],
+    }
+    if verifier is not None:
+        metadata["verifier"] = verifier
+    return metadata, np.asarray(embeddings)
+
+
 def write(
     path: str | os.PathLike,
-    metadata: dict[str, Any],
+    config: dict[str, Any],
     embeddings: np.ndarray,
     labels: np.ndarray | None,
     encoder: Any | None = None,
+    verifier: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a saved index directory, atomically; `metadata` lacks only `files`.
+    """Write a saved index directory, atomically.
+
+    Args:
+        path: the directory.
+        config: the index's `get_config()` (distance and engine).
+        embeddings: float32 `(count, dim)`.
+        labels: `(count,)` integer or string labels, or `None`.
+        encoder: a verifier's encoder, saved as `encoder.keras`, or `None`.
+        verifier: a verifier's settings, or `None`.
 
     The files are written into a new sibling directory, flushed to disk and
     renamed into place (see the module docstring for what a crash leaves).
     Refuses a path that is a symbolic link, a file, or a non-empty directory
     other than a save of this format, so that saving to the wrong path
     cannot mix files or delete any.
+
+    Raises:
+        ValueError: for labels neither integers nor strings, settings that
+            do not pass the checks of `read`, or a refused path.
     """
+    metadata, embeddings = _metadata(config, embeddings, labels, verifier)
     directory = Path(os.path.abspath(os.fspath(path)))
     _check_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -11,15 +11,16 @@ import numpy as np
 
 from keras_siamese import distances as _distances
 from keras_siamese._checks import (
-    check_choice,
     check_embeddings,
     check_labels,
     check_positive_int,
 )
 from keras_siamese.layers.trunk_head import trunk_of
-from keras_siamese.retrieval import _labels, _search, _storage
-from keras_siamese.retrieval._engines import ENGINES, check_engine_setting
-from keras_siamese.retrieval._faiss import FaissCandidates, faiss_metric, import_faiss
+from keras_siamese.retrieval import _engines, _labels, _storage
+from keras_siamese.retrieval._engines import ENGINES, Engine
+from keras_siamese.retrieval._exact import ExactEngine
+from keras_siamese.retrieval._rerank import rerank
+from keras_siamese.retrieval.engines import get as get_engine
 
 
 def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.ndarray:
@@ -47,26 +48,37 @@ def encode(encoder: Any, x: Any, batch_size: int, verbose: Any = "auto") -> np.n
     return check_embeddings(leaves[0], "the encoder's embeddings", allow_empty=True)
 
 
+def no_inputs(x: Any) -> bool:
+    """Whether `x` holds no inputs: every array in it has 0 rows, or it has none.
+
+    Only arrays and tensors (anything with a `shape`) are measured: a
+    dataset or a generator is never read here.
+    """
+    leaves = keras.tree.flatten(x)
+    return all(tuple(getattr(leaf, "shape", ()) or ())[:1] == (0,) for leaf in leaves)
+
+
 class EmbeddingIndex:
     """A gallery of embeddings, with optional labels, for nearest-neighbour search.
 
-    Rows are numbered in the order they are added. `search` is exact by
-    default: queries are scored in blocks against tiles of the gallery with
-    `keras.ops` on the active backend (so on the GPU when there is one),
-    holding at most one `block_bytes` score matrix at a time, never the
-    `(queries, gallery)` matrix. The scores (float32 matrix products) select
-    a few more candidates than asked for, whose distances are then computed
-    directly from the coordinates (in float64, returned as float32), so even
-    near-zero distances are exact; a true neighbour could only be missed if
-    more than `max(8, k // 8)` rows were within float32 round-off of the
-    `k`-th distance. Ties are broken by the lower row number, identically on
-    every backend.
+    Rows are numbered in the order they are added. A search asks the
+    engine for candidate rows, measures every candidate with the distance's
+    exact form (in float64, returned as float32, so even near-zero
+    distances are exact) and returns the nearest, ties broken by the lower
+    row number, identically on every backend and with every engine.
 
-    With faiss installed (`pip install "keras-siamese[faiss]"`),
+    The default `engine="keras"` (`ExactEngine`) is exact: queries are
+    scored in blocks against tiles of the gallery with `keras.ops` on the
+    active backend (so on the GPU when there is one), holding at most one
+    `block_bytes` score matrix at a time, never the `(queries, gallery)`
+    matrix; a true neighbour could only be missed if more than
+    `max(8, k // 8)` rows were within float32 round-off of the `k`-th
+    distance. With faiss installed (`pip install "keras-siamese[faiss]"`),
     `engine="faiss"` finds the candidates with faiss' exact flat index and
     `engine="faiss-hnsw"` with its approximate HNSW graph (fast for large
-    galleries, but it can miss true neighbours); in both, the candidates are
-    re-ranked with the exact distances as above.
+    galleries, but it can miss true neighbours). Any `Engine` object works
+    too (see `keras_siamese.retrieval.engines`), as do the names given to
+    `keras_siamese.retrieval.engines.register`.
 
     Labels keep their values exactly (see `add`): integers as int64 (uint64
     where a value is at least `2**63`), strings as strings; labels of one
@@ -86,21 +98,26 @@ class EmbeddingIndex:
             or not; the index keeps the object). It needs an exact form and
             a matrix-product or pairwise form; the faiss engines also need
             its `faiss_form`.
-        engine: `"keras"` (default), `"faiss"` or `"faiss-hnsw"`.
-        block_bytes: memory budget of one block of scores on the device,
-            at most 2**30 (1 GiB).
-        hnsw_neighbors: links per node of the HNSW graph (faiss' `M`), at
-            most 1024.
-        ef_search: HNSW search breadth, at most 65536; larger is slower and
-            more accurate.
-        ef_construction: HNSW construction breadth, at most 65536.
+        engine: `"keras"` (default), `"faiss"`, `"faiss-hnsw"`, a name given
+            to `engines.register`, or an `Engine` object (one that serves
+            no other index).
+        **options: the options of an engine given by name. The built-in
+            engines take (see `BuiltinEngine`) `block_bytes`, the memory
+            budget of one block of scores on the device, at most 2**30
+            (1 GiB); `hnsw_neighbors`, links per node of the HNSW graph
+            (faiss' `M`), at most 1024; `ef_search`, the HNSW search
+            breadth, at most 65536 (larger is slower and more accurate);
+            `ef_construction`, the HNSW construction breadth, at most 65536.
 
     Raises:
         ImportError: for a faiss engine without faiss installed.
-        TypeError: for non-integer sizes, or a `distance` that is neither a
-            name nor a `Distance`.
+        TypeError: for non-integer sizes, a `distance` that is neither a
+            name nor a `Distance`, an `engine` that is neither a name nor an
+            `Engine` object, an option the engine does not take, or options
+            given with an `Engine` object.
         ValueError: for an unknown distance or engine, a distance lacking a
-            form the engine needs, or sizes below 1 or above their bounds.
+            form the engine needs, sizes below 1 or above their bounds, or
+            an engine that already serves another index.
 
     Examples:
         >>> import numpy as np
@@ -119,27 +136,19 @@ class EmbeddingIndex:
         self,
         distance: str | _distances.Distance = "euclidean",
         *,
-        engine: str = "keras",
-        block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
-        hnsw_neighbors: int = 32,
-        ef_search: int = 64,
-        ef_construction: int = 64,
+        engine: str | Engine = "keras",
+        **options: Any,
     ) -> None:
-        self._engine = check_choice(engine, ENGINES, "engine")
-        needs = ("search",) if self._engine == "keras" else ("search", "faiss")
+        engine = get_engine(engine, **options)
         self._distance = _distances.get(
-            distance, needs=needs, user=f"EmbeddingIndex(engine={self._engine!r})"
+            distance,
+            needs=("search", *engine.needs),
+            user=f"EmbeddingIndex(engine={engine.name!r})",
         )
-        self.block_bytes = check_engine_setting(block_bytes, "block_bytes")
-        self.hnsw_neighbors = check_engine_setting(hnsw_neighbors, "hnsw_neighbors")
-        self.ef_search = check_engine_setting(ef_search, "ef_search")
-        self.ef_construction = check_engine_setting(ef_construction, "ef_construction")
-        if self._engine != "keras":
-            faiss_metric(
-                import_faiss(self._engine),
-                self._distance.faiss_form.metric,
-                self._distance,
-            )
+        engine.bind(self._distance)
+        self._engine = engine
+        # Queries an engine gives too few candidates are searched exactly.
+        self._fallback: ExactEngine | None = None
         # Rows are appended to `_chunks` under `_lock`; `_consolidate` joins
         # them into new `_embeddings` / `_labels` arrays, which are replaced,
         # never modified, so a search can keep using the pair it took.
@@ -151,11 +160,9 @@ class EmbeddingIndex:
         self._dim: int | None = None
         self._labelled: bool | None = None
         self._count = 0
-        self._prepared: _search.PreparedGallery | None = None
-        # faiss indexes are not safe to add to while searched.
-        self._faiss_lock = threading.Lock()
-        self._faiss: FaissCandidates | None = None
-        self._faiss_count = 0
+        # Rows given to the engine's `add` so far, under `_engine_lock`.
+        self._engine_lock = threading.Lock()
+        self._engine_count = 0
 
     # -- contents ---------------------------------------------------------
 
@@ -171,8 +178,51 @@ class EmbeddingIndex:
 
     @property
     def engine(self) -> str:
-        """The search engine: `"keras"`, `"faiss"` or `"faiss-hnsw"`."""
+        """The name of the search engine: `"keras"`, `"faiss"`, `"faiss-hnsw"`, ..."""
+        return self._engine.name
+
+    @property
+    def engine_object(self) -> Engine:
+        """The `Engine` the index searches with."""
         return self._engine
+
+    # The built-in engines' settings, read and set on the engine.
+
+    @property
+    def block_bytes(self) -> int:
+        """Memory budget of one block of scores of the exact search."""
+        return self._engine.block_bytes
+
+    @block_bytes.setter
+    def block_bytes(self, value: int) -> None:
+        self._engine.block_bytes = value
+
+    @property
+    def hnsw_neighbors(self) -> int:
+        """Links per node of a built-in engine's HNSW graph."""
+        return self._engine.hnsw_neighbors
+
+    @hnsw_neighbors.setter
+    def hnsw_neighbors(self, value: int) -> None:
+        self._engine.hnsw_neighbors = value
+
+    @property
+    def ef_search(self) -> int:
+        """A built-in engine's HNSW search breadth."""
+        return self._engine.ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        self._engine.ef_search = value
+
+    @property
+    def ef_construction(self) -> int:
+        """A built-in engine's HNSW construction breadth."""
+        return self._engine.ef_construction
+
+    @ef_construction.setter
+    def ef_construction(self, value: int) -> None:
+        self._engine.ef_construction = value
 
     @property
     def dim(self) -> int | None:
@@ -204,7 +254,7 @@ class EmbeddingIndex:
         labelled = "labelled" if self._labelled else "unlabelled"
         return (
             f"EmbeddingIndex({self._count} x {self._dim} {labelled} embeddings, "
-            f"distance={self._distance.name!r}, engine={self._engine!r})"
+            f"distance={self._distance.name!r}, engine={self._engine.name!r})"
         )
 
     def _consolidate(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -232,6 +282,9 @@ class EmbeddingIndex:
                 int64 or uint64 range as int64 (uint64 where one is at least
                 `2**63`), strings as strings.
 
+        Adding no rows (`n = 0`, with no labels or zero labels) changes
+        nothing.
+
         Raises:
             TypeError: for non-numeric embeddings, unhashable labels, or
                 labels that mix kinds (integers and strings, say), within
@@ -242,7 +295,13 @@ class EmbeddingIndex:
                 (or spanning both), or labels given to an unlabelled index
                 (or missing for a labelled one).
         """
-        rows = check_embeddings(embeddings, "embeddings", dim=self._dim)
+        rows = check_embeddings(
+            embeddings, "embeddings", dim=self._dim, allow_empty=True
+        )
+        if not len(rows):
+            if labels is not None:
+                check_labels(labels, 0)
+            return
         if isinstance(embeddings, np.ndarray) and np.shares_memory(rows, embeddings):
             rows = rows.copy()  # the caller's array may change later
         if labels is not None:
@@ -283,12 +342,42 @@ class EmbeddingIndex:
             )
         return check_embeddings(queries, "queries", dim=self._dim), k
 
-    def search(self, queries: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _check_exclude(exclude: Any, queries: int, count: int) -> np.ndarray:
+        if hasattr(exclude, "numpy") and not isinstance(exclude, np.ndarray):
+            exclude = keras.ops.convert_to_numpy(exclude)
+        rows = np.asarray(exclude)
+        if rows.dtype.kind not in "iu" or rows.dtype == bool:
+            raise TypeError(
+                "`exclude` must hold integer row numbers (-1 for none); got "
+                f"dtype {rows.dtype}."
+            )
+        if rows.shape != (queries,):
+            raise ValueError(
+                "`exclude` must hold one row number per query (-1 for none), "
+                f"shape ({queries},); got shape {rows.shape}."
+            )
+        if rows.size and (rows.min() < -1 or rows.max() >= count):
+            raise ValueError(
+                f"`exclude` must hold row numbers in [0, {count}) or -1 for none; "
+                f"got values from {rows.min()} to {rows.max()}."
+            )
+        return rows.astype(np.int64)
+
+    def search(
+        self, queries: Any, k: int = 1, *, exclude: Any | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` nearest gallery rows of each query.
 
         Args:
             queries: `(n, dim)` embeddings.
-            k: neighbours per query, `1 <= k <= len(index)`.
+            k: neighbours per query, `1 <= k <= len(index)`, or
+                `len(index) - 1` when a row is excluded.
+            exclude: optionally, an `(n,)` integer array: for each query, a
+                gallery row it must not find, or -1 for none. With
+                `exclude=np.arange(len(index))` and the gallery as queries,
+                each row's neighbours leave the row itself out
+                (leave-one-out), also where other rows equal it.
 
         Returns:
             `(distances, indices)`: NumPy arrays of shape `(n, k)`, float32
@@ -296,72 +385,79 @@ class EmbeddingIndex:
             the lower row number.
 
         Raises:
-            TypeError: if `k` is not an integer or the queries not numbers.
-            ValueError: for an empty index, `k < 1` or `k > len(index)`,
-                queries of another embedding size, or NaN or infinite values.
+            TypeError: if `k` is not an integer, the queries not numbers, or
+                `exclude` not integers.
+            ValueError: for an empty index, `k` out of range, queries of
+                another embedding size, NaN or infinite values, or an
+                `exclude` of another length than the queries or holding a
+                value that is neither -1 nor a row number.
+
+        Examples:
+            >>> import numpy as np
+            >>> index = EmbeddingIndex()
+            >>> points = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+            >>> index.add(points)
+            >>> index.search(points, k=1, exclude=np.arange(3))[1].tolist()
+            [[1], [0], [1]]
         """
         gallery, _ = self._consolidate()
         queries, k = self._check_queries(queries, k, len(gallery))
-        if self._engine == "keras":
-            return self._search_exact(gallery, queries, k)
-        return self._search_faiss(gallery, queries, k)
-
-    def _gallery(self, embeddings: np.ndarray) -> _search.PreparedGallery:
-        prepared = self._prepared
-        if prepared is None or prepared.embeddings is not embeddings:
-            prepared = _search.PreparedGallery(
-                embeddings, self._distance, self.block_bytes
-            )
-            self._prepared = prepared
-        return prepared
-
-    def _search_exact(
-        self, gallery: np.ndarray, queries: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        distances = np.empty((len(queries), k), dtype=np.float32)
-        indices = np.empty((len(queries), k), dtype=np.int64)
-        for rows, block_distances, block_indices in _search.search_blocks(
-            self._gallery(gallery), queries, k
-        ):
-            distances[rows] = block_distances
-            indices[rows] = block_indices
-        return distances, indices
-
-    def _search_faiss(
-        self, gallery: np.ndarray, queries: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        count = len(gallery)
-        fetch = _search.over_fetch(k, count)
-        with self._faiss_lock:
-            if self._faiss is None:
-                self._faiss = FaissCandidates(
-                    self._engine,
-                    self._distance,
-                    self._dim,
-                    self.hnsw_neighbors,
-                    self.ef_search,
-                    self.ef_construction,
+        if exclude is not None:
+            exclude = self._check_exclude(exclude, len(queries), len(gallery))
+            if not np.any(exclude >= 0):
+                exclude = None
+            elif k > len(gallery) - 1:
+                raise ValueError(
+                    "`k` must be at most the number of indexed rows less the "
+                    f"excluded one ({len(gallery) - 1}); got {k}."
                 )
-                self._faiss_count = 0
-            if self._faiss_count < count:
-                self._faiss.add(gallery[self._faiss_count :])
-                self._faiss_count = count
-            candidates = self._faiss.candidates(queries, fetch)
-        # Rows another search added to faiss after this one's snapshot.
-        missing = (candidates < 0) | (candidates >= count)
-        safe = np.where(missing, 0, candidates)
-        distances = _search.exact_distances(queries, gallery, safe, self._distance)
-        distances[missing] = np.inf
-        order = np.lexsort((np.where(missing, count, safe), distances), axis=-1)
-        order = order[:, :k]
-        distances = np.take_along_axis(distances, order, axis=1)
-        indices = np.take_along_axis(safe, order, axis=1)
-        short = np.flatnonzero(~np.isfinite(distances).all(axis=1))
-        if short.size:  # faiss returned fewer than k results for these rows
-            distances[short], indices[short] = self._search_exact(
-                gallery, queries[short], k
+        # One more candidate where a row may be left out: the `k + 1`
+        # nearest hold the `k` nearest of the others.
+        wanted = k + (exclude is not None)
+        with self._engine_lock:
+            if self._engine_count < len(gallery):
+                self._engine.add(gallery[self._engine_count :])
+                self._engine_count = len(gallery)
+        candidates = self._candidates(self._engine, queries, wanted, gallery)
+        distances, indices, short = rerank(
+            queries, gallery, candidates, k, self._distance, exclude
+        )
+        if short.size:
+            fallback = self._exact_engine()
+            part = None if exclude is None else exclude[short]
+            more = self._candidates(fallback, queries[short], wanted, gallery)
+            distances[short], indices[short], _ = rerank(
+                queries[short], gallery, more, k, self._distance, part
             )
         return distances.astype(np.float32), indices
+
+    def _exact_engine(self) -> ExactEngine:
+        if isinstance(self._engine, ExactEngine):
+            return self._engine
+        if self._fallback is None:
+            fallback = ExactEngine(block_bytes=self._engine.block_bytes)
+            fallback.bind(self._distance)
+            self._fallback = fallback
+        return self._fallback
+
+    @staticmethod
+    def _candidates(
+        engine: Engine, queries: np.ndarray, k: int, gallery: np.ndarray
+    ) -> np.ndarray:
+        """The engine's candidates, checked to be `(n, c)` integers."""
+        found = np.asarray(engine.candidates(queries, k, gallery))
+        if found.ndim != 2 or found.shape[0] != len(queries):
+            raise ValueError(
+                f"The engine {engine.name!r} returned candidates of shape "
+                f"{found.shape}; `Engine.candidates` must return one row per "
+                f"query, shape ({len(queries)}, c)."
+            )
+        if found.dtype.kind not in "iu" or found.dtype == bool:
+            raise TypeError(
+                f"The engine {engine.name!r} returned candidates of dtype "
+                f"{found.dtype}; `Engine.candidates` must return row numbers."
+            )
+        return found
 
     def labels_of(self, indices: Any) -> np.ndarray:
         """The labels of gallery rows, in the shape of `indices`.
@@ -416,7 +512,8 @@ class EmbeddingIndex:
             **options: other `EmbeddingIndex` arguments (`engine`, ...).
 
         Returns:
-            A new index holding the embeddings of `x`.
+            A new index holding the embeddings of `x` (empty where `x`
+            holds no inputs: the encoder is then not called).
 
         Examples:
             >>> import keras, numpy as np
@@ -427,42 +524,87 @@ class EmbeddingIndex:
             (10, 2)
         """
         index = cls(distance, **options)
+        if no_inputs(x):  # Keras' `predict` fails on no inputs
+            if labels is not None:
+                check_labels(labels, 0)
+            return index
         index.add(encode(encoder, x, batch_size, verbose), labels)
         return index
 
     # -- persistence ---------------------------------------------------------
 
-    def _metadata(self) -> dict[str, Any]:
-        self._consolidate()
-        kind = None
-        if self._labels is not None:
-            kind = _storage.label_kind(self._labels.dtype)
-            if kind is None:
-                raise ValueError(
-                    "Only integer or string labels can be saved; this index holds "
-                    f"labels of dtype {self._labels.dtype}. Convert them, e.g. "
-                    "with `labels.astype(str)`, before adding."
-                )
+    def get_config(self) -> dict[str, Any]:
+        """The settings that rebuild this index, without its rows: JSON.
+
+        Returns:
+            `{"distance": name, "engine": {"name": name, **options}}`, what
+            `save` writes to `index.json` and `from_config` takes.
+
+        Raises:
+            ValueError: if the distance or the engine is not registered
+                under its name (see `keras_siamese.distances.register` and
+                `keras_siamese.retrieval.engines.register`), or the engine's
+                options are not JSON scalars.
+
+        Examples:
+            >>> config = EmbeddingIndex("cosine", engine="keras", block_bytes=2**20).get_config()
+            >>> config["distance"], config["engine"]["name"], config["engine"]["block_bytes"]
+            ('cosine', 'keras', 1048576)
+            >>> EmbeddingIndex.from_config(config).block_bytes
+            1048576
+        """
         return {
             "distance": _distances.serialize(self._distance, "This index"),
-            "count": self._count,
-            "dim": self._dim,
-            "labels": kind,
-            "engine": {
-                "name": self._engine,
-                "block_bytes": self.block_bytes,
-                "hnsw_neighbors": self.hnsw_neighbors,
-                "ef_search": self.ef_search,
-                "ef_construction": self.ef_construction,
-            },
+            "engine": _engines.config_of(self._engine),
         }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], engine: str | Engine | None = None
+    ) -> EmbeddingIndex:
+        """A new, empty index from the settings of `get_config`.
+
+        Args:
+            config: `{"distance": name, "engine": {"name": name, **options}}`.
+            engine: build this engine instead of the configured one: an
+                `Engine` object, or a name (it gets the configured options
+                where both engines are built-in or it is the same name).
+
+        Raises:
+            TypeError: for a config that is not of that shape, or options
+                the engine does not take.
+            ValueError: for an unknown distance or engine, or options out of
+                range (as the constructor).
+            ImportError: for a faiss engine without faiss.
+        """
+        if not (
+            isinstance(config, dict)
+            and set(config) == {"distance", "engine"}
+            and isinstance(config["engine"], dict)
+            and isinstance(config["engine"].get("name"), str)
+        ):
+            raise TypeError(
+                "`config` must be a dict {'distance': name, 'engine': {'name': "
+                f"name, **options}} as `get_config` returns; got {config!r}."
+            )
+        options = dict(config["engine"])
+        name = options.pop("name")
+        if engine is None:
+            engine = name
+        elif isinstance(engine, str):
+            if engine != name and not {engine, name} <= set(ENGINES):
+                options = {}  # another engine's options mean nothing to it
+        else:
+            options = {}
+        return cls(config["distance"], engine=engine, **options)
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the index as a directory: JSON metadata and `.npy` arrays.
 
         The directory holds `index.json` (format marker and version,
-        distance, sizes, label kind, engine settings, the SHA-256 and byte
-        size of every file), `embeddings.npy` and `labels.npy`. No pickle:
+        distance, sizes, label kind, the engine's name and options as one
+        object, as `get_config` gives them, and the SHA-256 and byte size
+        of every file), `embeddings.npy` and `labels.npy`. No pickle:
         `load` reads it back without running anything from it, on any
         backend.
 
@@ -482,8 +624,10 @@ class EmbeddingIndex:
 
         Raises:
             ValueError: if the labels are neither integers nor strings, the
-                distance is not registered under its name (see
-                `keras_siamese.distances.register`), or `path` is a symbolic
+                distance or the engine is not registered under its name (see
+                `keras_siamese.distances.register` and
+                `keras_siamese.retrieval.engines.register`), the engine's
+                options are not JSON scalars, or `path` is a symbolic
                 link, a file, a directory holding a symbolic link, or a
                 non-empty directory that is not a save of this format (judged
                 by the format marker in its `index.json`).
@@ -500,30 +644,23 @@ class EmbeddingIndex:
             ...     EmbeddingIndex.load(folder + "/gallery").labels.tolist()
             [7, 8]
         """
-        _storage.write(path, self._metadata(), self._embeddings, self._labels)
+        embeddings, labels = self._consolidate()
+        _storage.write(path, self.get_config(), embeddings, labels)
 
     @classmethod
-    def _from_record(cls, record: dict[str, Any], engine: str | None) -> EmbeddingIndex:
-        settings = dict(record["engine"])
-        name = settings.pop("name")
-        try:
-            index = cls(record["distance"], engine=engine or name, **settings)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"Cannot load the index: its settings are invalid ({error})"
-            ) from None
-        if record["count"]:
-            index.add(record["embeddings"], record["labels"])
-        return index
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, engine: str | None = None) -> EmbeddingIndex:
+    def load(
+        cls, path: str | os.PathLike, engine: str | Engine | None = None
+    ) -> EmbeddingIndex:
         """Load an index written by `save` (or by `Verifier.save`).
+
+        A user-defined engine or distance loads by its name: register it
+        first.
 
         Args:
             path: the saved directory.
             engine: search with this engine instead of the saved one (say
-                `"keras"` where faiss is not installed).
+                `"keras"` where faiss is not installed): a name, or an
+                `Engine` object (as `from_config`).
 
         Returns:
             The index, with the same rows, labels and distance.
@@ -537,4 +674,14 @@ class EmbeddingIndex:
                 before any file is hashed or read.
             ImportError: if the (saved) engine needs faiss and it is missing.
         """
-        return cls._from_record(_storage.read(path), engine)
+        record = _storage.read(path)
+        config = {"distance": record["distance"], "engine": record["engine"]}
+        try:
+            index = cls.from_config(config, engine)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Cannot load the index saved at {os.fspath(path)}: its settings "
+                f"are invalid ({error})"
+            ) from None
+        index.add(record["embeddings"], record["labels"])
+        return index

@@ -13,7 +13,8 @@ from keras_siamese._checks import check_float, check_labels, check_positive_int
 from keras_siamese.retrieval import _storage
 from keras_siamese.retrieval._search import paired_exact
 from keras_siamese.retrieval.calibration import Calibration, calibrate_threshold
-from keras_siamese.retrieval.index import EmbeddingIndex, encode
+from keras_siamese.retrieval.engines import Engine
+from keras_siamese.retrieval.index import EmbeddingIndex, encode, no_inputs
 
 #: What `identify` answers for an unknown query, by the kind of labels.
 DEFAULT_UNKNOWN = {"int": -1, "str": "unknown"}
@@ -30,15 +31,6 @@ def _fits(marker: Any, labels: np.ndarray) -> bool:
         bounds = np.iinfo(labels.dtype)
         return bounds.min <= marker <= bounds.max
     return kind == "str" and isinstance(marker, str)
-
-
-def _rows(x: Any) -> int | None:
-    """The number of inputs in `x`, where every input array says it is 0."""
-    leaves = keras.tree.flatten(x)
-    if not leaves:
-        return 0
-    sizes = {tuple(np.shape(leaf))[:1] for leaf in leaves}
-    return 0 if sizes == {(0,)} else None
 
 
 class Verifier:
@@ -170,7 +162,7 @@ class Verifier:
         Raises:
             ValueError: if `x1` and `x2` hold different numbers of inputs.
         """
-        empty = (_rows(x1) == 0, _rows(x2) == 0)
+        empty = (no_inputs(x1), no_inputs(x2))
         if all(empty):  # Keras' `predict` fails on no inputs
             return np.zeros(0, dtype=np.float64)
         if any(empty):
@@ -275,6 +267,9 @@ class Verifier:
             x: the inputs to enroll.
             labels: their labels, as `EmbeddingIndex.add` takes them.
 
+        Enrolling no inputs (and no labels) changes nothing; the encoder is
+        not called.
+
         Raises:
             TypeError: for labels `EmbeddingIndex.add` refuses (of another
                 kind than those enrolled, say).
@@ -283,6 +278,9 @@ class Verifier:
                 `"unknown"` for strings by default; set another with
                 `unknown=`).
         """
+        if no_inputs(x):  # Keras' `predict` fails on no inputs
+            check_labels(labels, 0)
+            return
         embeddings = self.embed(x)
         checked = check_labels(labels, len(embeddings))
         self._refuse_marker(checked, "`labels`")
@@ -335,7 +333,7 @@ class Verifier:
         if held is None:
             raise ValueError("The gallery holds no labels to identify with.")
         self._refuse_marker(held, "The gallery")
-        if _rows(x) == 0:  # Keras' `predict` fails on no inputs
+        if no_inputs(x):  # Keras' `predict` fails on no inputs
             nothing = np.zeros(0, dtype=held.dtype)
             return (nothing, np.zeros(0, np.float32)) if return_distances else nothing
         queries = self.embed(x)
@@ -380,8 +378,7 @@ class Verifier:
         index = (
             self._index if self._index is not None else EmbeddingIndex(self._distance)
         )
-        metadata = index._metadata()
-        metadata["verifier"] = {
+        settings = {
             "threshold": self._threshold,
             "unknown": self.unknown,
             "batch_size": self.batch_size,
@@ -389,15 +386,19 @@ class Verifier:
             if self.calibration is None
             else self.calibration.as_dict(),
         }
-        embeddings = index.embeddings
-        if index.dim is None:
-            embeddings = np.zeros((0, 0), dtype=np.float32)
         _storage.write(
-            path, metadata, np.asarray(embeddings), index.labels, self.encoder
+            path,
+            index.get_config(),
+            index.embeddings,
+            index.labels,
+            encoder=self.encoder,
+            verifier=settings,
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, engine: str | None = None) -> Verifier:
+    def load(
+        cls, path: str | os.PathLike, engine: str | Engine | None = None
+    ) -> Verifier:
         """Load a verifier written by `save`, on any backend.
 
         The encoder loads with Keras' safe mode and without its training
@@ -406,7 +407,8 @@ class Verifier:
         Args:
             path: the saved directory.
             engine: search the gallery with this engine instead of the saved
-                one.
+                one: a name or an `Engine` object (as
+                `EmbeddingIndex.from_config`).
 
         Raises:
             ValueError: if the directory is not a saved verifier, or is
@@ -429,10 +431,12 @@ class Verifier:
             raise ValueError(
                 f"Cannot load the encoder saved at {record['encoder_path']}: {error}"
             ) from error
-        index = None
-        if record["count"]:
-            index = EmbeddingIndex._from_record(record, engine)
         try:
+            index = None
+            if record["count"]:
+                config = {"distance": record["distance"], "engine": record["engine"]}
+                index = EmbeddingIndex.from_config(config, engine)
+                index.add(record["embeddings"], record["labels"])
             verifier = cls(
                 encoder,
                 record["distance"],
