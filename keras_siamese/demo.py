@@ -453,16 +453,20 @@ def calibrate_open_set(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
+    far: float = 0.01,
 ) -> Calibration:
     """Calibrate the verifier's threshold for open-set identification.
 
     A rehearsal on the training classes: the training examples of the first
     half of them are enrolled, and every test example is identified by its
-    nearest enrolled example. The threshold is the one that best separates
-    the nearest distances of queries whose class is enrolled from those of
-    queries whose class is not (`calibrate_threshold`, target accuracy); a
-    pair threshold would be too loose, since a query's nearest neighbour in a
-    large gallery is nearer than a typical pair.
+    nearest enrolled example. The threshold is the largest that accepts at
+    most `far` of the queries whose class is not enrolled
+    (`calibrate_threshold`, target `"far"`); a pair threshold would be too
+    loose, since a query's nearest neighbour in a large gallery is nearer
+    than a typical pair. Classes never trained on lie less tightly around
+    their examples than the training classes, so the most accurate
+    threshold of the rehearsal rejects too many of their genuine queries:
+    the largest threshold that still turns strangers away keeps them.
 
     Args:
         verifier: the verifier to calibrate (its gallery is left as it is).
@@ -470,6 +474,8 @@ def calibrate_open_set(
         y_train: their labels.
         x_test: test examples of the same classes.
         y_test: their labels.
+        far: the fraction of the rehearsal's strangers the threshold may
+            accept.
 
     Returns:
         The `Calibration`, also stored in the verifier.
@@ -486,7 +492,9 @@ def calibrate_open_set(
         distance=verifier.distance,
     )
     distances, _ = index.search(verifier.embed(x_test), k=1)
-    calibration = calibrate_threshold(distances[:, 0], np.isin(y_test, enrolled))
+    calibration = calibrate_threshold(
+        distances[:, 0], np.isin(y_test, enrolled), target="far", value=far
+    )
     verifier.calibration = calibration
     verifier.threshold = calibration.threshold
     return calibration

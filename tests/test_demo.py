@@ -322,3 +322,31 @@ def test_default_demo_beats_raw_inputs_on_unseen_classes(tmp_path, capsys):
     assert "better than the raw inputs" in printed
     assert metrics["unseen_identification_rate"] >= 0.9
     assert metrics["unseen_rejection_rate"] >= 0.5
+
+
+def test_open_set_threshold_turns_away_all_but_far_of_the_strangers():
+    """The rehearsal's threshold, checked by a NumPy nearest-neighbour search."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 8)) * 3
+    y_train = np.repeat(np.arange(6), 30)
+    y_test = np.repeat(np.arange(6), 20)
+    x_train = (centres[y_train] + rng.normal(size=(180, 8))).astype("float32")
+    x_test = (centres[y_test] + rng.normal(size=(120, 8))).astype("float32")
+    encoder = keras.Sequential([keras.Input((8,)), keras.layers.Identity()])
+    for far in (0.0, 0.05, 0.2):
+        verifier = Verifier(encoder)
+        calibration = demo.calibrate_open_set(
+            verifier, x_train, y_train, x_test, y_test, far=far
+        )
+        # Classes 0-2 are enrolled; a test example of 3-5 is a stranger.
+        gallery = x_train[y_train < 3].astype("float64")
+        nearest = np.sqrt(
+            ((x_test[:, None].astype("float64") - gallery[None]) ** 2).sum(-1)
+        ).min(1)
+        strangers = y_test >= 3
+        accepted = nearest < verifier.threshold
+        assert calibration.target == "far"
+        assert np.mean(accepted[strangers]) <= far
+        # The largest such threshold: the next stranger's distance is taken.
+        next_stranger = np.sort(nearest[strangers & ~accepted])[0]
+        assert np.mean(nearest[strangers] <= next_stranger) > far
