@@ -113,6 +113,28 @@ def test_recall_target_is_the_smallest_threshold_reaching_it(data, value):
     assert result.as_dict()["value"] == value
 
 
+@given(data=pair_sets)
+def test_f1_target_is_the_best_threshold(data):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    distances, same = data
+    result = calibrate_threshold(distances, same, target="f1")
+    scores = [
+        sklearn_metrics.f1_score(same, distances < t, zero_division=0.0)
+        for t in candidate_thresholds(distances)
+    ]
+    assert sklearn_metrics.f1_score(same, distances < result.threshold) == (
+        pytest.approx(max(scores))
+    )
+    # The smallest threshold among the best.
+    best = [
+        t for t, s in zip(candidate_thresholds(distances), scores) if s == max(scores)
+    ]
+    assert result.threshold == pytest.approx(min(best))
+    precision, recall = result.precision, result.recall
+    assert 2 * precision * recall / (precision + recall) == pytest.approx(max(scores))
+    check_figures(result, distances, same)
+
+
 def test_precision_holds_on_held_out_pairs():
     """Threshold from one half of the pairs, precision measured on the other."""
     rng = np.random.default_rng(0)
@@ -148,6 +170,8 @@ def test_bad_arguments_raise():
         calibrate_threshold(d, same, target="precision")
     with pytest.raises(ValueError, match="must be None"):
         calibrate_threshold(d, same, value=0.9)
+    with pytest.raises(ValueError, match="must be None"):
+        calibrate_threshold(d, same, target="f1", value=0.9)
     with pytest.raises(ValueError, match="`value`"):
         calibrate_threshold(d, same, target="precision", value=0.0)
     with pytest.raises(ValueError, match="`value`"):
@@ -207,7 +231,7 @@ def test_a_verifier_saves_every_calibration_target(tmp_path, target):
     verifier = Verifier(encoder)
     x1 = np.array([[0, 0], [0, 0], [0, 0], [0, 0]], "float32")
     x2 = np.array([[0.1, 0], [0.3, 0], [0.5, 0], [0.7, 0]], "float32")
-    value = None if target == "accuracy" else 0.5
+    value = None if target in ("accuracy", "f1") else 0.5
     calibration = verifier.calibrate(x1, x2, [1, 1, 0, 0], target=target, value=value)
     verifier.enroll(x1[:1], [7])
     verifier.save(tmp_path / "verifier")

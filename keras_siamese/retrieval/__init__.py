@@ -2,7 +2,7 @@
 
 - `EmbeddingIndex`: a gallery of embeddings with labels, exact (or faiss)
   nearest-neighbour search, saved without pickle.
-- `calibrate_threshold`: the distance threshold for a target accuracy, recall,
+- `calibrate_threshold`: the distance threshold for a target accuracy, F1, recall,
   precision or false-accept rate.
 - `engines`: how an index finds candidates (the `Engine` protocol, the exact
   and faiss engines, `engines.register` to add one).

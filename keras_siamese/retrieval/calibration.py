@@ -10,7 +10,7 @@ import numpy as np
 from keras_siamese._checks import check_choice, check_float, check_pair_distances
 
 #: The criteria `calibrate_threshold` can aim for.
-TARGETS = ("accuracy", "precision", "recall", "far")
+TARGETS = ("accuracy", "f1", "precision", "recall", "far")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +22,10 @@ class Calibration:
 
     Attributes:
         threshold: the distance threshold.
-        target: the criterion it was chosen for (`"accuracy"`, `"precision"`,
-            `"recall"` or `"far"`).
+        target: the criterion it was chosen for (`"accuracy"`, `"f1"`,
+            `"precision"`, `"recall"` or `"far"`).
         value: the precision, recall or false-accept rate aimed for (`None`
-            for accuracy).
+            for accuracy and F1).
         accuracy: fraction of pairs decided correctly.
         precision: fraction of accepted pairs that are same pairs (1.0 when
             no pair is accepted).
@@ -145,6 +145,10 @@ def calibrate_threshold(
 
     - `target="accuracy"`: the cut with the most pairs decided correctly (the
       smallest threshold on ties);
+    - `target="f1"`: the cut with the highest F1 score of the same pairs
+      (`2 * precision * recall / (precision + recall)`; the smallest
+      threshold on ties), for sets where same pairs are rare and accuracy
+      would favour rejecting everything;
     - `target="precision"`: the largest threshold whose precision (accepted
       pairs that are same pairs) is at least `value`;
     - `target="recall"`: the smallest threshold whose recall (same pairs
@@ -157,9 +161,10 @@ def calibrate_threshold(
     Args:
         distances: one distance per pair, `n` finite numbers.
         same: `n` booleans (or 0/1), true for same-class pairs.
-        target: `"accuracy"`, `"precision"`, `"recall"` or `"far"`.
+        target: `"accuracy"`, `"f1"`, `"precision"`, `"recall"` or `"far"`.
         value: the precision or recall in `(0, 1]`, or the false-accept
-            rate in `[0, 1]`, to reach; must be `None` for `"accuracy"`.
+            rate in `[0, 1]`, to reach; must be `None` for `"accuracy"` and
+            `"f1"`.
 
     Returns:
         A `Calibration` with the threshold and its accuracy, precision,
@@ -189,11 +194,12 @@ def calibrate_threshold(
         (0.35, 0.67, 0.5)
     """
     target = check_choice(target, TARGETS, "target")
-    if target == "accuracy":
+    if target in ("accuracy", "f1"):
         if value is not None:
             raise ValueError(
-                '`value` must be None for target="accuracy"; it is the target '
-                'precision or false-accept rate of target="precision" or "far".'
+                f'`value` must be None for target="{target}"; it is the target '
+                'precision, recall or false-accept rate of target="precision", '
+                '"recall" or "far".'
             )
     elif value is None:
         raise ValueError(f'target="{target}" needs a `value` to reach.')
@@ -209,6 +215,10 @@ def calibrate_threshold(
         )
     if target == "accuracy":
         cut = int(np.argmax(cuts.correct()))
+    elif target == "f1":
+        # 2 TP / (2 TP + FP + FN), with TP + FP accepted and TP + FN = same.
+        accepted = cuts.accepted_same + cuts.accepted_different
+        cut = int(np.argmax(2 * cuts.accepted_same / (accepted + cuts.same)))
     elif target == "far":
         # The false-accept rate only grows with the threshold.
         allowed = cuts.accepted_different <= value * cuts.different

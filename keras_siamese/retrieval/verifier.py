@@ -192,7 +192,7 @@ class Verifier:
             x1: first inputs of the pairs.
             x2: second inputs.
             same: true (or 1) where a pair is of one class.
-            target: `"accuracy"`, `"precision"`, `"recall"` or `"far"`, as
+            target: `"accuracy"`, `"f1"`, `"precision"`, `"recall"` or `"far"`, as
                 in `calibrate_threshold`.
             value: the precision, recall or false-accept rate to reach.
 
