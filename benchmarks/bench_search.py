@@ -368,13 +368,19 @@ def main() -> None:
                 f"{size:,} x {args.dim} ({result['classes']:,} classes)",
                 float(result["seconds"]),
                 float(result["peak_mib"]),
-                f"{result['precision_at_1']:.4f}",
+                f"{result['recall_at_1']:.4f}",
                 f"{result['map_at_r']:.4f}",
             ]
         )
     if metrics_rows:
         common.print_table(
-            ["retrieval_metrics, leave-one-out", "seconds", "peak MiB", "P@1", "MAP@R"],
+            [
+                "retrieval_metrics, leave-one-out",
+                "seconds",
+                "peak MiB",
+                "recall@1",
+                "MAP@R",
+            ],
             metrics_rows,
         )
     if args.calibration_pairs:

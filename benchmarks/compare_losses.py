@@ -5,7 +5,7 @@ every loss trains the same encoder with the same optimizer, the same number
 of steps and the same batches, on the training images of digits 0-5 only, and
 is evaluated on the test images of the digits it never saw, 6-9:
 
-- precision@1 and MAP@R (`retrieval_metrics`, every unseen test image a query
+- recall@1 and MAP@R (`retrieval_metrics`, every unseen test image a query
   against all the others, leave-one-out);
 - 4-way 1-shot accuracy (`one_shot_accuracy`, 1,000 episodes, seed 0);
 - seconds per epoch: the median over the epochs after the first (the first
@@ -40,7 +40,7 @@ contrastive and triplet losses, cosine for the losses of cosine similarities
 `--full` trains the chosen recipe(s) (default: circle) on all ten digits
 instead, with P x K = 10 x 16 and 40 epochs of 200 steps, and reports test
 recall@1: every test image against the other 9,999 (leave-one-out), and also
-against the 60,000 training images as the gallery. Its recipe departs from
+against the 60,000 training images as the reference set. Its recipe departs from
 the comparison's in three ways, each switchable: the encoder's last layer has
 no activation (`--head linear`; the same 64-64 MLP otherwise), the training
 set holds every image and its four copies shifted by one pixel (`--shifts`),
@@ -79,7 +79,7 @@ SEEN = (0, 1, 2, 3, 4, 5)
 UNSEEN = (6, 7, 8, 9)
 LEARNING_RATE = 1e-3
 MEMORY_SIZE = 1024
-METRIC_KEYS = ("precision_at_1", "map_at_r", "one_shot_4way")
+METRIC_KEYS = ("recall_at_1", "map_at_r", "one_shot_4way")
 
 # name: (kind, loss, evaluation distance, note)
 #   kind "pairs": ContrastiveLoss on PairDataset pairs;
@@ -258,13 +258,13 @@ def evaluate_unseen(
     if not np.all(np.isfinite(embeddings)):
         return dict.fromkeys(METRIC_KEYS, np.nan)
     metrics = ks.retrieval_metrics(
-        embeddings, y, distance=distance, include=("precision_at_1", "map_at_r")
+        embeddings, y, distance=distance, metrics=("recall_at_1", "map_at_r")
     )
     one_shot = ks.one_shot_accuracy(
         embeddings, y, ways=4, shots=1, episodes=episodes, seed=0, distance=distance
     )
     return {
-        "precision_at_1": float(metrics["precision_at_1"]),
+        "recall_at_1": float(metrics["recall_at_1"]),
         "map_at_r": float(metrics["map_at_r"]),
         "one_shot_4way": float(one_shot),
     }
@@ -315,7 +315,7 @@ def compare(data: tuple, args: argparse.Namespace) -> dict:
                 keras.backend.backend(),
                 name,
                 distance,
-                mean_std([r["precision_at_1"] for r in runs]),
+                mean_std([r["recall_at_1"] for r in runs]),
                 mean_std([r["map_at_r"] for r in runs]),
                 mean_std([r["one_shot_4way"] for r in runs]),
                 float(np.median([r["seconds_per_epoch"] for r in runs])),
@@ -327,7 +327,7 @@ def compare(data: tuple, args: argparse.Namespace) -> dict:
             "backend",
             "loss",
             "eval distance",
-            "P@1 (%)",
+            "recall@1 (%)",
             "MAP@R (%)",
             "4-way 1-shot (%)",
             "s/epoch",
@@ -373,24 +373,24 @@ def full(data: tuple, args: argparse.Namespace) -> dict:
         for seed in args.seeds:
             embedder, record = train(name, x_fit, y_fit, args, seed)
             test = embedder.predict(x_eval, batch_size=4096, verbose=0)
-            gallery = embedder.predict(x_all, batch_size=4096, verbose=0)
+            references = embedder.predict(x_all, batch_size=4096, verbose=0)
             metrics = ks.retrieval_metrics(
-                test, y_eval, distance=distance, include=("precision_at_1", "map_at_r")
+                test, y_eval, distance=distance, metrics=("recall_at_1", "map_at_r")
             )
             against_train = ks.retrieval_metrics(
                 test,
                 y_eval,
-                gallery,
+                references,
                 y_all,
                 distance=distance,
-                include=("precision_at_1",),
+                metrics=("recall_at_1",),
             )
             record.update(
                 {
                     "seed": seed,
-                    "test_recall_at_1": float(metrics["precision_at_1"]),
+                    "test_recall_at_1": float(metrics["recall_at_1"]),
                     "test_map_at_r": float(metrics["map_at_r"]),
-                    "test_vs_train_recall_at_1": float(against_train["precision_at_1"]),
+                    "test_vs_train_recall_at_1": float(against_train["recall_at_1"]),
                 }
             )
             results.setdefault(name, []).append(record)
@@ -414,7 +414,7 @@ def full(data: tuple, args: argparse.Namespace) -> dict:
             "seed",
             "steps",
             "test recall@1 (%)",
-            "vs train gallery (%)",
+            "vs train references (%)",
             "test MAP@R (%)",
             "s/epoch",
         ],

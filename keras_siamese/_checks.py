@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,41 +99,6 @@ def check_choice(value: Any, choices: Sequence[str], argument: str) -> str:
 def check_mining(mining: Any) -> str:
     """One of `MINING_MODES`."""
     return check_choice(mining, MINING_MODES, "mining")
-
-
-def renamed_argument(
-    new_value: Any, old_value: Any, new: str, old: str, default: Any, owner: str
-) -> Any:
-    """Resolve an argument renamed from `old` to `new`, warning on the old name.
-
-    Args:
-        new_value: what was passed as `new` (its default if not passed).
-        old_value: what was passed as `old`, or `None` if it was not passed.
-        new: the new keyword.
-        old: the deprecated keyword.
-        default: the default value of `new`.
-        owner: the function or class that takes them, for the message.
-
-    Returns:
-        The value to use.
-
-    Raises:
-        TypeError: if both keywords were given different values.
-    """
-    if old_value is None:
-        return new_value
-    warnings.warn(
-        f"`{owner}({old}=...)` is deprecated and will be removed in a future "
-        f"release; use `{new}=` instead.",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    if new_value != default and new_value != old_value:
-        raise TypeError(
-            f"`{owner}` got both `{new}={new_value!r}` and the deprecated "
-            f"`{old}={old_value!r}`; pass only `{new}`."
-        )
-    return old_value
 
 
 def check_real(x: Any, argument: str) -> None:

@@ -27,7 +27,6 @@ from keras import ops
 
 from keras_siamese._checks import (
     check_float,
-    renamed_argument,
     shapes_compatible,
 )
 
@@ -831,9 +830,7 @@ def serialize(distance: Distance, owner: str = "This object") -> str:
     return distance.name
 
 
-def paired_distances(
-    a: Any, b: Any, distance: str = "euclidean", *, metric: str | None = None
-) -> Any:
+def paired_distances(a: Any, b: Any, distance: str | Distance = "euclidean") -> Any:
     """Distance between row `i` of `a` and row `i` of `b`, shape `(batch,)`.
 
     Args:
@@ -841,7 +838,6 @@ def paired_distances(
         b: embeddings, shape `(batch, dim)`.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`
             or `"manhattan"`.
-        metric: deprecated name of `distance` (0.1.0).
 
     Returns:
         A `(batch,)` tensor of distances.
@@ -855,9 +851,6 @@ def paired_distances(
         >>> [float(v) for v in d]
         [8.0, 8.0, 8.0, 8.0]
     """
-    distance = renamed_argument(
-        distance, metric, "distance", "metric", "euclidean", "paired_distances"
-    )
     return get(distance, needs=("paired",), user="paired_distances").paired(
         a, b, keepdims=False
     )
@@ -865,10 +858,9 @@ def paired_distances(
 
 def pairwise_distances(
     embeddings: Any,
-    distance: str = "euclidean",
+    distance: str | Distance = "euclidean",
     *,
     references: Any | None = None,
-    metric: str | None = None,
 ) -> Any:
     """All-pairs distance matrix of a batch of embeddings, or of two sets.
 
@@ -885,7 +877,6 @@ def pairwise_distances(
         references: an optional `(m, dim)` tensor; the result is then the
             `(n, m)` distances from every row of `embeddings` to every row of
             `references`.
-        metric: deprecated name of `distance` (0.1.0).
 
     Returns:
         A `(n, n)` symmetric (or `(n, m)`), non-negative tensor; float32 for
@@ -908,9 +899,6 @@ def pairwise_distances(
         >>> [float(v) for v in d[0]]
         [2.0, 7.0]
     """
-    distance = renamed_argument(
-        distance, metric, "distance", "metric", "euclidean", "pairwise_distances"
-    )
     spec = get(distance, needs=("pairwise",), user="pairwise_distances")
     x = _rows(embeddings, "embeddings")
     if references is None:

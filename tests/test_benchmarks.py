@@ -346,14 +346,14 @@ def test_compare_losses_scores_each_kind_of_loss_on_unseen_digits(
         "xbm_multi_similarity",
     ]
     assert [row[1] for row in rows] == ["(raw pixels, no training)", *names]
-    assert 0.0 <= record["raw_pixels"]["precision_at_1"] <= 1.0
+    assert 0.0 <= record["raw_pixels"]["recall_at_1"] <= 1.0
     assert record["protocol"]["eval_digits"] == [6, 7, 8, 9]
     assert record["protocol"]["head"] == "sigmoid"  # the notebook's encoder
     for name, entry in record["losses"].items():
         assert [run["seed"] for run in entry["runs"]] == [0], name
         for run in entry["runs"]:
             # Scores on the unseen digits are fractions (4 classes: chance 25%).
-            for metric in ("precision_at_1", "map_at_r", "one_shot_4way"):
+            for metric in ("recall_at_1", "map_at_r", "one_shot_4way"):
                 assert 0.0 <= run[metric] <= 1.0, (name, metric, run)
             assert run["seconds_per_epoch"] > 0
     # mean ± std over the seeds in every metric column.

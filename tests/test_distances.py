@@ -292,20 +292,6 @@ def test_get_resolves_every_name_and_refuses_others():
         distances.get(None)
 
 
-def test_metric_keyword_still_works_with_a_deprecation_warning():
-    x = np.random.default_rng(6).normal(size=(4, 3)).astype("float32")
-    with pytest.warns(DeprecationWarning, match="metric"):
-        old = to_numpy(pairwise_distances(x, metric="cosine"))
-    np.testing.assert_array_equal(old, to_numpy(pairwise_distances(x, "cosine")))
-    with pytest.warns(DeprecationWarning, match="distance="):
-        old = to_numpy(paired_distances(x, x[::-1], metric="manhattan"))
-    np.testing.assert_array_equal(
-        old, to_numpy(paired_distances(x, x[::-1], distance="manhattan"))
-    )
-    with pytest.raises(TypeError, match="both"), pytest.warns(DeprecationWarning):
-        pairwise_distances(x, "cosine", metric="euclidean")
-
-
 @pytest.mark.parametrize(
     "layer_cls", [EuclideanDistance, CosineDistance, ManhattanDistance]
 )

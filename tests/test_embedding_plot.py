@@ -151,7 +151,7 @@ def test_max_points_draws_a_fixed_subset(tmp_path):
     plot = EmbeddingPlot(encoder(), x, y, max_points=12, output_dir=tmp_path, seed=3)
     assert plot.x.shape == (12, 6)
     rows = [int(np.flatnonzero(np.all(x == row, axis=1))[0]) for row in plot.x]
-    np.testing.assert_array_equal(plot.y, y[rows])
+    np.testing.assert_array_equal(plot.labels, y[rows])
     again = EmbeddingPlot(encoder(), x, y, max_points=12, output_dir=tmp_path, seed=3)
     np.testing.assert_array_equal(plot.x, again.x)
 
@@ -192,13 +192,13 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
         ({"every_n_epochs": 0}, ValueError, "every_n_epochs"),
         ({"every_n_epochs": 1.5}, TypeError, "every_n_epochs"),
         ({"max_points": 0}, ValueError, "max_points"),
-        ({"y": np.zeros(3)}, ValueError, "`y`"),
-        ({"embedding_model": "encoder"}, TypeError, "embedding_model"),
+        ({"labels": np.zeros(3)}, ValueError, "`labels`"),
+        ({"encoder": "encoder"}, TypeError, "`encoder`"),
     ],
 )
 def test_rejects_bad_arguments(tmp_path, kwargs, error, match):
     x, y = labelled_sample()
-    arguments = {"embedding_model": encoder(), "x": x, "y": y, "output_dir": tmp_path}
+    arguments = {"encoder": encoder(), "x": x, "labels": y, "output_dir": tmp_path}
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         EmbeddingPlot(**arguments)

@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_siamese import map_at_r, recall_at_k, roc_auc, verification_accuracy
+from keras_siamese import (
+    calibrate_threshold,
+    map_at_r,
+    recall_at_k,
+    retrieval_metrics,
+    roc_auc,
+    verification_accuracy,
+)
 
 pair_sets = st.integers(1, 30).flatmap(
     lambda n: st.tuples(
@@ -18,12 +25,17 @@ pair_sets = st.integers(1, 30).flatmap(
 
 @given(data=pair_sets)
 def test_verification_accuracy_is_the_best_over_all_thresholds(data):
-    distances, labels = data
+    distances, same = data
+    if same.all() or not same.any():
+        # Pairs of one kind leave the threshold undetermined.
+        with pytest.raises(ValueError, match="both same and different"):
+            verification_accuracy(distances, same)
+        return
     candidates = np.concatenate([distances, distances + 1e-9, [-1.0, 99.0]])
-    best = max(np.mean((distances < t) == (labels == 1)) for t in candidates)
-    accuracy, threshold = verification_accuracy(distances, labels)
+    best = max(np.mean((distances < t) == (same == 1)) for t in candidates)
+    accuracy, threshold = verification_accuracy(distances, same)
     assert accuracy == pytest.approx(best)
-    assert np.mean((distances < threshold) == (labels == 1)) == pytest.approx(accuracy)
+    assert np.mean((distances < threshold) == (same == 1)) == pytest.approx(accuracy)
 
 
 def test_verification_accuracy_threshold_is_between_the_classes():
@@ -33,14 +45,14 @@ def test_verification_accuracy_threshold_is_between_the_classes():
 
 @given(data=pair_sets)
 def test_roc_auc_counts_pairs_with_ties_as_half(data):
-    distances, labels = data
-    similar, dissimilar = distances[labels == 1], distances[labels == 0]
+    distances, same = data
+    similar, dissimilar = distances[same == 1], distances[same == 0]
     if similar.size == 0 or dissimilar.size == 0:
         with pytest.raises(ValueError, match="both"):
-            roc_auc(distances, labels)
+            roc_auc(distances, same)
         return
     wins = sum((s < d) + 0.5 * (s == d) for s in similar for d in dissimilar)
-    assert roc_auc(distances, labels) == pytest.approx(
+    assert roc_auc(distances, same) == pytest.approx(
         wins / (similar.size * dissimilar.size)
     )
 
@@ -55,10 +67,10 @@ def test_roc_auc_agrees_with_scikit_learn():
     )
 
 
-def np_distances(queries, gallery, metric):
-    out = np.zeros((len(queries), len(gallery)))
+def np_distances(queries, references, metric):
+    out = np.zeros((len(queries), len(references)))
     for i, q in enumerate(queries):
-        for j, g in enumerate(gallery):
+        for j, g in enumerate(references):
             if metric == "cosine":
                 q1 = q / max(np.linalg.norm(q), 1e-6)
                 out[i, j] = 1.0 - q1 @ (g / max(np.linalg.norm(g), 1e-6))
@@ -71,36 +83,38 @@ def np_distances(queries, gallery, metric):
 
 
 def ranked(row, exclude):
-    """Gallery indices by distance, ties by index, leaving `exclude` out."""
+    """Reference indices by distance, ties by index, leaving `exclude` out."""
     return [j for _, j in sorted((d, j) for j, d in enumerate(row) if j != exclude)]
 
 
-def reference_recall(queries, labels, k, gallery, gallery_labels, metric):
-    loo = gallery is None
-    gallery, gallery_labels = (queries, labels) if loo else (gallery, gallery_labels)
-    d = np_distances(queries, gallery, metric)
+def reference_recall(queries, labels, k, references, reference_labels, metric):
+    loo = references is None
+    if loo:
+        references, reference_labels = queries, labels
+    d = np_distances(queries, references, metric)
     hits = []
     for i, row in enumerate(d):
         order = ranked(row, i if loo else -1)
-        relevant = [j for j in order if gallery_labels[j] == labels[i]]
+        relevant = [j for j in order if reference_labels[j] == labels[i]]
         if relevant:
-            hits.append(any(gallery_labels[j] == labels[i] for j in order[:k]))
+            hits.append(any(reference_labels[j] == labels[i] for j in order[:k]))
     return float(np.mean(hits))
 
 
-def reference_map(queries, labels, gallery, gallery_labels, metric):
-    loo = gallery is None
-    gallery, gallery_labels = (queries, labels) if loo else (gallery, gallery_labels)
-    d = np_distances(queries, gallery, metric)
+def reference_map(queries, labels, references, reference_labels, metric):
+    loo = references is None
+    if loo:
+        references, reference_labels = queries, labels
+    d = np_distances(queries, references, metric)
     scores = []
     for i, row in enumerate(d):
         order = ranked(row, i if loo else -1)
-        r = sum(gallery_labels[j] == labels[i] for j in order)
+        r = sum(reference_labels[j] == labels[i] for j in order)
         if r == 0:
             continue
         found, total = 0, 0.0
         for rank, j in enumerate(order[:r], start=1):
-            if gallery_labels[j] == labels[i]:
+            if reference_labels[j] == labels[i]:
                 found += 1
                 total += found / rank
         scores.append(total / r)
@@ -108,13 +122,13 @@ def reference_map(queries, labels, gallery, gallery_labels, metric):
 
 
 @st.composite
-def retrieval_sets(draw, with_gallery):
+def retrieval_sets(draw, with_references):
     n = draw(st.integers(2, 14))
     dim = draw(st.integers(1, 3))
     x = draw(hnp.arrays("int64", (n, dim), elements=st.integers(-2, 2))).astype(float)
     labels = draw(hnp.arrays("int64", n, elements=st.integers(0, 3)))
     labels[1] = labels[0]  # at least one query has something to find
-    if not with_gallery:
+    if not with_references:
         return x, labels, None, None
     m = draw(st.integers(1, 10))
     g = draw(hnp.arrays("int64", (m, dim), elements=st.integers(-2, 2))).astype(float)
@@ -123,17 +137,17 @@ def retrieval_sets(draw, with_gallery):
     return x, labels, g, g_labels
 
 
-@pytest.mark.parametrize("with_gallery", [False, True])
+@pytest.mark.parametrize("with_references", [False, True])
 @pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean", "manhattan"])
 @given(data=st.data())
-def test_retrieval_matches_brute_force_with_ties(with_gallery, metric, data):
-    # Integer grids make exact ties common; ties are broken by gallery order.
-    x, labels, g, g_labels = data.draw(retrieval_sets(with_gallery))
+def test_retrieval_matches_brute_force_with_ties(with_references, metric, data):
+    # Integer grids make exact ties common; ties are broken by reference order.
+    x, labels, g, g_labels = data.draw(retrieval_sets(with_references))
     k = data.draw(st.integers(1, 4))
-    tiny_chunks = data.draw(st.sampled_from([8, 1 << 20]))
-    got = recall_at_k(x, labels, k, g, g_labels, metric, chunk_bytes=tiny_chunks)
+    tiny_blocks = data.draw(st.sampled_from([8, 1 << 20]))
+    got = recall_at_k(x, labels, k, g, g_labels, metric, block_bytes=tiny_blocks)
     assert got == pytest.approx(reference_recall(x, labels, k, g, g_labels, metric))
-    got = map_at_r(x, labels, g, g_labels, metric, chunk_bytes=tiny_chunks)
+    got = map_at_r(x, labels, g, g_labels, metric, block_bytes=tiny_blocks)
     assert got == pytest.approx(reference_map(x, labels, g, g_labels, metric))
 
 
@@ -160,25 +174,38 @@ def test_perfect_clusters_score_one_and_map_penalises_late_hits():
     assert map_at_r(x[:1], labels[:1], x[1:], labels[1:]) == pytest.approx(0.5)
 
 
-def test_large_set_is_evaluated_in_chunks():
+def test_large_set_is_evaluated_in_blocks():
     rng = np.random.default_rng(0)
     x, labels = rng.normal(size=(3000, 8)), rng.integers(0, 50, 3000)
-    small = recall_at_k(x, labels, 5, chunk_bytes=1 << 20)
+    small = recall_at_k(x, labels, 5, block_bytes=1 << 20)
     assert small == recall_at_k(x, labels, 5)
-    assert map_at_r(x, labels, chunk_bytes=1 << 20) == pytest.approx(
+    assert map_at_r(x, labels, block_bytes=1 << 20) == pytest.approx(
         map_at_r(x, labels)
     )
 
 
-def test_metric_keyword_still_works_with_a_deprecation_warning():
-    rng = np.random.default_rng(0)
-    x, labels = rng.normal(size=(20, 3)), rng.integers(0, 3, 20)
-    with pytest.warns(DeprecationWarning, match="recall_at_k.*distance="):
-        old = recall_at_k(x, labels, 2, metric="cosine")
-    assert old == recall_at_k(x, labels, 2, distance="cosine")
-    with pytest.warns(DeprecationWarning, match="map_at_r"):
-        old = map_at_r(x, labels, metric="manhattan")
-    assert old == map_at_r(x, labels, distance="manhattan")
+@pytest.mark.parametrize("with_references", [False, True])
+@given(data=st.data())
+def test_one_number_forms_equal_the_functions_they_wrap(with_references, data):
+    # Random embeddings and pairs: each wrapper returns exactly the number
+    # its underlying function reports, so the two can never disagree.
+    x, labels, g, g_labels = data.draw(retrieval_sets(with_references))
+    x = x + data.draw(hnp.arrays("float64", x.shape, elements=st.floats(-0.4, 0.4)))
+    k = data.draw(st.integers(1, 5))
+    distance = data.draw(st.sampled_from(["euclidean", "cosine", "manhattan"]))
+    scores = retrieval_metrics(
+        x, labels, g, g_labels, distance, metrics=(f"recall_at_{k}", "map_at_r")
+    )
+    assert recall_at_k(x, labels, k, g, g_labels, distance) == scores[f"recall_at_{k}"]
+    assert map_at_r(x, labels, g, g_labels, distance) == scores["map_at_r"]
+    distances, same = data.draw(pair_sets)
+    if same.all() or not same.any():
+        return
+    calibration = calibrate_threshold(distances, same, target="accuracy")
+    assert verification_accuracy(distances, same) == (
+        calibration.accuracy,
+        calibration.threshold,
+    )
 
 
 def test_bad_inputs_raise():
@@ -195,5 +222,7 @@ def test_bad_inputs_raise():
         recall_at_k(x, labels, k=0)
     with pytest.raises(ValueError, match="distance"):
         map_at_r(x, labels, distance="chebyshev")
-    with pytest.raises(ValueError, match="gallery"):
-        map_at_r(x, labels, gallery_embeddings=x)
+    with pytest.raises(ValueError, match="`reference_labels`"):
+        map_at_r(x, labels, references=x)
+    with pytest.raises(TypeError, match="`k`"):
+        recall_at_k(x, labels, k=1.5)

@@ -29,9 +29,7 @@ def encoder_for(data):
 def test_metrics_reach_history_early_stopping_and_checkpoints(data, tmp_path):
     x, y = data
     encoder = encoder_for(data)
-    callback = RetrievalEvaluation(
-        encoder, x, y, metrics=("map_at_r", "precision_at_1")
-    )
+    callback = RetrievalEvaluation(encoder, x, y, metrics=("map_at_r", "recall_at_1"))
     stop = keras.callbacks.EarlyStopping(
         monitor="val_map_at_r", mode="max", patience=50
     )
@@ -57,11 +55,11 @@ def test_metrics_reach_history_early_stopping_and_checkpoints(data, tmp_path):
     assert best.exists()
     # The last values are those of the trained encoder.
     expected = retrieval_metrics(
-        encoder.predict(x, verbose=0), y, include=("map_at_r", "precision_at_1")
+        encoder.predict(x, verbose=0), y, metrics=("map_at_r", "recall_at_1")
     )
     assert callback.history[3] == pytest.approx(expected)
-    assert history.history["val_precision_at_1"][-1] == pytest.approx(
-        expected["precision_at_1"]
+    assert history.history["val_recall_at_1"][-1] == pytest.approx(
+        expected["recall_at_1"]
     )
 
 
@@ -72,8 +70,8 @@ def test_every_n_epochs_and_a_reference_set(data):
         encoder,
         x[:20],
         y[:20],
-        reference_x=x[20:],
-        reference_y=y[20:],
+        references=x[20:],
+        reference_labels=y[20:],
         metrics=("mean_reciprocal_rank",),
         every_n_epochs=2,
         prefix="test_",
@@ -92,7 +90,7 @@ def test_every_n_epochs_and_a_reference_set(data):
         y[:20],
         encoder.predict(x[20:], verbose=0),
         y[20:],
-        include=("mean_reciprocal_rank",),
+        metrics=("mean_reciprocal_rank",),
     )
     assert callback.history[4] == pytest.approx(expected)
 
@@ -105,8 +103,10 @@ def test_bad_arguments_raise(data):
     with pytest.raises(ValueError, match="one label per row"):
         RetrievalEvaluation(encoder, x, y[:-1])
     with pytest.raises(ValueError, match="unknown"):
-        RetrievalEvaluation(encoder, x, y, metrics=("recall_at_5",))
+        RetrievalEvaluation(encoder, x, y, metrics=("recall_at_0",))
     with pytest.raises(ValueError, match="`every_n_epochs`"):
         RetrievalEvaluation(encoder, x, y, every_n_epochs=0)
-    with pytest.raises(ValueError, match="both `reference_x` and `reference_y`"):
-        RetrievalEvaluation(encoder, x, y, reference_x=x)
+    with pytest.raises(ValueError, match="both `references` and `reference_labels`"):
+        RetrievalEvaluation(encoder, x, y, references=x)
+    with pytest.raises(ValueError, match="`reference_labels`"):
+        RetrievalEvaluation(encoder, x, y, references=x, reference_labels=y[:-1])

@@ -139,9 +139,9 @@ def test_retrieval_metrics_keeps_integer_labels_of_two_dtypes_apart():
     # (NumPy's join of int64 and uint64) would merge with it.
     reference_labels = np.array([BIG + 1, BIG - 1, 7], dtype=np.uint64)
     scores = retrieval_metrics(
-        queries, query_labels, references, reference_labels, include=["precision_at_1"]
+        queries, query_labels, references, reference_labels, metrics=["recall_at_1"]
     )
-    assert scores == {"precision_at_1": 0.5}
+    assert scores == {"recall_at_1": 0.5}
 
 
 def test_retrieval_metrics_keeps_labels_of_two_kinds_apart():
@@ -152,9 +152,9 @@ def test_retrieval_metrics_keeps_labels_of_two_kinds_apart():
         np.array([1, 2]),
         references,
         np.array([1.5, 1.0, 2.0]),
-        include=["precision_at_1"],
+        metrics=["recall_at_1"],
     )
-    assert scores == {"precision_at_1": 0.5}  # 1.5 is not 1, 1.0 is
+    assert scores == {"recall_at_1": 0.5}  # 1.5 is not 1, 1.0 is
     with pytest.raises(ValueError, match="No query has a same-class item"):
         retrieval_metrics(queries, np.array([1, 2]), references, ["1", "2", "2"])
 

@@ -12,14 +12,18 @@ from keras_siamese.retrieval.metrics import KNN_METRICS
 from tests.helpers import record_score_blocks
 
 
-def reference_metrics(queries, labels, references=None, reference_labels=None):
+def reference_metrics(
+    queries, labels, references=None, reference_labels=None, recall_ks=(1,)
+):
     """PML's definitions with a full ranking per query, Euclidean distance."""
     loo = references is None
     if loo:
         references, reference_labels = queries, labels
     queries = np.asarray(queries, dtype=np.float64)
     references = np.asarray(references, dtype=np.float64)
-    scores = {name: [] for name in KNN_METRICS}
+    names = [f"recall_at_{k}" for k in recall_ks]
+    names += ["r_precision", "map_at_r", "mean_reciprocal_rank"]
+    scores = {name: [] for name in names}
     for i, q in enumerate(queries):
         d = np.sqrt(((references - q) ** 2).sum(axis=1))
         order = [j for j in np.lexsort((np.arange(len(d)), d)) if not (loo and j == i)]
@@ -27,7 +31,8 @@ def reference_metrics(queries, labels, references=None, reference_labels=None):
         r = sum(relevant)
         if r == 0:
             continue
-        scores["precision_at_1"].append(float(relevant[0]))
+        for k in recall_ks:
+            scores[f"recall_at_{k}"].append(float(any(relevant[:k])))
         scores["r_precision"].append(sum(relevant[:r]) / r)
         found, total = 0, 0.0
         for rank, hit in enumerate(relevant[:r], start=1):
@@ -56,7 +61,7 @@ def test_hand_computed_values():
     got = retrieval_metrics(x, labels)
     assert got == pytest.approx(
         {
-            "precision_at_1": 4 / 5,
+            "recall_at_1": 4 / 5,
             "r_precision": (1 + 1 + 0.5 + 1 + 0.5) / 5,
             "map_at_r": (1 + 1 + 0.5 + 1 + 0.25) / 5,
             "mean_reciprocal_rank": (1 + 1 + 1 + 1 + 0.5) / 5,
@@ -72,7 +77,7 @@ def test_hand_computed_values():
     )
     assert got == pytest.approx(
         {
-            "precision_at_1": 0.0,
+            "recall_at_1": 0.0,
             "r_precision": 0.5,
             "map_at_r": 0.25,
             "mean_reciprocal_rank": 0.5,
@@ -88,7 +93,7 @@ def test_matches_the_brute_force_reference(block_bytes):
         expected
     )
     # Every metric comes from one engine with recall_at_k and map_at_r.
-    assert recall_at_k(x, labels, 1) == pytest.approx(expected["precision_at_1"])
+    assert recall_at_k(x, labels, 1) == pytest.approx(expected["recall_at_1"])
     assert map_at_r(x, labels) == pytest.approx(expected["map_at_r"])
     queries, query_labels = x[:50], labels[:50]
     expected = reference_metrics(queries, query_labels, x[50:], labels[50:])
@@ -105,7 +110,7 @@ def test_reciprocal_rank_beyond_the_r_nearest_is_counted():
     labels[39] = 0
     got = retrieval_metrics(x[:1], labels[:1], x[1:], labels[1:], block_bytes=256)
     assert got["mean_reciprocal_rank"] == pytest.approx(1 / 39)
-    assert got["precision_at_1"] == got["map_at_r"] == 0.0
+    assert got["recall_at_1"] == got["map_at_r"] == 0.0
 
 
 def test_lone_queries_are_left_out_and_nothing_to_find_raises():
@@ -116,14 +121,15 @@ def test_lone_queries_are_left_out_and_nothing_to_find_raises():
         retrieval_metrics(x, [0, 1, 2])
 
 
-def test_include_selects_and_orders_the_metrics():
+def test_metrics_selects_and_orders_the_metrics():
     x, labels = clustered(40, 3, 4, 0.1, seed=1)
-    got = retrieval_metrics(x, labels, include=["map_at_r", "precision_at_1"])
-    assert list(got) == ["map_at_r", "precision_at_1"]
-    with pytest.raises(ValueError, match=r"unknown.*recall"):
-        retrieval_metrics(x, labels, include=("recall",))
+    got = retrieval_metrics(x, labels, metrics=["map_at_r", "recall_at_1"])
+    assert list(got) == ["map_at_r", "recall_at_1"]
+    for name in ("recall", "recall_at_0", "recall_at_01", "recall_at_k", 5):
+        with pytest.raises(ValueError, match=r"recall_at_<k>.*unknown"):
+            retrieval_metrics(x, labels, metrics=(name,))
     with pytest.raises(TypeError, match="tuple of metric names"):
-        retrieval_metrics(x, labels, include="nmi")
+        retrieval_metrics(x, labels, metrics="nmi")
     with pytest.raises(ValueError, match="`distance`"):
         retrieval_metrics(x, labels, distance="hamming")
     with pytest.raises(ValueError, match="one label per row"):
@@ -132,15 +138,41 @@ def test_include_selects_and_orders_the_metrics():
         retrieval_metrics(np.full((3, 2), np.nan), [0, 0, 1])
     with pytest.raises(ValueError, match="embedding size 3"):
         retrieval_metrics(x, labels, x[:, :2], labels)
+    with pytest.raises(ValueError, match="both `references` and `reference_labels`"):
+        retrieval_metrics(x, labels, references=x)
+
+
+@pytest.mark.parametrize("separate_references", [False, True])
+@pytest.mark.parametrize("block_bytes", [2**12, 2**26])
+def test_recall_at_any_k_matches_the_brute_force_reference(
+    separate_references, block_bytes
+):
+    x, labels = clustered(300, 6, 12, 2.5, seed=7)
+    args = (x[:80], labels[:80], x[80:], labels[80:]) if separate_references else ()
+    args = args or (x, labels)
+    expected = reference_metrics(*args, recall_ks=(1, 2, 4, 25))
+    assert 0.0 < expected["recall_at_1"] < expected["recall_at_4"] < 1.0
+    names = ("recall_at_4", "recall_at_1", "recall_at_25", "recall_at_2")
+    got = retrieval_metrics(*args, metrics=names, block_bytes=block_bytes)
+    assert list(got) == list(names)
+    assert got == pytest.approx({name: expected[name] for name in names})
+    # Beside the ranked metrics, a k deeper than any query's R still counts
+    # the k nearest.
+    got = retrieval_metrics(
+        *args, metrics=("map_at_r", "recall_at_25"), block_bytes=block_bytes
+    )
+    assert got == pytest.approx(
+        {name: expected[name] for name in ("map_at_r", "recall_at_25")}
+    )
 
 
 def test_clustering_metrics():
     pytest.importorskip("sklearn")
     x, labels = clustered(200, 8, 5, 0.05, seed=2)
-    got = retrieval_metrics(x, labels, include=("nmi", "ami"))
+    got = retrieval_metrics(x, labels, metrics=("nmi", "ami"))
     assert got == pytest.approx({"nmi": 1.0, "ami": 1.0})
     noise = np.random.default_rng(3).normal(size=(200, 8))
-    got = retrieval_metrics(noise, labels, include=("nmi", "ami"))
+    got = retrieval_metrics(noise, labels, metrics=("nmi", "ami"))
     assert got["ami"] == pytest.approx(0.0, abs=0.05)
 
 
@@ -148,7 +180,7 @@ def test_clustering_without_scikit_learn_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     x, labels = clustered(20, 2, 2, 0.1, seed=4)
     with pytest.raises(ImportError, match=r"keras-siamese\[retrieval\]"):
-        retrieval_metrics(x, labels, include=("precision_at_1", "nmi"))
+        retrieval_metrics(x, labels, metrics=("recall_at_1", "nmi"))
     assert set(retrieval_metrics(x, labels)) == set(KNN_METRICS)  # no sklearn needed
 
 
@@ -184,7 +216,7 @@ def test_ranks_beyond_r_hold_one_block_at_a_time(monkeypatch, leave_one_out):
         x,
         labels,
         *(references or ()),
-        include=("mean_reciprocal_rank",),
+        metrics=("mean_reciprocal_rank",),
         block_bytes=2**14,
     )
     assert ranked and ranked[0] > 0
@@ -237,8 +269,8 @@ def test_equals_pytorch_metric_learning(distance, separate_references):
     got = retrieval_metrics(
         *args,
         distance=distance,
-        include=(
-            "precision_at_1",
+        metrics=(
+            "recall_at_1",
             "r_precision",
             "map_at_r",
             "mean_reciprocal_rank",
@@ -246,7 +278,7 @@ def test_equals_pytorch_metric_learning(distance, separate_references):
             "ami",
         ),
     )
-    assert got["precision_at_1"] == pytest.approx(expected["precision_at_1"])
+    assert got["recall_at_1"] == pytest.approx(expected["precision_at_1"])
     assert got["r_precision"] == pytest.approx(expected["r_precision"])
     assert got["map_at_r"] == pytest.approx(expected["mean_average_precision_at_r"])
     assert got["mean_reciprocal_rank"] == pytest.approx(

@@ -148,13 +148,13 @@ def test_index_and_verifier_embed_with_the_trunk(tmp_path):
 def test_retrieval_evaluation_scores_the_trunk():
     model = _model()
     x, y = _data()
-    callback = RetrievalEvaluation(model, x, y, metrics=("precision_at_1", "map_at_r"))
+    callback = RetrievalEvaluation(model, x, y, metrics=("recall_at_1", "map_at_r"))
     expected = retrieval_metrics(
-        model.trunk.predict(x, verbose=0), y, include=("precision_at_1", "map_at_r")
+        model.trunk.predict(x, verbose=0), y, metrics=("recall_at_1", "map_at_r")
     )
     assert callback.evaluate() == pytest.approx(expected)
     head_scores = retrieval_metrics(
-        model.predict(x, verbose=0), y, include=("precision_at_1", "map_at_r")
+        model.predict(x, verbose=0), y, metrics=("recall_at_1", "map_at_r")
     )
     # The data make the two differ, so the comparison above can fail.
     assert head_scores != pytest.approx(expected)

@@ -96,25 +96,25 @@ class EmbeddingPlot(keras.callbacks.Callback):
     """Saves a 2-D PCA scatter plot of embeddings, coloured by class, as training runs.
 
     At the end of every `every_n_epochs`-th epoch the callback embeds a fixed
-    labelled sample with `embedding_model`, projects the embeddings to two
+    labelled sample with `encoder`, projects the embeddings to two
     dimensions with PCA (NumPy only) and writes
     `{output_dir}/{prefix}_epoch_{NNN}.png`. With `final_grid=True` it also
     writes `{output_dir}/{prefix}_grid.png` at the end of training, one panel
     per plotted epoch, to see the classes separate over time.
 
-    The embedding model is usually the shared encoder inside the Siamese model
-    being trained (the layer given to `SiameseWrapper`), so its weights are
+    The encoder is usually the shared one inside the Siamese model being
+    trained (the layer given to `SiameseWrapper`), so its weights are
     the ones being learned. matplotlib is only imported when the callback is
     created and figures are rendered with the Agg backend, so it works without
     a display and leaves any interactive matplotlib setup alone. A
     `TrunkHead` is plotted by its trunk's features, the ones retrieval uses.
 
     Args:
-        embedding_model: the model mapping one input to one embedding; it must
-            have a `predict` method (a `keras.Model` or `keras.Sequential`).
+        encoder: the model mapping one input to one embedding; it must have a
+            `predict` method (a `keras.Model` or `keras.Sequential`).
         x: inputs of the fixed sample: an array `(n, ...)`, or a structure of
             arrays for a multi-input encoder.
-        y: integer class labels, shape `(n,)`, used for the colours.
+        labels: class labels, shape `(n,)`, used for the colours.
         every_n_epochs: plot after epochs `N, 2N, ...` (1-based).
         output_dir: directory for the PNG files, created if needed.
         final_grid: also write a grid of all plotted epochs when training ends.
@@ -133,9 +133,9 @@ class EmbeddingPlot(keras.callbacks.Callback):
 
     Raises:
         ImportError: at construction if matplotlib is not installed.
-        TypeError: if `embedding_model` has no `predict` method, or an integer
+        TypeError: if `encoder` has no `predict` method, or an integer
             argument is not an int.
-        ValueError: if `y` is not one label per sample of `x`, or an integer
+        ValueError: if `labels` is not one label per sample of `x`, or an integer
             argument is smaller than 1.
 
     Examples:
@@ -153,9 +153,9 @@ class EmbeddingPlot(keras.callbacks.Callback):
 
     def __init__(
         self,
-        embedding_model: keras.Model,
+        encoder: keras.Model,
         x: Any,
-        y: Any,
+        labels: Any,
         every_n_epochs: int = 1,
         output_dir: str | os.PathLike = "embedding_plots",
         final_grid: bool = False,
@@ -167,21 +167,22 @@ class EmbeddingPlot(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self._figure_class = _import_figure()
-        if not callable(getattr(embedding_model, "predict", None)):
+        if not callable(getattr(encoder, "predict", None)):
             raise TypeError(
-                "`embedding_model` must be a Keras model with a `predict` method; "
-                f"got {type(embedding_model).__name__}."
+                "`encoder` must be a Keras model with a `predict` method; "
+                f"got {type(encoder).__name__}."
             )
-        labels = np.asarray(y)
+        given = labels
+        labels = np.asarray(labels)
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         n = _num_samples(x)
         if labels.ndim != 1 or labels.shape[0] != n:
             raise ValueError(
-                f"`y` must hold one label per sample of `x` ({n}); got shape "
-                f"{np.shape(y)}."
+                f"`labels` must hold one label per sample of `x` ({n}); got shape "
+                f"{np.shape(given)}."
             )
-        self.embedding_model = embedding_model
+        self.encoder = encoder
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.output_dir = os.fspath(output_dir)
         self.final_grid = bool(final_grid)
@@ -198,7 +199,7 @@ class EmbeddingPlot(keras.callbacks.Callback):
             rng = np.random.default_rng(seed)
             indices = np.sort(rng.choice(n, size=self.max_points, replace=False))
         self.x = keras.tree.map_structure(lambda a: np.asarray(a)[indices], x)
-        self.y = labels[indices]
+        self.labels = labels[indices]
         self.projections: dict[int, np.ndarray] = {}
         self.explained_variance: dict[int, np.ndarray] = {}
         self.paths: list[str] = []
@@ -209,18 +210,18 @@ class EmbeddingPlot(keras.callbacks.Callback):
         Returns:
             `(projection, explained_variance_ratio)` as from `pca_project`.
         """
-        embeddings = trunk_of(self.embedding_model).predict(
+        embeddings = trunk_of(self.encoder).predict(
             self.x, batch_size=self.batch_size, verbose=0
         )
         embeddings = keras.ops.convert_to_numpy(keras.tree.flatten(embeddings)[0])
         return pca_project(embeddings, n_components=2)
 
     def _draw(self, axes: Any, projection: np.ndarray, title: str) -> None:
-        classes = np.unique(self.y)
+        classes = np.unique(self.labels)
         palette = "tab10" if len(classes) <= 10 else "tab20"
         colours = _class_colours(palette, len(classes))
         for colour, label in zip(colours, classes):
-            mask = self.y == label
+            mask = self.labels == label
             axes.scatter(
                 projection[mask, 0],
                 projection[mask, 1],

@@ -12,7 +12,7 @@ from keras_siamese import distances
 from keras_siamese._checks import check_labels, check_positive_int
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
 from keras_siamese.retrieval.index import encode
-from keras_siamese.retrieval.metrics import _check_include, retrieval_metrics
+from keras_siamese.retrieval.metrics import check_metrics, retrieval_metrics
 
 
 def _count(x: Any) -> int:
@@ -28,9 +28,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     """Writes retrieval metrics of a validation set into the epoch's logs.
 
     At the end of every `every_n_epochs`-th epoch the callback encodes `x`
-    with `embedding_model`, computes `retrieval_metrics` (the queries against
-    each other, leave-one-out, or against an encoded reference set) and adds
-    each metric to the logs as `prefix + name`, e.g. `val_precision_at_1` and
+    with `encoder`, computes `retrieval_metrics` (the queries against each
+    other, leave-one-out, or against the encoded `references`) and adds each
+    metric to the logs as `prefix + name`, e.g. `val_recall_at_1` and
     `val_map_at_r`. Later callbacks see them, so
     `EarlyStopping(monitor="val_map_at_r", mode="max")` and
     `ModelCheckpoint(monitor="val_map_at_r", mode="max")` work; put this
@@ -41,14 +41,15 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     and `Verifier` search them.
 
     Args:
-        embedding_model: the model mapping one input to one embedding (the
-            encoder being trained, e.g. the layer inside `SiameseWrapper`).
+        encoder: the model mapping one input to one embedding (the encoder
+            being trained, e.g. the layer inside `SiameseWrapper`).
         x: validation inputs: an array, or a structure of arrays.
-        y: their class labels, `(n,)`.
-        reference_x: optional reference inputs to search instead of `x`
-            itself.
-        reference_y: their labels.
-        metrics: names from `keras_siamese.retrieval.METRICS`.
+        labels: their class labels, `(n,)`.
+        references: optional reference inputs, encoded like `x`, to search
+            instead of `x` itself.
+        reference_labels: their labels; given exactly when `references` is.
+        metrics: names from `keras_siamese.retrieval.METRICS`, or
+            `recall_at_<k>`.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms search needs.
         every_n_epochs: evaluate after epochs `N, 2N, ...` (1-based).
@@ -60,9 +61,10 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         history: `{epoch: {name: value}}` of every evaluated epoch (1-based).
 
     Raises:
-        TypeError: if `embedding_model` has no `predict` method.
-        ValueError: for labels of the wrong length, an unknown metric or
-            distance, or `every_n_epochs < 1`.
+        TypeError: if `encoder` has no `predict` method.
+        ValueError: for labels of the wrong length, only one of `references`
+            and `reference_labels`, an unknown metric or distance, or
+            `every_n_epochs < 1`.
 
     Examples:
         >>> import keras, numpy as np
@@ -75,17 +77,17 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         >>> callback = RetrievalEvaluation(encoder, x, y)
         >>> history = encoder.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
         >>> sorted(name for name in history.history if name.startswith("val_"))
-        ['val_map_at_r', 'val_precision_at_1']
+        ['val_map_at_r', 'val_recall_at_1']
     """
 
     def __init__(
         self,
-        embedding_model: keras.Model,
+        encoder: keras.Model,
         x: Any,
-        y: Any,
-        reference_x: Any | None = None,
-        reference_y: Any | None = None,
-        metrics: Sequence[str] = ("precision_at_1", "map_at_r"),
+        labels: Any,
+        references: Any | None = None,
+        reference_labels: Any | None = None,
+        metrics: Sequence[str] = ("recall_at_1", "map_at_r"),
         distance: str | distances.Distance = "euclidean",
         every_n_epochs: int = 1,
         batch_size: int = 256,
@@ -93,23 +95,25 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         block_bytes: int = DEFAULT_BLOCK_BYTES,
     ) -> None:
         super().__init__()
-        if not callable(getattr(embedding_model, "predict", None)):
+        if not callable(getattr(encoder, "predict", None)):
             raise TypeError(
-                "`embedding_model` must be a Keras model with a `predict` method; "
-                f"got {type(embedding_model).__name__}."
+                "`encoder` must be a Keras model with a `predict` method; "
+                f"got {type(encoder).__name__}."
             )
-        if (reference_x is None) != (reference_y is None):
-            raise ValueError("Give both `reference_x` and `reference_y`, or neither.")
-        self.embedding_model = embedding_model
+        if (references is None) != (reference_labels is None):
+            raise ValueError(
+                "Give both `references` and `reference_labels`, or neither."
+            )
+        self.encoder = encoder
         self.x = x
-        self.y = check_labels(y, _count(x), "y")
-        self.reference_x = reference_x
-        self.reference_y = (
+        self.labels = check_labels(labels, _count(x), "labels")
+        self.references = references
+        self.reference_labels = (
             None
-            if reference_y is None
-            else check_labels(reference_y, _count(reference_x), "reference_y")
+            if reference_labels is None
+            else check_labels(reference_labels, _count(references), "reference_labels")
         )
-        self.metrics = _check_include(metrics)
+        self.metrics = check_metrics(metrics)
         self._measure = distances.get(
             distance, needs=("search",), user="RetrievalEvaluation"
         )
@@ -122,19 +126,19 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def evaluate(self) -> dict[str, float]:
         """Encode the validation set with the current weights and score it."""
-        queries = encode(self.embedding_model, self.x, self.batch_size, verbose=0)
+        embeddings = encode(self.encoder, self.x, self.batch_size, verbose=0)
         references = None
-        if self.reference_x is not None:
+        if self.references is not None:
             references = encode(
-                self.embedding_model, self.reference_x, self.batch_size, verbose=0
+                self.encoder, self.references, self.batch_size, verbose=0
             )
         return retrieval_metrics(
-            queries,
-            self.y,
+            embeddings,
+            self.labels,
             references,
-            self.reference_y,
+            self.reference_labels,
             distance=self._measure,
-            include=self.metrics,
+            metrics=self.metrics,
             block_bytes=self.block_bytes,
         )
 

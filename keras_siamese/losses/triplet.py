@@ -86,7 +86,7 @@ class TripletLoss(keras.losses.Loss):
     """Triplet loss of explicit triplets, averaged over the batch.
 
     `y_pred` is `(batch, 3, dim)` (anchor, positive, negative), the output of
-    `SiameseWrapper(embedding_model, merge="stack")` on three inputs; `y_true`
+    `SiameseWrapper(encoder, merge="stack")` on three inputs; `y_true`
     is ignored, so fit with dummy targets such as `np.zeros(batch)`. A batch
     of no triplets has loss 0 (an empty vector with `reduction=None`).
     With `dtype="float64"`, Keras 3 computes the mean of the

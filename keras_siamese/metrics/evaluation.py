@@ -3,12 +3,12 @@
 Verification (pairs): `verification_accuracy` picks the best distance
 threshold and `roc_auc` scores the ranking of pair distances. Retrieval
 (embeddings with class labels): `recall_at_k` and `map_at_r`, either
-leave-one-out within one set or queries against a separate gallery.
+leave-one-out within one set or queries against separate references.
 
-Smaller distance always means "more similar". The retrieval metrics share
-their engine with `keras_siamese.retrieval.retrieval_metrics`: exact nearest
-neighbours computed on the Keras backend in blocks of about `chunk_bytes`, so
-a 10,000 x 10,000 evaluation never holds the full matrix.
+Smaller distance always means "more similar". These are one-number forms of
+`keras_siamese.calibrate_threshold` and `keras_siamese.retrieval_metrics`,
+which they call: one definition of each number, whichever function reports
+it.
 """
 
 from __future__ import annotations
@@ -17,115 +17,110 @@ from typing import Any
 
 import numpy as np
 
-from keras_siamese._checks import (
-    check_pair_distances,
-    check_positive_int,
-    renamed_argument,
-)
+from keras_siamese._checks import check_pair_distances, check_positive_int
 from keras_siamese.distances import Distance
-from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES as _CHUNK_BYTES
-from keras_siamese.retrieval.calibration import best_accuracy_cut
-from keras_siamese.retrieval.metrics import RetrievalSet, average_precision_at_r
-
-_NAMES = ("embeddings", "labels", "gallery_embeddings", "gallery_labels")
+from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
+from keras_siamese.retrieval.calibration import calibrate_threshold
+from keras_siamese.retrieval.metrics import retrieval_metrics
 
 
-def verification_accuracy(
-    distances: np.ndarray, labels: np.ndarray
-) -> tuple[float, float]:
-    """Best accuracy of "similar iff distance < threshold", and that threshold.
+def verification_accuracy(distances: Any, same: Any) -> tuple[float, float]:
+    """Best accuracy of "same iff distance < threshold", and that threshold.
 
-    Every distinct split of the sorted distances is tried (`O(n log n)`); the
-    returned threshold is the midpoint between the two distances it
-    separates, so `PairAccuracy(threshold)` reproduces the accuracy. This is
-    `keras_siamese.calibrate_threshold(target="accuracy")`, which also reports
-    precision and error rates and can aim for a precision or false-accept
-    rate instead.
+    The accuracy and threshold of
+    `keras_siamese.calibrate_threshold(distances, same, target="accuracy")`,
+    which also reports precision and error rates and can aim for a precision
+    or false-accept rate instead. Every distinct split of the sorted
+    distances is tried (`O(n log n)`); the threshold is the midpoint between
+    the two distances it separates, so `PairAccuracy(threshold)` reproduces
+    the accuracy.
 
     Args:
         distances: one distance per pair, any shape with `n` elements.
-        labels: 1 for similar pairs, 0 for dissimilar, `n` elements.
+        same: `n` booleans (or 0/1), true for pairs of one class.
 
     Returns:
         `(accuracy, threshold)`; on equal accuracies, the smallest threshold.
 
     Raises:
-        ValueError: for empty, non-finite or mismatched inputs, or labels
-            other than 0 and 1 (class ids, NaN).
-        TypeError: for labels that are not booleans or numbers.
+        ValueError: for empty, non-finite or mismatched inputs, `same`
+            values other than 0 and 1 (class ids, NaN), or pairs all of one
+            kind (any threshold beyond them would be "best").
+        TypeError: for `same` values that are not booleans or numbers.
 
     Examples:
         >>> verification_accuracy([0.1, 0.4, 0.6, 0.9], [1, 1, 0, 0])
         (1.0, 0.5)
     """
-    distances, similar = check_pair_distances(distances, labels)
-    return best_accuracy_cut(distances, similar)
+    calibration = calibrate_threshold(distances, same, target="accuracy")
+    return calibration.accuracy, calibration.threshold
 
 
-def roc_auc(distances: np.ndarray, labels: np.ndarray) -> float:
+def roc_auc(distances: Any, same: Any) -> float:
     """Area under the ROC curve of pair distances (smaller = more similar).
 
-    The probability that a random similar pair is nearer than a random
-    dissimilar pair, ties counting one half (the Mann-Whitney statistic with
+    The probability that a random same pair is nearer than a random
+    different pair, ties counting one half (the Mann-Whitney statistic with
     mid-ranks), so tied distances are neither rewarded nor punished.
 
     Args:
         distances: one distance per pair.
-        labels: 1 for similar pairs, 0 for dissimilar.
+        same: booleans (or 0/1), true for pairs of one class.
 
     Returns:
         The AUC in `[0, 1]`.
 
     Raises:
         ValueError: if only one kind of pair is present, or for empty,
-            non-finite or mismatched inputs, or labels other than 0 and 1.
-        TypeError: for labels that are not booleans or numbers.
+            non-finite or mismatched inputs, or `same` values other than 0
+            and 1.
+        TypeError: for `same` values that are not booleans or numbers.
 
     Examples:
         >>> roc_auc([0.1, 0.5, 0.5, 0.9], [1, 1, 0, 0])
         0.875
     """
-    distances, similar = check_pair_distances(distances, labels)
-    n_similar = int(similar.sum())
-    n_dissimilar = similar.size - n_similar
-    if n_similar == 0 or n_dissimilar == 0:
-        raise ValueError("`labels` must contain both similar (1) and dissimilar (0).")
+    distances, same = check_pair_distances(distances, same, "same")
+    n_same = int(same.sum())
+    n_different = same.size - n_same
+    if n_same == 0 or n_different == 0:
+        raise ValueError("`same` must contain both same (1) and different (0) pairs.")
     _, inverse, counts = np.unique(distances, return_inverse=True, return_counts=True)
     first_rank = np.concatenate([[0], np.cumsum(counts)[:-1]]) + 1
     mid_ranks = (first_rank + (counts - 1) / 2.0)[inverse]
-    # Ranked by increasing distance, a dissimilar pair's rank counts the
-    # similar pairs before it.
-    u = mid_ranks[~similar].sum() - n_dissimilar * (n_dissimilar + 1) / 2.0
-    return float(u / (n_similar * n_dissimilar))
+    # Ranked by increasing distance, a different pair's rank counts the
+    # same pairs before it.
+    u = mid_ranks[~same].sum() - n_different * (n_different + 1) / 2.0
+    return float(u / (n_same * n_different))
 
 
 def recall_at_k(
     embeddings: Any,
     labels: Any,
     k: int = 1,
-    gallery_embeddings: Any | None = None,
-    gallery_labels: Any | None = None,
+    references: Any | None = None,
+    reference_labels: Any | None = None,
     distance: str | Distance = "euclidean",
-    chunk_bytes: int = _CHUNK_BYTES,
     *,
-    metric: str | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> float:
     """Fraction of queries with a same-class item among their `k` nearest.
 
-    Without a gallery, every embedding is a query against all the others
-    (leave-one-out). Queries with no same-class item to find are left out of
-    the mean. Ties at the `k`-th distance are broken by gallery order.
+    The `recall_at_<k>` of `keras_siamese.retrieval_metrics`, which it calls.
+    Every embedding is a query; without references, against all the other
+    embeddings (leave-one-out). Queries with no same-class item to find are
+    left out of the mean. Ties at the `k`-th distance are broken by reference
+    order.
 
     Args:
         embeddings: queries, `(n, dim)`.
         labels: their class labels, `(n,)`.
         k: how many neighbours to look at, `>= 1`.
-        gallery_embeddings: optional gallery `(m, dim)` to search instead.
-        gallery_labels: its labels `(m,)`.
+        references: optional `(m, dim)` embeddings to search instead.
+        reference_labels: their labels `(m,)`.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms search needs.
-        chunk_bytes: memory for one block of query rows' distances.
-        metric: deprecated name of `distance` (0.1.0).
+        block_bytes: memory budget of one block of scores on the device.
 
     Returns:
         Recall@k in `[0, 1]`.
@@ -141,52 +136,43 @@ def recall_at_k(
         >>> recall_at_k(x, np.array([0, 0, 1, 1, 1]), k=1)
         0.6
     """
-    k = check_positive_int(k, "k")
-    distance = renamed_argument(
-        distance, metric, "distance", "metric", "euclidean", "recall_at_k"
-    )
-    problem = RetrievalSet.build(
+    name = f"recall_at_{check_positive_int(k, 'k')}"
+    return retrieval_metrics(
         embeddings,
         labels,
-        gallery_embeddings,
-        gallery_labels,
+        references,
+        reference_labels,
         distance,
-        chunk_bytes,
-        _NAMES,
-    )
-    answerable = problem.require_relevant()
-    hits = 0
-    for rows, found in problem.hits(k):
-        hits += int(found[answerable[rows]].any(axis=1).sum())
-    return hits / int(answerable.sum())
+        metrics=(name,),
+        block_bytes=block_bytes,
+    )[name]
 
 
 def map_at_r(
     embeddings: Any,
     labels: Any,
-    gallery_embeddings: Any | None = None,
-    gallery_labels: Any | None = None,
+    references: Any | None = None,
+    reference_labels: Any | None = None,
     distance: str | Distance = "euclidean",
-    chunk_bytes: int = _CHUNK_BYTES,
     *,
-    metric: str | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> float:
     """Mean average precision at R (Musgrave et al., 2020).
 
-    For a query with `R` same-class items in the gallery, look at its `R`
-    nearest: `AP@R = (1 / R) * sum_i P@i * [item i is relevant]`. Queries with
-    `R = 0` are left out; ties are broken by gallery order. Leave-one-out
-    without a gallery, as in `recall_at_k`.
+    The `map_at_r` of `keras_siamese.retrieval_metrics`, which it calls. For
+    a query with `R` same-class references, look at its `R` nearest:
+    `AP@R = (1 / R) * sum_i P@i * [item i is relevant]`. Queries with `R = 0`
+    are left out; ties are broken by reference order. Leave-one-out without
+    references, as in `recall_at_k`.
 
     Args:
         embeddings: queries, `(n, dim)`.
         labels: their class labels, `(n,)`.
-        gallery_embeddings: optional gallery `(m, dim)`.
-        gallery_labels: its labels `(m,)`.
+        references: optional `(m, dim)` embeddings to search instead.
+        reference_labels: their labels `(m,)`.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms search needs.
-        chunk_bytes: memory for one block of query rows' distances.
-        metric: deprecated name of `distance` (0.1.0).
+        block_bytes: memory budget of one block of scores on the device.
 
     Returns:
         MAP@R in `[0, 1]`.
@@ -201,23 +187,12 @@ def map_at_r(
         >>> map_at_r(x, np.array([0, 0, 1, 1]))
         1.0
     """
-    distance = renamed_argument(
-        distance, metric, "distance", "metric", "euclidean", "map_at_r"
-    )
-    problem = RetrievalSet.build(
+    return retrieval_metrics(
         embeddings,
         labels,
-        gallery_embeddings,
-        gallery_labels,
+        references,
+        reference_labels,
         distance,
-        chunk_bytes,
-        _NAMES,
-    )
-    answerable = problem.require_relevant()
-    total = 0.0
-    for rows, found in problem.hits("relevant"):
-        keep = answerable[rows]
-        total += float(
-            average_precision_at_r(found[keep], problem.relevant[rows][keep]).sum()
-        )
-    return total / int(answerable.sum())
+        metrics=("map_at_r",),
+        block_bytes=block_bytes,
+    )["map_at_r"]

@@ -9,7 +9,7 @@
 - `Verifier`: an encoder with a threshold and a gallery, for verification
   and open-set identification, saved and loaded as one directory.
 - `one_shot_accuracy`: the N-way K-shot protocol of Koch et al. (2015).
-- `retrieval_metrics`: precision@1, R-precision, MAP@R, MRR, NMI and AMI as
+- `retrieval_metrics`: recall@k, R-precision, MAP@R, MRR, NMI and AMI as
   pytorch-metric-learning defines them, in bounded memory.
 """
 

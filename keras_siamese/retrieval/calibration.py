@@ -122,14 +122,6 @@ class _Cuts:
         )
 
 
-def best_accuracy_cut(distances: Any, same: Any) -> tuple[float, float]:
-    """`(accuracy, threshold)` of the most accurate cut, the smallest on ties."""
-    cuts = _Cuts.of(distances, same)
-    correct = cuts.correct()
-    best = int(np.argmax(correct))
-    return float(correct[best] / (cuts.same + cuts.different)), cuts.threshold(best)
-
-
 def calibrate_threshold(
     distances: Any,
     same: Any,
