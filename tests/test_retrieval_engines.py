@@ -58,11 +58,11 @@ class Shuffled(engines.Engine):
     def add(self, embeddings):
         self.added += len(embeddings)
 
-    def candidates(self, queries, k, gallery):
+    def candidates(self, queries, k, references):
         rng = np.random.default_rng(self.seed)
-        rows = np.arange(len(gallery))
+        rows = np.arange(len(references))
         found = np.stack([rng.permutation(rows) for _ in queries])
-        junk = np.tile([-1, len(gallery), len(gallery) + 7], (len(queries), 1))
+        junk = np.tile([-1, len(references), len(references) + 7], (len(queries), 1))
         return np.concatenate([found, found[:, :2], junk], axis=1)
 
     def get_config(self):
@@ -77,7 +77,7 @@ class Nothing(engines.Engine):
     def add(self, embeddings):
         pass
 
-    def candidates(self, queries, k, gallery):
+    def candidates(self, queries, k, references):
         return np.full((len(queries), 2), -1)
 
 
@@ -280,11 +280,11 @@ def test_bad_engines_raise_clear_errors():
 
 def test_an_engine_returning_malformed_candidates_is_named():
     class Flat(Nothing):
-        def candidates(self, queries, k, gallery):
+        def candidates(self, queries, k, references):
             return np.zeros(len(queries), dtype=np.int64)
 
     class Floats(Nothing):
-        def candidates(self, queries, k, gallery):
+        def candidates(self, queries, k, references):
             return np.zeros((len(queries), 2))
 
     for engine, error, message in [

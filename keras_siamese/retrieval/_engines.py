@@ -96,8 +96,9 @@ class Engine:
         ...     def add(self, embeddings):
         ...         pass  # `candidates` reads the gallery it is given
         ...
-        ...     def candidates(self, queries, k, gallery):
-        ...         return np.broadcast_to(np.arange(len(gallery)), (len(queries), len(gallery)))
+        ...     def candidates(self, queries, k, references):
+        ...         every = np.arange(len(references))
+        ...         return np.broadcast_to(every, (len(queries), len(references)))
         >>> index = EmbeddingIndex(engine=EveryRow())
         >>> index.add(np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]]))
         >>> index.search(np.array([[0.9, 0.1]]), k=2)[1].tolist()
@@ -134,13 +135,13 @@ class Engine:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `add`.")
 
-    def candidates(self, queries: np.ndarray, k: int, gallery: np.ndarray) -> Any:
-        """Candidate gallery rows for each query.
+    def candidates(self, queries: np.ndarray, k: int, references: np.ndarray) -> Any:
+        """Candidate rows of the reference set for each query.
 
         Args:
             queries: float32 `(n, dim)`.
-            k: neighbours wanted per query (`1 <= k <= len(gallery)`).
-            gallery: float32 `(m, dim)`, the gallery as of this search: the
+            k: neighbours wanted per query (`1 <= k <= len(references)`).
+            references: float32 `(m, dim)`, the index's rows as of this search: the
                 first `m` rows given to `add` (it may have been given more
                 since, which this search ignores).
 
@@ -240,8 +241,9 @@ def register(engine: type[Engine], *, override: bool = False) -> type[Engine]:
         ...     def add(self, embeddings):
         ...         pass
         ...
-        ...     def candidates(self, queries, k, gallery):
-        ...         return np.broadcast_to(np.arange(len(gallery)), (len(queries), len(gallery)))
+        ...     def candidates(self, queries, k, references):
+        ...         every = np.arange(len(references))
+        ...         return np.broadcast_to(every, (len(queries), len(references)))
         >>> type(get("brute-example")).__name__
         'Brute'
     """

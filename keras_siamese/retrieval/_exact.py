@@ -45,13 +45,13 @@ class ExactEngine(BuiltinEngine):
         return cached[2]
 
     def candidates(
-        self, queries: np.ndarray, k: int, gallery: np.ndarray
+        self, queries: np.ndarray, k: int, references: np.ndarray
     ) -> np.ndarray:
         """The exact `k` nearest rows of each query, nearest first."""
-        k = min(k, len(gallery))
+        k = min(k, len(references))
         indices = np.empty((len(queries), k), dtype=np.int64)
         for rows, _, block_indices in _search.search_blocks(
-            self._prepared(gallery), queries, k
+            self._prepared(references), queries, k
         ):
             indices[rows] = block_indices
         return indices

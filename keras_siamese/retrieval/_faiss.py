@@ -85,7 +85,7 @@ class FaissEngine(BuiltinEngine):
         return indices
 
     def candidates(
-        self, queries: np.ndarray, k: int, gallery: np.ndarray
+        self, queries: np.ndarray, k: int, references: np.ndarray
     ) -> np.ndarray:
         """`over_fetch(k)` rows per query, -1 where faiss found fewer."""
         with self._lock:
