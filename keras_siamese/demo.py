@@ -667,6 +667,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             final_grid=True,
             max_points=2000,
             seed=args.seed,
+            unseen_classes=unseen,
         )
         callbacks.append(plot)
     except ImportError as error:

@@ -194,6 +194,7 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
         ({"max_points": 0}, ValueError, "max_points"),
         ({"labels": np.zeros(3)}, ValueError, "`labels`"),
         ({"encoder": "encoder"}, TypeError, "`encoder`"),
+        ({"unseen_classes": [3, 7]}, ValueError, r"`unseen_classes` \[7\]"),
     ],
 )
 def test_rejects_bad_arguments(tmp_path, kwargs, error, match):
@@ -202,3 +203,23 @@ def test_rejects_bad_arguments(tmp_path, kwargs, error, match):
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         EmbeddingPlot(**arguments)
+
+
+def test_unseen_classes_are_crosses_marked_in_the_legend(tmp_path):
+    from matplotlib.figure import Figure
+
+    x, y = labelled_sample()
+    plot = EmbeddingPlot(encoder(), x, y, output_dir=tmp_path, unseen_classes=[2, 3])
+    axes = Figure().add_subplot(1, 1, 1)
+    plot._draw(axes, plot.project()[0], "title")
+    _, legend = axes.get_legend_handles_labels()
+    assert legend == ["0", "1", "2 (unseen)", "3 (unseen)"]
+    markers = [collection.get_paths()[0] for collection in axes.collections]
+    # A cross and a disc are drawn from different paths.
+    assert markers[2].vertices.shape == markers[3].vertices.shape
+    assert markers[0].vertices.shape != markers[2].vertices.shape
+    assert is_png(plot.save_plot())
+    plain = EmbeddingPlot(encoder(), x, y, output_dir=tmp_path)
+    axes = Figure().add_subplot(1, 1, 1)
+    plain._draw(axes, plain.project()[0], "title")
+    assert axes.get_legend_handles_labels()[1] == ["0", "1", "2", "3"]

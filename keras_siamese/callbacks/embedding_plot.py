@@ -124,6 +124,10 @@ class EmbeddingPlot(keras.callbacks.Callback):
         seed: seed of the subset drawn when `max_points` is given.
         batch_size: batch size used to compute the embeddings.
         dpi: resolution of the PNG files.
+        unseen_classes: labels of classes kept out of training, if the sample
+            holds some: they are drawn as crosses and marked "(unseen)" in
+            the legend, to see whether the encoder separates classes it
+            never saw.
 
     Attributes:
         projections: `{epoch: (n, 2) array}` of every plotted epoch (1-based).
@@ -135,8 +139,8 @@ class EmbeddingPlot(keras.callbacks.Callback):
         ImportError: at construction if matplotlib is not installed.
         TypeError: if `encoder` has no `predict` method, or an integer
             argument is not an int.
-        ValueError: if `labels` is not one label per sample of `x`, or an integer
-            argument is smaller than 1.
+        ValueError: if `labels` is not one label per sample of `x`, an integer
+            argument is smaller than 1, or an unseen class has no sample.
 
     Examples:
         >>> import os, tempfile
@@ -164,6 +168,7 @@ class EmbeddingPlot(keras.callbacks.Callback):
         seed: int = 0,
         batch_size: int = 256,
         dpi: int = 100,
+        unseen_classes: Any = None,
     ) -> None:
         super().__init__()
         self._figure_class = _import_figure()
@@ -193,6 +198,14 @@ class EmbeddingPlot(keras.callbacks.Callback):
         self.seed = seed
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.dpi = check_positive_int(dpi, "dpi")
+        unseen = np.unique(np.asarray([] if unseen_classes is None else unseen_classes))
+        missing = unseen[~np.isin(unseen, labels)]
+        if missing.size:
+            raise ValueError(
+                f"`unseen_classes` {missing.tolist()} have no sample in `labels` "
+                f"(its classes are {np.unique(labels).tolist()})."
+            )
+        self.unseen_classes = unseen
 
         indices = np.arange(n)
         if self.max_points is not None and self.max_points < n:
@@ -222,12 +235,14 @@ class EmbeddingPlot(keras.callbacks.Callback):
         colours = _class_colours(palette, len(classes))
         for colour, label in zip(colours, classes):
             mask = self.labels == label
+            unseen = bool(np.isin(label, self.unseen_classes))
             axes.scatter(
                 projection[mask, 0],
                 projection[mask, 1],
-                s=8,
+                s=14 if unseen else 8,
                 color=colour,
-                label=str(label),
+                marker="x" if unseen else "o",
+                label=f"{label} (unseen)" if unseen else str(label),
                 alpha=0.8,
             )
         axes.set_title(title, fontsize=9)
