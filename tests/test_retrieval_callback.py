@@ -106,6 +106,8 @@ def test_bad_arguments_raise(data):
         RetrievalEvaluation(encoder, x, y, metrics=("recall_at_0",))
     with pytest.raises(ValueError, match="`every_n_epochs`"):
         RetrievalEvaluation(encoder, x, y, every_n_epochs=0)
+    with pytest.raises(ValueError, match="`block_bytes` must be at most"):
+        RetrievalEvaluation(encoder, x, y, block_bytes=2**31)
     with pytest.raises(ValueError, match="both `references` and `reference_labels`"):
         RetrievalEvaluation(encoder, x, y, references=x)
     with pytest.raises(ValueError, match="`reference_labels`"):

@@ -140,6 +140,11 @@ def test_metrics_selects_and_orders_the_metrics():
         retrieval_metrics(x, labels, x[:, :2], labels)
     with pytest.raises(ValueError, match="both `references` and `reference_labels`"):
         retrieval_metrics(x, labels, references=x)
+    # A block budget past 1 GiB is refused at once, never allocated.
+    with pytest.raises(ValueError, match="`block_bytes` must be at most"):
+        retrieval_metrics(x, labels, block_bytes=2**40)
+    with pytest.raises(ValueError, match="`block_bytes`"):
+        retrieval_metrics(x, labels, block_bytes=0)
 
 
 @pytest.mark.parametrize("separate_references", [False, True])

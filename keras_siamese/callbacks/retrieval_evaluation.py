@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_siamese import distances
 from keras_siamese._checks import check_labels, check_positive_int
+from keras_siamese.retrieval._engines import check_engine_setting
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
 from keras_siamese.retrieval.index import encode
 from keras_siamese.retrieval.metrics import check_metrics, retrieval_metrics
@@ -121,7 +122,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.prefix = str(prefix)
-        self.block_bytes = check_positive_int(block_bytes, "block_bytes")
+        self.block_bytes = check_engine_setting(block_bytes, "block_bytes")
         self.history: dict[int, dict[str, float]] = {}
 
     def evaluate(self) -> dict[str, float]:

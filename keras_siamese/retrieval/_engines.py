@@ -24,9 +24,8 @@ ENGINES = ("keras", "faiss", "faiss-hnsw")
 
 ENGINE_LIMITS = {
     # A score block beyond 1 GiB gains no speed (a block then holds
-    # thousands of query rows by the widest tile), while choosing the padded
-    # block shapes on JAX takes time that grows with it: 0.2 s per search of
-    # a one-row gallery at 1 GiB, 0.9 s at 4 GiB.
+    # thousands of query rows by the widest tile) and only risks exhausting
+    # the device's memory; a tampered save must not ask for more.
     "block_bytes": 2**30,
     # faiss' HNSW `M`: links per node; typical graphs use 16-64.
     "hnsw_neighbors": 2**10,

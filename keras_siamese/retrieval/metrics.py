@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from keras_siamese import distances
-from keras_siamese._checks import check_embeddings, check_labels, check_positive_int
+from keras_siamese._checks import check_embeddings, check_labels
 from keras_siamese.retrieval import _labels, _search
+from keras_siamese.retrieval._engines import check_engine_setting
 
 #: Metrics computed from the nearest neighbours of every query (any
 #: `recall_at_<k>`, such as `"recall_at_5"`, is one too).
@@ -76,7 +77,7 @@ class RetrievalSet:
         block_bytes: int,
     ) -> RetrievalSet:
         distance = distances.get(distance, needs=("search",), user="retrieval")
-        block_bytes = check_positive_int(block_bytes, "block_bytes")
+        block_bytes = check_engine_setting(block_bytes, "block_bytes")
         if (references is None) != (reference_labels is None):
             raise ValueError(
                 "Give both `references` and `reference_labels`, or neither (the "
