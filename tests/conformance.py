@@ -168,6 +168,7 @@ CASES = [
     loss("cosface", CosFaceLoss, {"margin": 0.3}, "proxies"),
     loss("proxy-anchor", ProxyAnchorLoss, {"margin": 0.2, "alpha": 16.0}, "proxies"),
     metric("pair-accuracy", PairAccuracy, {"threshold": 0.3, "name": "pa"}, "pairs"),
+    metric("pair-accuracy-similar-0", PairAccuracy, {"similar_label": 0}, "pairs"),
     metric("triplet-accuracy", TripletAccuracy, {"distance": "cosine"}, "triplets"),
 ]
 # fmt: on
