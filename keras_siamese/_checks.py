@@ -80,6 +80,20 @@ def check_threshold(threshold: Any, argument: str = "threshold") -> float:
     return check_float(threshold, argument)
 
 
+def check_similar_label(value: Any, argument: str = "similar_label") -> int:
+    """The pair label that means "similar": the integer 1 or 0.
+
+    Raises:
+        TypeError: if `value` is not an integer (`bool` included).
+        ValueError: if it is neither 1 nor 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{argument}` must be the integer 1 or 0; got {value!r}.")
+    if value not in (0, 1):
+        raise ValueError(f"`{argument}` must be 1 or 0; got {value}.")
+    return int(value)
+
+
 def check_bool(value: Any, argument: str) -> bool:
     """`value` itself, after checking it is `True` or `False`."""
     if not isinstance(value, bool):

@@ -156,6 +156,7 @@ CASES = [
     layer("trunk-head", TrunkHead, lambda: {"trunk": mlp(), "head": keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "name": "th"}, (None, 2), inputs=(4,)),
     layer("cosine-proxies", CosineProxies, {"num_classes": 5, "sub_centers": 3, "lr_multiplier": 10.0}, (None, 5), inputs=(4,)),
     loss("contrastive", ContrastiveLoss, {"margin": 2.5, "reduction": "sum", "name": "c"}, "pairs"),
+    loss("contrastive-similar-0", ContrastiveLoss, {"margin": 1.5, "similar_label": 0}, "pairs"),
     loss("triplet", TripletLoss, {"margin": 0.2, "distance": "squared_euclidean", "soft": True}, "triplets"),
     loss("online-semi-hard", OnlineTripletLoss, {"mining": "semi_hard", "margin": 0.3, "distance": "cosine", "soft": True}, "labels"),
     loss("online-batch-all", OnlineTripletLoss, {"mining": "batch_all", "distance": "manhattan"}, "labels"),
@@ -167,6 +168,7 @@ CASES = [
     loss("cosface", CosFaceLoss, {"margin": 0.3}, "proxies"),
     loss("proxy-anchor", ProxyAnchorLoss, {"margin": 0.2, "alpha": 16.0}, "proxies"),
     metric("pair-accuracy", PairAccuracy, {"threshold": 0.3, "name": "pa"}, "pairs"),
+    metric("pair-accuracy-similar-0", PairAccuracy, {"similar_label": 0}, "pairs"),
     metric("triplet-accuracy", TripletAccuracy, {"distance": "cosine"}, "triplets"),
 ]
 # fmt: on

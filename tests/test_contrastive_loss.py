@@ -153,3 +153,90 @@ def test_float64_pairs_give_float64_losses():
         loss = ContrastiveLoss(margin=0.7, reduction=reduction, dtype="float64")
         value = loss(labels, distances)
         assert keras.backend.standardize_dtype(value.dtype) == "float64"
+
+
+def reference_with(labels, distances, margin, similar_label):
+    """The per-pair loop with `similar_label` marking the similar pairs."""
+    losses = []
+    for y, d in zip(labels.reshape(-1), distances.reshape(-1).astype("float64")):
+        losses.append(d * d if y == similar_label else max(margin - d, 0.0) ** 2)
+    return np.array(losses)
+
+
+@given(
+    data=pair_batches(),
+    margin=st.sampled_from([0.5, 1.0, 2.0]),
+    similar_label=st.sampled_from([0, 1]),
+)
+def test_both_label_conventions_match_the_reference(data, margin, similar_label):
+    labels, distances = data
+    want = reference_with(labels, distances, margin, similar_label)
+    per_pair = contrastive_loss(
+        labels, distances, margin=margin, similar_label=similar_label
+    )
+    np.testing.assert_allclose(to_numpy(per_pair), want, rtol=1e-5, atol=1e-6)
+    loss = ContrastiveLoss(margin=margin, similar_label=similar_label)
+    np.testing.assert_allclose(
+        to_numpy(loss(labels, distances)), want.mean(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_similar_label_zero_changes_the_values():
+    # A near pair labelled 0 and a far pair labelled 1: with 0 = similar both
+    # cost little; read with 1 = similar (the flag ignored) both cost a lot.
+    labels = np.array([0.0, 1.0], "float32")
+    distances = np.array([[0.2], [1.3]], "float32")
+    flipped = to_numpy(contrastive_loss(labels, distances, similar_label=0))
+    np.testing.assert_allclose(flipped, [0.04, 0.0], atol=1e-6)
+    default = to_numpy(contrastive_loss(labels, distances))
+    np.testing.assert_allclose(default, [0.64, 1.69], rtol=1e-6)
+    mean = to_numpy(ContrastiveLoss(similar_label=0)(labels, distances))
+    np.testing.assert_allclose(mean, 0.02, rtol=1e-5)
+
+
+def test_similar_label_zero_gives_the_gradients_of_flipped_labels():
+    labels = np.array([0.0, 1.0, 1.0, 0.0], "float32")
+    a = np.random.default_rng(3).normal(size=(4, 3)).astype("float32")
+    b = np.random.default_rng(4).normal(size=(4, 3)).astype("float32")
+    from keras_siamese import euclidean_distance
+
+    def zero_similar(x, y):
+        return ContrastiveLoss(similar_label=0)(labels, euclidean_distance(x, y))
+
+    def flipped(x, y):
+        return ContrastiveLoss()(1.0 - labels, euclidean_distance(x, y))
+
+    value, grads = value_and_grad(zero_similar, a, b)
+    want_value, want_grads = value_and_grad(flipped, a, b)
+    np.testing.assert_allclose(value, want_value, rtol=1e-6)
+    for got, want in zip(grads, want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_similar_label_is_in_the_config_and_survives_a_round_trip():
+    loss = ContrastiveLoss(margin=0.5, similar_label=0)
+    config = loss.get_config()
+    assert config["similar_label"] == 0
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert again.similar_label == 0 and again.margin == 0.5
+    assert ContrastiveLoss().get_config()["similar_label"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (2, ValueError),
+        (-1, ValueError),
+        (True, TypeError),
+        (1.0, TypeError),
+        ("0", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_bad_similar_label_raises(value, error):
+    with pytest.raises(error, match="similar_label"):
+        ContrastiveLoss(similar_label=value)
+    with pytest.raises(error, match="similar_label"):
+        contrastive_loss(np.ones(2), np.ones((2, 1), "float32"), similar_label=value)

@@ -42,6 +42,8 @@ def test_the_guides_have_code_to_run():
         "embedding-plot.md",
         "retrieval.md",
         "trunk-head.md",
+        "images.md",
+        "keras-io.md",
     } <= names
 
 
