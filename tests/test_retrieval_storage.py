@@ -269,6 +269,20 @@ def test_a_sparse_oversized_file_is_refused_before_hashing(
     assert sum(hash_budget) < 2**20
 
 
+def test_a_version_1_encoder_past_the_bound_is_refused_before_hashing(
+    tmp_path, hash_budget
+):
+    """Version 1 records no size to compare: a large encoder is not hashed."""
+    path = _version_1_copy(tmp_path)
+    try:
+        os.truncate(path / "encoder.keras", 2**40)
+    except OSError:
+        os.truncate(path / "encoder.keras", 2**33 + 1)
+    with pytest.raises(ValueError, match=r"encoder\.keras holds .* version-1 save"):
+        Verifier.load(path)
+    assert sum(hash_budget) < 2**20
+
+
 def test_an_array_header_claiming_a_huge_array_is_refused(tmp_path, hash_budget):
     path = tmp_path / "saved"
     make_index().save(path)

@@ -65,6 +65,9 @@ _MAX_FLOAT_CHARS = 64
 _MAX_ROWS = 2**40
 _MAX_DIM = 2**24
 _MAX_FILE_BYTES = 2**50
+# Version 1 recorded no sizes: its files are hashed without one to compare,
+# so a larger file (a sparse or planted one) is refused before it is read.
+_MAX_UNRECORDED_BYTES = 2**33
 _MAX_BATCH_SIZE = 2**31 - 1
 _INT64 = (-(2**63), 2**63 - 1)
 _TOP_KEYS = {
@@ -407,6 +410,12 @@ def _array_header(handle: Any, name: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _check_size(handle: Any, name: str, entry: dict[str, Any]) -> None:
+    if entry["bytes"] is None and _size(handle) > _MAX_UNRECORDED_BYTES:
+        raise _Malformed(
+            f"{name} holds {_size(handle)} bytes, more than a version-1 save, "
+            f"which records no sizes, is read with (at most "
+            f"{_MAX_UNRECORDED_BYTES}); save it again with this version."
+        )
     if entry["bytes"] is not None and _size(handle) != entry["bytes"]:
         raise _Malformed(
             f"{name} holds {_size(handle)} bytes, not the {entry['bytes']} "
