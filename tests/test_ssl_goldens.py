@@ -60,8 +60,12 @@ def _compute(name: str, y: np.ndarray) -> tuple[float, np.ndarray]:
 def _assert_close(value, grad, want_value, want_grad, y, kind):
     np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-6)
     # Relative to the largest entry (entries near zero are round-off there),
-    # and at least 0.1.
-    atol = 2e-5 * max(float(np.abs(want_grad).max()), 0.1)
+    # or to the loss over the size of the inputs where that is larger: at an
+    # optimum (identical views, tiny vectors) or in a barely conditioned
+    # batch (two examples), the float32 round-off of either library is a
+    # fraction of the gradient's natural scale, not of its value there.
+    natural = abs(want_value) / max(float(np.sqrt(np.mean(np.square(y)))), 1e-3)
+    atol = 2e-5 * max(float(np.abs(want_grad).max()), 0.1, natural)
     if kind == "constant":
         # The exact gradient is 0, and what either library computes is the
         # round-off of centring the embeddings (about 1e-7 |y|), divided by

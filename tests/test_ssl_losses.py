@@ -198,6 +198,18 @@ def test_identical_views_are_the_minimum_of_the_cosine_losses():
         assert float(byol_loss(None, y)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize(("name", "layout"), CASES)
+def test_float64_embeddings_are_computed(name, layout):
+    # Constants of the computation (2 of BYOL, the floors) must not mix a
+    # float32 into float64 inputs, which TensorFlow refuses.
+    function, _, reference, _ = LOSSES[name]
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(8, 2, 3) if layout == "stacked" else (8, 3))
+    got = function(None, y)
+    assert np.isfinite(to_numpy(got))
+    np.testing.assert_allclose(float(got), reference(y), rtol=1e-5, atol=1e-6)
+
+
 def test_an_empty_batch_costs_zero_with_a_zero_gradient():
     for function in (negative_cosine_similarity, byol_loss):
         for shape in ((0, 3), (0, 2, 3)):

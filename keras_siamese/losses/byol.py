@@ -60,7 +60,7 @@ def byol_loss(y_true: Any, y_pred: Any, eps: float = 1e-8) -> Any:
     eps = check_float(eps, "eps", minimum=0.0, inclusive=False)
     x0, x1 = predictions_and_targets(y_pred, "byol_loss")
     # 2 - 2 * mean(cos) for a batch with rows, 0 for an empty one.
-    return ops.where(count(x0) > 0, 2.0, 0.0) - 2.0 * mean_cosine(x0, x1, eps)
+    return 2.0 * ops.cast(count(x0) > 0, x0.dtype) - 2.0 * mean_cosine(x0, x1, eps)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
