@@ -13,7 +13,10 @@ halves of `y_pred`:
   `merge="stack"` layout of `SiameseWrapper`. The prediction of each view is
   compared with the target of the other view, through a stop-gradient.
 
-`y_true` is ignored (the dataset's targets, or `None`).
+`y_true` is ignored (the dataset's targets, or `None`). An odd number of
+rows is refused where the batch size is known when the loss is traced (on
+JAX and PyTorch, and eagerly); where it is only known at run time (a
+TensorFlow graph), the last row is left out.
 """
 
 from __future__ import annotations
