@@ -13,6 +13,10 @@ correctness) when that Keras internal is not where this module expects it:
   `get_config()` carries an id that differs between two equal layers.
 - `fit_epoch`: the epoch index of a running `Model.fit`. Without it, the
   datasets count their own epochs (and `EpochSync` ties them to Keras').
+- `in_symbolic_scope`: whether Keras is tracing output shapes, where an
+  unknown batch size stands in as a placeholder size. Without it, the
+  two-view losses check the placeholder size too (a shape trace of them
+  with an unknown batch size fails on PyTorch; training is unaffected).
 
 `tests/test_keras_compat.py` checks every fallback.
 """
@@ -28,6 +32,7 @@ import keras
 _DATA_ADAPTER_MODULE = "keras.src.trainers.data_adapters.data_adapter"
 _GLOBAL_STATE_MODULE = "keras.src.backend.common.global_state"
 _SHARED_CONFIGS = "shared_objects/id_to_config_map"
+_SYMBOLIC_SCOPE = "symbolic_scope"
 
 #: Returned by `fit_epoch` while Keras builds a model on a first batch of the
 #: data: a pass over the data that is not an epoch.
@@ -87,6 +92,23 @@ def mark_shared(config: dict, obj: Any) -> dict:
     if in_object_sharing_scope() is not False:
         config["shared_object_id"] = id(obj)
     return config
+
+
+def in_symbolic_scope() -> bool:
+    """Whether Keras is tracing shapes (`compute_output_spec`, `keras.SymbolicScope`).
+
+    Keras' PyTorch backend traces an unknown batch size as a placeholder
+    size (83, then 89), which a check of the batch size must not refuse.
+
+    Returns:
+        `True` inside Keras' symbolic scope; `False` outside it or where
+        Keras' state cannot be read.
+    """
+    module = _private(_GLOBAL_STATE_MODULE)
+    getter = getattr(module, "get_global_attribute", None)
+    if getter is None:
+        return False
+    return getter(_SYMBOLIC_SCOPE) is not None
 
 
 def fit_epoch() -> int | str | None:

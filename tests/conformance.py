@@ -27,6 +27,8 @@ import numpy as np
 
 from keras_siamese import (
     ArcFaceLoss,
+    BarlowTwinsLoss,
+    BYOLLoss,
     CircleLoss,
     ContrastiveLoss,
     CosFaceLoss,
@@ -35,6 +37,7 @@ from keras_siamese import (
     EuclideanDistance,
     ManhattanDistance,
     MultiSimilarityLoss,
+    NegativeCosineSimilarity,
     NTXentLoss,
     OnlineTripletLoss,
     PairAccuracy,
@@ -44,6 +47,7 @@ from keras_siamese import (
     TripletAccuracy,
     TripletLoss,
     TrunkHead,
+    VICRegLoss,
 )
 
 BATCH = 8
@@ -104,6 +108,24 @@ LAYOUTS = {
             lambda rng: np.arange(BATCH) % 4,
             lambda rng: rng.uniform(-1.0, 1.0, (BATCH, 4)),
             ArcFaceLoss,
+        ),
+        Layout(
+            "views",  # ignored y_true; (2N, dim), view 0 of N examples, then view 1
+            (4,),
+            lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
+            lambda rng: np.zeros(BATCH, "float32"),
+            lambda rng: rng.normal(size=(BATCH, 3)),
+            BarlowTwinsLoss,
+        ),
+        Layout(
+            "views-stacked",  # ignored y_true; (2N, 2, dim): prediction, target
+            (4,),
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(6), keras.layers.Reshape((2, 3))]
+            ),
+            lambda rng: np.zeros(BATCH, "float32"),
+            lambda rng: rng.normal(size=(BATCH, 2, 3)),
+            NegativeCosineSimilarity,
         ),
     ]
 }
@@ -167,6 +189,11 @@ CASES = [
     loss("arcface", ArcFaceLoss, {"margin": 20.0, "scale": 30.0}, "proxies"),
     loss("cosface", CosFaceLoss, {"margin": 0.3}, "proxies"),
     loss("proxy-anchor", ProxyAnchorLoss, {"margin": 0.2, "alpha": 16.0}, "proxies"),
+    loss("negative-cosine", NegativeCosineSimilarity, {"eps": 1e-6}, "views"),
+    loss("negative-cosine-stacked", NegativeCosineSimilarity, {"name": "simsiam"}, "views-stacked"),
+    loss("byol", BYOLLoss, {"eps": 1e-6, "name": "b"}, "views-stacked"),
+    loss("barlow-twins", BarlowTwinsLoss, {"lambda_param": 1e-2}, "views"),
+    loss("vicreg", VICRegLoss, {"lambda_param": 20.0, "mu_param": 10.0, "nu_param": 2.0, "eps": 1e-3}, "views"),
     metric("pair-accuracy", PairAccuracy, {"threshold": 0.3, "name": "pa"}, "pairs"),
     metric("pair-accuracy-similar-0", PairAccuracy, {"similar_label": 0}, "pairs"),
     metric("triplet-accuracy", TripletAccuracy, {"distance": "cosine"}, "triplets"),

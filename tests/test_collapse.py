@@ -193,3 +193,115 @@ def test_batch_all_recipe_does_not_collapse(per_class):
         min(spread for _, _, spread in monitor.spreads) > 0.5 * monitor.initial_spread
     )
     assert recall > 0.3  # chance is 0.1; 0.1 when collapsed
+
+
+# --- the standard deviation of the L2-normalised embeddings (lightly's check) --
+
+
+def _numpy_normalized_std(embeddings):
+    """lightly's `std_of_l2_normalized`, in NumPy."""
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    unit = embeddings / np.maximum(norms, 1e-12)
+    return np.mean(np.std(unit, axis=0, ddof=1))
+
+
+def _fixed_encoder(kernel):
+    """A linear encoder `x @ kernel` (no bias)."""
+    model = keras.Sequential(
+        [keras.Input((kernel.shape[0],)), keras.layers.Dense(kernel.shape[1])]
+    )
+    model.set_weights([kernel.astype("float32"), np.zeros(kernel.shape[1], "float32")])
+    return model
+
+
+def test_normalized_std_equals_the_reference_and_one_over_sqrt_dim_when_healthy():
+    x, _ = _blobs(n=400)
+    rng = np.random.default_rng(1)
+    encoder = _fixed_encoder(rng.normal(size=(6, 16)))
+    monitor = CollapseMonitor(x, encoder=encoder, batch_size=64)
+    monitor.set_model(encoder)
+    embeddings = encoder.predict(x, verbose=0)
+    assert monitor.normalized_std() == pytest.approx(
+        _numpy_normalized_std(embeddings.astype("float64")), rel=1e-5
+    )
+    # Isotropic Gaussian embeddings: about 1 / sqrt(dim).
+    gaussian = CollapseMonitor(
+        rng.normal(size=(2000, 16)), encoder=_fixed_encoder(np.eye(16))
+    )
+    gaussian.set_model(gaussian.encoder)
+    assert gaussian.normalized_std() == pytest.approx(16**-0.5, rel=0.05)
+
+
+def test_normalized_std_equals_lightly_live():
+    if keras.backend.backend() != "torch":
+        pytest.skip("lightly runs on the torch backend only")
+    from tests import lightly_reference
+
+    if lightly_reference.root() is None:
+        pytest.skip("lightly is not installed")
+    import torch
+
+    std_of_l2_normalized = lightly_reference.std_of_l2_normalized()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 6)).astype("float32")
+    x[3] = 0.0  # a zero embedding
+    encoder = _fixed_encoder(np.eye(6))
+    monitor = CollapseMonitor(x, encoder=encoder)
+    monitor.set_model(encoder)
+    want = float(std_of_l2_normalized(torch.tensor(x)))
+    assert monitor.normalized_std() == pytest.approx(want, rel=1e-5)
+
+
+def test_a_collapse_to_one_direction_warns_by_its_std_though_the_spread_holds():
+    # Every embedding is a positive multiple of one vector: their distances
+    # vary with the multiple, but their directions are all the same.
+    x, _ = _blobs()
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(1, activation="softplus"),
+            keras.layers.Dense(4, use_bias=False),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    silent = CollapseMonitor(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, np.zeros((64, 4)), epochs=1, verbose=0, callbacks=[silent])
+    assert not _collapse_warnings(caught) and silent.collapsed_at is None
+    assert silent.initial_spread > 0.0
+    assert [entry[:2] for entry in silent.stds] == [(0, -1), (0, None)]
+    assert silent.stds[0][2] < 1e-6
+
+    monitor = CollapseMonitor(x, min_std_ratio=0.1, stop_training=True)
+    with pytest.warns(EmbeddingCollapseWarning, match="standard deviation"):
+        model.fit(x, np.zeros((64, 4)), epochs=3, verbose=0, callbacks=[monitor])
+    assert monitor.collapsed_at == (0, -1)
+
+
+def test_healthy_embeddings_pass_the_std_check_and_a_later_collapse_warns():
+    x, _ = _blobs()
+    encoder = _fixed_encoder(np.random.default_rng(3).normal(size=(6, 8)))
+    monitor = CollapseMonitor(x, encoder=encoder, min_std_ratio=0.3)
+    monitor.set_model(encoder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.on_train_begin()
+        monitor.on_epoch_end(0)
+    assert not _collapse_warnings(caught)
+    assert 0.3 < monitor.stds[0][2] * np.sqrt(8) < 1.5
+    # Every column of the kernel made one vector: one direction, whose
+    # spread is still the same order as before.
+    kernel = np.outer(np.abs(np.random.default_rng(4).normal(size=6)), np.ones(8))
+    encoder.set_weights([kernel.astype("float32"), np.zeros(8, "float32")])
+    x[:] = np.abs(x)
+    with pytest.warns(EmbeddingCollapseWarning, match=r"1/sqrt\(dim\)"):
+        monitor.on_epoch_end(1)
+    assert monitor.collapsed_at == (1, None)
+    assert monitor.stds[-1][:2] == (1, None)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.5, -0.1])
+def test_min_std_ratio_out_of_range_is_refused(ratio):
+    with pytest.raises(ValueError, match="min_std_ratio"):
+        CollapseMonitor(np.zeros((4, 6)), min_std_ratio=ratio)
