@@ -14,7 +14,17 @@ Gaussian mixture of float32 embeddings regenerated from the seed:
   re-ranks HNSW's candidates with exact distances.
 
 Throughput is queries per second of wall-clock time, median of the timed
-repeats after one warm-up search (compilation excluded). Peak memory is the
+repeats after one warm-up search (compilation excluded). Beside each
+`keras` search, the same worker times a plain matrix product of the same
+shapes in the same backend, `queries @ gallery.T` (in slices of 16,384
+gallery rows, so that the product fits in memory), alternating with the
+searches; `search / matmul` is the product's time over the search's, the
+fraction of the measured matmul rate (2 x queries x gallery x dim FLOPs)
+that the search reaches. `package / faiss flat` is the search's throughput
+over faiss' exact flat index on the same data in the same run. faiss runs
+in its own subprocess, with `--faiss-python` (default: this interpreter)
+and `KERAS_BACKEND=numpy`, so that an environment without faiss can be
+compared with the faiss of another one (both on the CPU). Peak memory is the
 largest growth of the resident set during the searches, warm-up included,
 over the resident set before them (sampled every 5 ms; the gallery and the
 index, laid out by a first one-query search, are already in memory then), or
@@ -26,6 +36,7 @@ test set (60,502 x 128, about 11,000 classes of 2 to 9 images), and
 
     KERAS_BACKEND=jax python benchmarks/bench_search.py
     KERAS_BACKEND=torch python benchmarks/bench_search.py --sizes 10000 --queries 200
+    KERAS_BACKEND=torch python benchmarks/bench_search.py --faiss-python .tox/jax/bin/python
 """
 
 from __future__ import annotations
@@ -37,8 +48,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
+
+# Gallery rows per slice of the plain matrix product timed beside a search.
+MATMUL_COLUMNS = 16384
 
 ENGINES = (
     "keras euclidean",
@@ -138,7 +153,8 @@ def search_worker(engine: str, size: int, args: argparse.Namespace) -> dict:
     result["build_s"] = time.perf_counter() - build
     import _common as common
 
-    times = []
+    product = plain_matmul(queries, gallery) if engine.startswith("keras ") else None
+    times, product_times = [], []
     with PeakMemory() as memory:
         found = run()  # warm-up (compilation, caches): untimed, but measured
         common.sync()
@@ -147,8 +163,15 @@ def search_worker(engine: str, size: int, args: argparse.Namespace) -> dict:
             found = run()
             common.sync()
             times.append(time.perf_counter() - start)
+            if product is not None:
+                product_times.append(product())
     device_peak = common.accelerator_peak_bytes()
     result["queries_per_s"] = args.queries / common.median(times)
+    if product_times:
+        flops = 2.0 * args.queries * size * args.dim
+        result["matmul_gflops"] = flops / common.median(product_times) / 1e9
+        result["search_gflops"] = flops / common.median(times) / 1e9
+        result["search_over_matmul"] = result["search_gflops"] / result["matmul_gflops"]
     result["peak_mib"] = (
         memory.growth_mib if device_peak is None else device_peak / 2**20
     )
@@ -161,6 +184,34 @@ def search_worker(engine: str, size: int, args: argparse.Namespace) -> dict:
         hits = [len(set(a) & set(b)) for a, b in zip(truth, found)]
         result["recall_at_k"] = float(np.sum(hits) / truth.size)
     return result
+
+
+def plain_matmul(queries: np.ndarray, gallery: np.ndarray) -> Callable[[], float]:
+    """A function timing `queries @ gallery.T` in the backend, in seconds.
+
+    The product of the same shapes as the search's, computed in slices of
+    `MATMUL_COLUMNS` gallery rows (the whole product of a large gallery
+    would not fit in memory); after one warm-up call.
+    """
+    import _common as common
+    from keras import ops
+
+    left = ops.convert_to_tensor(queries)
+    slices = [
+        ops.convert_to_tensor(
+            np.ascontiguousarray(gallery[start : start + MATMUL_COLUMNS].T)
+        )
+        for start in range(0, len(gallery), MATMUL_COLUMNS)
+    ]
+
+    def timed() -> float:
+        start = time.perf_counter()
+        for right in slices:
+            common.sync(ops.matmul(left, right))
+        return time.perf_counter() - start
+
+    timed()
+    return timed
 
 
 def sop_like(count: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,18 +260,34 @@ def calibration_worker(pairs: int, args: argparse.Namespace) -> dict:
 
 
 def run_worker(kind: str, name: str, size: int, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, name, str(size)]
+    python, env = sys.executable, None
+    if name.startswith("faiss "):
+        # faiss alone: no Keras backend, possibly another environment's faiss.
+        python, env = args.faiss_python, {**os.environ, "KERAS_BACKEND": "numpy"}
+    command = [python, __file__, "--worker", kind, name, str(size)]
     for option in ("dim", "queries", "k", "repeats", "seed", "block_mib"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--hnsw-m", str(args.hnsw_m), "--ef-search", str(args.ef_search)]
     command += ["--ef-construction", str(args.ef_construction)]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
         return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def installed_faiss(python: str) -> str | None:
+    """faiss' version in the interpreter `python`, or `None` without faiss."""
+    done = subprocess.run(
+        [python, "-c", "import faiss; print(faiss.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KERAS_BACKEND": "numpy"},
+    )
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def main() -> None:
@@ -260,6 +327,12 @@ def main() -> None:
         default=None,
         help="CPU threads of the backend and of faiss (default: all cores).",
     )
+    parser.add_argument(
+        "--faiss-python",
+        default=sys.executable,
+        help="Python interpreter that runs the faiss engines (one with faiss "
+        "installed; default: this one).",
+    )
     parser.add_argument("--no-json", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "NAME", "SIZE"))
     args = parser.parse_args()
@@ -285,13 +358,17 @@ def main() -> None:
     import _common as common
 
     common.header("Exact search and retrieval metrics")
-    try:
-        import faiss
-
-        faiss_version = faiss.__version__
-    except ImportError:
-        faiss_version = None
-    engines = [e for e in args.engines if faiss_version or "faiss" not in e]
+    faiss_version = installed_faiss(args.faiss_python)
+    # faiss' own indexes may run in another interpreter; the package's faiss
+    # engine needs faiss beside the package.
+    here = faiss_version if args.faiss_python == sys.executable else None
+    if args.faiss_python != sys.executable:
+        here = installed_faiss(sys.executable)
+    engines = [
+        e
+        for e in args.engines
+        if (faiss_version if e.startswith("faiss ") else here) or "faiss" not in e
+    ]
     print(
         f"{args.queries} queries, k={args.k}, dim={args.dim}, float32 Gaussian "
         f"mixture; faiss {faiss_version or 'not installed'} "
@@ -311,7 +388,7 @@ def main() -> None:
             rows.append({"engine": engine, "gallery": size, **result})
             if "error" in result:
                 failed += 1
-                table.append([f"{size:,}", engine, result["error"], "", "", "", ""])
+                table.append([f"{size:,}", engine, result["error"], *[""] * 6])
                 continue
             partner = {
                 "keras euclidean": "faiss IndexFlatL2",
@@ -339,6 +416,12 @@ def main() -> None:
                     if "recall_at_k" not in result
                     else f"{result['recall_at_k']:.3f}",
                     ratio,
+                    ""
+                    if "matmul_gflops" not in result
+                    else f"{result['matmul_gflops']:.1f}",
+                    ""
+                    if "search_over_matmul" not in result
+                    else f"{result['search_over_matmul']:.2f}",
                 ]
             )
             print(f"  {size:,} {engine}: {result}", flush=True)
@@ -352,6 +435,8 @@ def main() -> None:
             "build s",
             f"recall@{args.k}",
             "package / faiss flat",
+            "matmul GFLOP/s",
+            "search / matmul",
         ],
         table,
     )

@@ -139,6 +139,50 @@ def test_wide_tiles_select_in_two_stages_exactly(distance):
         assert_matches_brute_force(distances, indices, reference, k)
 
 
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_later_wide_tiles_are_pruned_by_the_best_so_far_exactly(
+    exclude_self, monkeypatch
+):
+    """Three wide tiles, each pruned by a bound: scores equal to it count.
+
+    Copies of one point lie in more groups of the first tile than the
+    candidates kept, so the first tile's bound (its `fetch`-th smallest
+    group minimum) equals their score, and in every later tile, where the
+    bound is the `fetch`-th best so far: the lower indices must win. Leave-one-out (a query never finds itself) is
+    checked against the brute force with the diagonal removed.
+    """
+    from keras_siamese.distances import get
+    from keras_siamese.retrieval import _search
+
+    monkeypatch.setattr(_search, "TILE_COLUMNS", 4096)
+
+    rng = np.random.default_rng(11)
+    gallery = rng.normal(size=(10000, 4)).astype("float32")
+    # In 25 groups of the first tile (its bound then equals their score),
+    # and in the later tiles.
+    copies = np.concatenate([32 * np.arange(25) + 7, [4500, 6000, 8100, 9000, 9999]])
+    gallery[copies] = np.float32([0.25, -0.5, 1.0, 0.75])
+    prepared = _search.PreparedGallery(gallery, get("euclidean", needs=("search",)))
+    assert len(prepared.tiles) == 3 and prepared.tiles[0].width == 4096
+    rows = np.concatenate([copies[[0, 29]], rng.choice(10000, 6, replace=False)])
+    queries = gallery[rows]
+    reference = brute_force(queries, gallery, "euclidean")
+    if exclude_self:
+        reference[np.arange(len(rows)), rows] = np.inf
+        found = list(_search.search_blocks(prepared, gallery, 12, exclude_self=True))
+        distances = np.concatenate([d for _, d, _ in found])[rows]
+        indices = np.concatenate([i for _, _, i in found])[rows]
+    else:
+        found = list(_search.search_blocks(prepared, queries, 12))
+        distances = np.concatenate([d for _, d, _ in found])
+        indices = np.concatenate([i for _, _, i in found])
+    assert_matches_brute_force(
+        distances.astype("float32"), indices, reference, 12, rtol=1e-5
+    )
+    expected = [c for c in copies if not (exclude_self and c == rows[0])][:12]
+    assert indices[0].tolist() == expected
+
+
 def index_search(index, gallery, queries, k):
     if len(index) == 0:
         index.add(gallery)

@@ -3,17 +3,19 @@
 The gallery is split once into tiles of at most `TILE_COLUMNS` rows, kept on
 the backend's device. A block of queries is scored against one tile at a
 time (a matrix product where the distance has a `MatmulForm`, as the
-Euclidean and cosine distances do, else its pairwise form), and the
-backend's `top_k` keeps the best candidates of each tile, so the device never
-holds more than one `(block rows, tile columns)` matrix. The candidates of all
-tiles are merged on the host, and the final ones get their distances computed
-again, directly from the coordinates in float64: the matrix-product form
-loses precision to cancellation for near-zero distances (a query that is a
-gallery item), the direct form does not. Ties are broken by the lower
-gallery index, identically on every backend, because every selection that
-could meet a tie is made on the host with a stable `(distance, index)` sort:
-where a tile's `top_k` cut falls inside a run of equal scores (whose order
-differs between backends), that row is re-selected on the host.
+Euclidean and cosine distances do, else its pairwise form), so the device
+never holds more than one `(block rows, tile columns)` matrix. The backend
+reads each score matrix once more, for the minimum of every group of
+`_GROUP` columns; the host compares these minima with a bound per query
+(the worst of the candidates kept so far) and gathers from the backend only
+the groups that can hold a better score, typically a handful per query once
+the first tiles are done (`_tile_candidates`). No `top_k` runs on the
+backend: the candidates are merged on the host with a stable `(score,
+index)` sort, so ties are broken by the lower gallery index identically on
+every backend. The final candidates get their distances computed again,
+directly from the coordinates in float64: the matrix-product form loses
+precision to cancellation for near-zero distances (a query that is a
+gallery item), the direct form does not.
 
 Each tile's scores and their temporaries are freed before the next tile's
 are made: they live inside one function call that returns only NumPy
@@ -41,7 +43,8 @@ DEFAULT_BLOCK_BYTES = 64 * 2**20
 # within the memory budget.
 TILE_COLUMNS = 16384
 # Copies of a `(rows, columns)` score matrix alive at once on the backend
-# (the product, its negation for `top_k`, a mask), for the memory budget.
+# (the product, a mask, a reshaped copy for the group minima), for the
+# memory budget.
 _TEMPORARIES = 3
 # Smallest score matrix, whatever the budget: below it, per-operation
 # overhead dominates and no memory is saved.
@@ -49,13 +52,15 @@ _MIN_BLOCK_ELEMENTS = 16
 # Elements of the `(rows, candidates, dim)` differences of the final,
 # direct distance computation on the host (float64).
 _EXACT_CHUNK_ELEMENTS = 2**22
-# Tiles at least this wide select candidates in two stages: the best groups
-# of `_GROUP` consecutive columns by their minimum, then the best columns of
-# those groups (see `_top_candidates`).
+# Tiles at least this wide (and a multiple of `_GROUP`) are pruned by the
+# minima of groups of `_GROUP` consecutive columns (see `_tile_candidates`);
+# narrower ones are read whole.
 _GROUPED_MIN_WIDTH = 1024
 _GROUP = 32
 # Column number of "no such column" in the rank computation.
 _NO_COLUMN = np.iinfo(np.int32).max
+# Column of the placeholder candidates that real ones displace.
+_NO_CANDIDATE = np.iinfo(np.int64).max
 
 
 def over_fetch(k: int, available: int) -> int:
@@ -310,73 +315,129 @@ def _row_ids(rows: np.ndarray, padded: int) -> np.ndarray:
     return ids
 
 
-def _top_candidates(scores: object, depth: int, width: int) -> tuple[object, object]:
-    """`top_k(-scores, depth)`, reading most of `scores` only once.
+def _group_minima(scores: object, width: int) -> tuple[object, int]:
+    """Per row, the minimum of each run of `group` consecutive columns.
 
-    A full `top_k` over a wide tile costs more than the matrix product that
-    made it. When `depth` is small against the width, the columns are cut
-    into groups of `_GROUP`: the `depth` groups with the smallest minima hold
-    the `depth` smallest scores (any other score is at least the `depth`-th
-    of those minima, which is at least the `depth`-th smallest score), so
-    `top_k` runs only over group minima and over the chosen groups. Equal
-    scores at the `depth`-th place may come from either stage in any order;
-    the caller re-selects such rows on the host.
+    Returns the `(rows, width // group)` minima and `group`; `group` is 1
+    (the minima are the scores) for a tile too narrow or not a multiple of
+    `_GROUP` wide.
     """
-    groups = width // _GROUP
-    if width % _GROUP or width < _GROUPED_MIN_WIDTH or 4 * depth > groups:
-        return ops.top_k(-scores, depth)
+    if width % _GROUP or width < _GROUPED_MIN_WIDTH:
+        return scores, 1
     rows = scores.shape[0]
-    minima = ops.min(ops.reshape(scores, (rows, groups, _GROUP)), axis=2)
-    _, chosen = ops.top_k(-minima, depth)
-    offsets = ops.arange(_GROUP, dtype=chosen.dtype)
-    columns = ops.expand_dims(chosen * _GROUP, 2) + offsets
-    columns = ops.reshape(columns, (rows, depth * _GROUP))
-    # The faster gather differs: along the rows on XLA, from the flat scores
-    # on PyTorch and TensorFlow (benchmarks/README.md, "Exact search").
-    if keras.backend.backend() == "jax":
-        candidates = ops.take_along_axis(scores, columns, axis=1)
-    else:
-        starts = ops.expand_dims(ops.arange(rows, dtype=columns.dtype) * width, 1)
-        candidates = ops.take(ops.reshape(scores, (-1,)), columns + starts)
-    negated, order = ops.top_k(-candidates, depth)
-    return negated, ops.take_along_axis(columns, order, axis=1)
+    return ops.min(ops.reshape(scores, (rows, width // _GROUP, _GROUP)), axis=2), _GROUP
+
+
+class _Best:
+    """The `fetch` best `(score, column)` pairs of each row found so far.
+
+    Kept sorted by `(score, column)` on the host; rows start with `+inf`
+    scores at an impossible column, which real candidates always displace.
+    """
+
+    def __init__(self, rows: int, fetch: int) -> None:
+        self.values = np.full((rows, fetch), np.inf, dtype=np.float32)
+        self.columns = np.full((rows, fetch), _NO_CANDIDATE, dtype=np.int64)
+
+    def bound(self) -> np.ndarray:
+        """Per row, a score that the final `fetch`-th best cannot exceed."""
+        return self.values[:, -1]
+
+    def merge(self, rows: np.ndarray, values: np.ndarray, columns: np.ndarray) -> None:
+        """Add candidates given row by row (`rows` non-decreasing)."""
+        if rows.size == 0:
+            return
+        per_row = np.bincount(rows, minlength=len(self.values))
+        touched = np.flatnonzero(per_row)
+        width = int(per_row.max())
+        # Position of each candidate within its row.
+        firsts = np.cumsum(per_row) - per_row
+        place = np.arange(rows.size) - firsts[rows]
+        new_values = np.full((len(self.values), width), np.inf, dtype=np.float32)
+        new_columns = np.full(new_values.shape, _NO_CANDIDATE, dtype=np.int64)
+        new_values[rows, place] = values
+        new_columns[rows, place] = columns
+        both_values = np.concatenate(
+            [self.values[touched], new_values[touched]], axis=1
+        )
+        both_columns = np.concatenate(
+            [self.columns[touched], new_columns[touched]], axis=1
+        )
+        order = _stable_order(both_values, both_columns)[:, : self.values.shape[1]]
+        self.values[touched] = np.take_along_axis(both_values, order, axis=1)
+        self.columns[touched] = np.take_along_axis(both_columns, order, axis=1)
+
+
+def _gather_groups(
+    scores: object, rows: np.ndarray, groups: np.ndarray, group: int, pad: bool
+) -> np.ndarray:
+    """The `(len(rows), group)` scores of group `groups[i]` of row `rows[i]`.
+
+    `rows` is non-decreasing. The faster gather differs: on XLA, a reshape
+    copies the whole score matrix, so the groups are gathered along each
+    row of it (`take_along_axis`, with each row's groups padded to the
+    longest); on PyTorch and TensorFlow, as rows of the `(-1, group)` view.
+    """
+    if not pad:
+        picked = rows * (scores.shape[1] // group) + groups
+        values = ops.take(ops.reshape(scores, (-1, group)), picked, axis=0)
+        return ops.convert_to_numpy(values)
+    per_row = np.bincount(rows, minlength=scores.shape[0])
+    place = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+    # Few distinct shapes: each new one compiles on JAX.
+    width = padded_size(int(per_row.max()))
+    chosen = np.zeros((scores.shape[0], width), dtype=np.int32)
+    chosen[rows, place] = groups
+    columns = chosen[:, :, None] * group + np.arange(group, dtype=np.int32)
+    columns = columns.reshape(scores.shape[0], width * group)
+    values = ops.convert_to_numpy(ops.take_along_axis(scores, columns, axis=1))
+    return values.reshape(scores.shape[0], width, group)[rows, place]
 
 
 def _tile_candidates(
     gallery: PreparedGallery,
     block: object,
     tile: Tile,
-    fetch: int,
-    count: int,
+    best: _Best,
     exclude_rows: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The `fetch` best `(score, index)` of the first `count` rows of a tile.
+) -> None:
+    """Merge into `best` every score of a tile that could be among them.
 
-    Ties are broken by the lower index. The tile's scores live only inside
-    this call (see the module's docstring).
+    One pass over the scores on the backend takes the minimum of each group
+    of `_GROUP` columns; on the host, a group whose minimum exceeds the
+    row's bound (the `fetch`-th best score so far, or on the first tile the
+    `fetch`-th smallest group minimum, which no `fetch`-th best score can
+    exceed) holds no candidate. Only the other groups are gathered from the
+    backend: once a few tiles have set the bounds, a handful per row. Every
+    score at most the bound is kept, ties included, and `best` orders them
+    by `(score, column)`, so the selection is exact and ties go to the
+    lower index on every backend. The tile's scores live only inside this
+    call (see the module's docstring).
     """
+    count = len(best.values)
     scores = gallery.scores(block, tile, exclude_rows)
-    width = tile.stop - tile.start
-    if width <= fetch:
-        # A copy: a view could keep the backend's score matrix alive.
-        values = np.array(ops.convert_to_numpy(scores)[:count, :width])
-        columns = np.broadcast_to(np.arange(tile.start, tile.stop), values.shape)
-        return values, columns
-    depth = min(padded_size(fetch + 1), tile.width)
-    negated, positions = _top_candidates(scores, depth, tile.width)
-    values = -ops.convert_to_numpy(negated)[:count]
-    columns = ops.convert_to_numpy(positions)[:count].astype(np.int64)
-    # If the (fetch + 1)-th score equals the fetch-th, a run of ties crosses
-    # the cut and the backend chose which of them to keep: choose again here.
-    crossing = np.flatnonzero(values[:, fetch - 1] == values[:, fetch])
-    values, columns = values[:, :fetch], columns[:, :fetch]
-    if crossing.size:
-        full = ops.convert_to_numpy(ops.take(scores, crossing, axis=0))[:, :width]
-        everything = np.broadcast_to(np.arange(width), full.shape)
-        order = _stable_order(full, everything)[:, :fetch]
-        values[crossing] = np.take_along_axis(full, order, axis=1)
-        columns[crossing] = order
-    return values, columns + tile.start
+    minima, group = _group_minima(scores, tile.width)
+    minima = ops.convert_to_numpy(minima)[:count]
+    bound = best.bound()
+    open_rows = np.flatnonzero(np.isinf(bound))
+    fetch = best.values.shape[1]
+    if open_rows.size and minima.shape[1] > fetch:
+        bound = bound.copy()
+        bound[open_rows] = np.partition(minima[open_rows], fetch - 1, axis=1)[
+            :, fetch - 1
+        ]
+    rows, groups = np.nonzero(minima <= bound[:, None])
+    if rows.size == 0:
+        return
+    if group == 1:
+        values = minima[rows, groups][:, None]
+    else:
+        values = _gather_groups(scores, rows, groups, group, gallery.pad)
+    columns = tile.start + groups[:, None] * group + np.arange(group)
+    keep = (values <= bound[rows, None]) & (columns < tile.stop)
+    best.merge(
+        np.broadcast_to(rows[:, None], keep.shape)[keep], values[keep], columns[keep]
+    )
 
 
 def search_blocks(
@@ -412,22 +473,14 @@ def search_blocks(
             empty = np.zeros((rows.stop - rows.start, 0))
             yield rows, empty, empty.astype(np.int64)
             continue
-        fetch = over_fetch(k, available)
         block = gallery.block(queries[rows])
         row_ids = None
         if exclude_self:
             row_ids = _row_ids(np.arange(rows.start, rows.stop), int(block.shape[0]))
-        values, columns = [], []
+        best = _Best(rows.stop - rows.start, over_fetch(k, available))
         for tile in gallery.tiles:
-            tile_values, tile_columns = _tile_candidates(
-                gallery, block, tile, fetch, rows.stop - rows.start, row_ids
-            )
-            values.append(tile_values)
-            columns.append(tile_columns)
-        values = np.concatenate(values, axis=1)
-        columns = np.concatenate(columns, axis=1)
-        order = _stable_order(values, columns)[:, :fetch]
-        columns = np.take_along_axis(columns, order, axis=1)
+            _tile_candidates(gallery, block, tile, best, row_ids)
+        columns = best.columns
         distances = exact_distances(
             queries[rows], gallery.embeddings, columns, gallery.distance
         )
