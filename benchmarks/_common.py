@@ -285,7 +285,9 @@ def set_threads(threads: int | None) -> None:
     """Limit the backend's intra-op CPU threads (no-op for `None`).
 
     Call before any computation. JAX reads its XLA flags when its CPU client
-    starts, so the flag is set here if JAX has not computed anything yet.
+    starts, so the flag is set here if JAX has not computed anything yet;
+    XLA can only be made single-threaded (`threads=1`): another count leaves
+    it with all the cores, as XLA aborts on any other thread setting.
     """
     if threads is None:
         return
@@ -299,12 +301,12 @@ def set_threads(threads: int | None) -> None:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
     elif name == "jax":
-        flags = os.environ.get("XLA_FLAGS", "")
         if threads == 1:
-            flags += " --xla_cpu_multi_thread_eigen=false"
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} intra_op_parallelism_threads={threads}".strip()
-        )
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = (
+                f"{flags} --xla_cpu_multi_thread_eigen=false "
+                "intra_op_parallelism_threads=1"
+            ).strip()
 
 
 class EpochClock(keras.callbacks.Callback):
