@@ -286,8 +286,8 @@ def set_threads(threads: int | None) -> None:
 
     Call before any computation. JAX reads its XLA flags when its CPU client
     starts, so the flag is set here if JAX has not computed anything yet;
-    XLA can only be made single-threaded (`threads=1`): another count leaves
-    it with all the cores, as XLA aborts on any other thread setting.
+    XLA's CPU flags can only make it single-threaded (`threads=1`): another
+    count leaves it with all the cores.
     """
     if threads is None:
         return
