@@ -378,3 +378,124 @@ def test_compare_losses_full_trains_on_every_digit(
     assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
     assert "all ten digits: 200 training images, 100 test images" in out
     assert "last layer linear, one-pixel shifts on, cosine decay on" in out
+
+
+def _import_benchmark(name: str) -> object:
+    """Import `benchmarks/<name>.py` (the scripts import their siblings by name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_compare_losses_cnn_leave_one_out_equals_retrieval_metrics(
+    distance: str,
+) -> None:
+    import keras_siamese as ks
+
+    script = _import_benchmark("compare_losses_cnn")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((157, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 157)
+    # Blocks smaller than the set, so that the diagonal is masked per block.
+    ours = script.leave_one_out(x, y, distance, block=40)
+    expected = ks.retrieval_metrics(
+        x, y, distance=distance, metrics=("recall_at_1", "map_at_r")
+    )
+    assert ours["recall_at_1"] == pytest.approx(float(expected["recall_at_1"]))
+    assert ours["map_at_r"] == pytest.approx(float(expected["map_at_r"]))
+
+
+def test_compare_losses_cnn_random_shift_moves_whole_images() -> None:
+    script = _import_benchmark("compare_losses_cnn")
+    rng = np.random.default_rng(0)
+    images = np.zeros((30, 12, 12, 1), np.float32)
+    # Content away from the border, so that a shift of up to 2 loses none.
+    images[:, 2:10, 2:10] = rng.random((30, 8, 8, 1))
+    shifted = script.RandomShift(2)(images, seed=5)
+    assert shifted.shape == images.shape
+    moves = set()
+    for before, after in zip(images, shifted):
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if np.array_equal(np.roll(before, (dy, dx), axis=(0, 1)), after)
+        ]
+        assert len(found) == 1
+        moves.add(found[0])
+    assert len(moves) > 5  # the shifts vary from image to image
+    np.testing.assert_array_equal(script.RandomShift(2)(images, seed=5), shifted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["mnist", "fashion"])
+def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
+    tmp_path: Path, small_mnist: Path, protocol: str
+) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "compare_losses_cnn.py"),
+            *("--protocol", protocol, "--data", str(small_mnist), "--smoke"),
+            *("--seeds", "0", "1", "--losses", "supcon", "arcface"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": keras.backend.backend(),
+            "BENCH_RESULTS_DIR": str(results),
+        },
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in done.stdout.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    assert [row[1] for row in rows] == [
+        "(raw pixels, no training)",
+        "(untrained CNN)",
+        "supcon",
+        "arcface",
+    ]
+    # Trunk and head, three metrics each, mean ± std over the two seeds.
+    assert all(cell.count("±") == 1 for row in rows[1:] for cell in row[2:8])
+    name = f"compare_losses_cnn_{protocol}-{keras.backend.backend()}.json"
+    record = json.loads((results / name).read_text())
+    unseen = {"mnist": [6, 7, 8, 9], "fashion": [0, 1, 2, 3, 4]}[protocol]
+    assert record["protocol"]["eval_classes"] == unseen
+    assert record["protocol"]["one_shot_ways"] == min(5, len(unseen))
+    assert f"{len(unseen)}-way 1-shot" in done.stdout
+    for entry in record["losses"].values():
+        assert [run["seed"] for run in entry["runs"]] == [0, 1]
+        for run in entry["runs"]:
+            for part in ("trunk", "head"):
+                for metric in ("recall_at_1", "map_at_r", "one_shot"):
+                    assert 0.0 <= run[part][metric] <= 1.0, (part, metric, run)
+
+
+@pytest.mark.slow
+def test_compare_losses_cnn_full_trains_on_every_digit(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    out = run_script(
+        "compare_losses_cnn.py",
+        *("--data", str(small_mnist), "--smoke", "--full", "--no-json"),
+        cwd=tmp_path,
+    )
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    assert [row[1] for row in rows] == ["circle"]
+    assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
+    assert "all ten digits: 200 training images, 100 test images" in out
