@@ -76,6 +76,7 @@ from keras_siamese.metrics import (
     triplet_accuracy,
     verification_accuracy,
 )
+from keras_siamese.models import BarlowTwins, SimCLR, SimSiam, VICReg
 from keras_siamese.retrieval import (
     Calibration,
     EmbeddingIndex,
@@ -90,6 +91,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArcFaceLoss",
     "BYOLLoss",
+    "BarlowTwins",
     "BarlowTwinsLoss",
     "Calibration",
     "CircleLoss",
@@ -116,11 +118,14 @@ __all__ = [
     "ProxyAnchorLoss",
     "RetrievalEvaluation",
     "SiameseWrapper",
+    "SimCLR",
+    "SimSiam",
     "SupervisedContrastiveLoss",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
     "TrunkHead",
+    "VICReg",
     "VICRegLoss",
     "Verifier",
     "arcface_loss",
