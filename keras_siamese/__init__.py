@@ -76,7 +76,7 @@ from keras_siamese.metrics import (
     triplet_accuracy,
     verification_accuracy,
 )
-from keras_siamese.models import BarlowTwins, SimCLR, SimSiam, VICReg
+from keras_siamese.models import BYOL, BarlowTwins, SimCLR, SimSiam, VICReg
 from keras_siamese.retrieval import (
     Calibration,
     EmbeddingIndex,
@@ -89,6 +89,7 @@ from keras_siamese.retrieval import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BYOL",
     "ArcFaceLoss",
     "BYOLLoss",
     "BarlowTwins",

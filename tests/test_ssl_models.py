@@ -11,8 +11,10 @@ import pytest
 
 import keras_siamese
 from keras_siamese import (
+    BYOL,
     BarlowTwins,
     BarlowTwinsLoss,
+    BYOLLoss,
     ClassBalancedDataset,
     NegativeCosineSimilarity,
     NTXentLoss,
@@ -34,6 +36,15 @@ SMALL = {
         VICReg,
         {"projection_hidden_dim": 12, "projection_dim": 5, "projection_layers": 3},
     ),
+    "BYOL": (
+        BYOL,
+        {
+            "momentum_steps": 20,
+            "projection_hidden_dim": 12,
+            "projection_dim": 5,
+            "prediction_hidden_dim": 12,
+        },
+    ),
     "SimCLR": (
         SimCLR,
         {"projection_hidden_dim": 12, "projection_dim": 5, "projection_layers": 3},
@@ -44,6 +55,7 @@ DEFAULT_LOSS = {
     "BarlowTwins": BarlowTwinsLoss,
     "VICReg": VICRegLoss,
     "SimCLR": NTXentLoss,
+    "BYOL": BYOLLoss,
 }
 NAMES = list(SMALL)
 
@@ -100,6 +112,14 @@ def test_output_layout(name):
         p = model.predictor(z, training=False)
         np.testing.assert_allclose(out[:, 0], keras.ops.convert_to_numpy(p), atol=1e-6)
         np.testing.assert_allclose(out[:, 1], keras.ops.convert_to_numpy(z), atol=1e-6)
+    elif name == "BYOL":
+        assert out.shape == (10, 2, 5)
+        p = model.predictor(z, training=False)
+        t = model.target_projector(
+            model.target_encoder(x, training=False), training=False
+        )
+        np.testing.assert_allclose(out[:, 0], keras.ops.convert_to_numpy(p), atol=1e-6)
+        np.testing.assert_allclose(out[:, 1], keras.ops.convert_to_numpy(t), atol=1e-6)
     else:
         assert out.shape == (10, 5)
         np.testing.assert_allclose(out, keras.ops.convert_to_numpy(z), atol=1e-6)
@@ -277,6 +297,16 @@ LIGHTLY_HEADS = {
             },
         ),
     ],
+    "BYOL": [
+        (
+            "BYOLProjectionHead",
+            {"hidden_dim": "projection_hidden_dim", "output_dim": "projection_dim"},
+        ),
+        (
+            "BYOLPredictionHead",
+            {"hidden_dim": "prediction_hidden_dim", "output_dim": "projection_dim"},
+        ),
+    ],
     "SimCLR": [
         (
             "SimCLRProjectionHead",
@@ -323,10 +353,12 @@ def test_weights_have_lightlys_shapes(name, extra):
     model = make(name, **extra)
     model(np.zeros((4, 4), "float32"))
     sizes = {"batch_norm": True, **SMALL[name][1], **extra}
-    ours = [model.projector] + ([model.predictor] if name == "SimSiam" else [])
+    ours = [model.projector] + (
+        [model.predictor] if name in ("SimSiam", "BYOL") else []
+    )
     for layer, (head, arguments) in zip(ours, LIGHTLY_HEADS[name]):
         kwargs = {their: sizes[our] for their, our in arguments.items()}
-        if head == "SimSiamPredictionHead":
+        if head in ("SimSiamPredictionHead", "BYOLPredictionHead"):
             kwargs.update(
                 input_dim=sizes["projection_dim"], output_dim=sizes["projection_dim"]
             )
@@ -341,3 +373,97 @@ def test_weights_have_lightlys_shapes(name, extra):
         assert [tuple(w.shape) for w in layer.trainable_weights] == theirs
         buffers = [tuple(b.shape) for b in module.buffers() if b.ndim == 1]
         assert [tuple(w.shape) for w in layer.non_trainable_weights] == buffers
+
+
+def cosine_momentum(step, steps, start, end):
+    """The momentum schedule, from its definition (lightly's `cosine_schedule`)."""
+    if steps <= 1 or step >= steps - 1:
+        return end
+    return end - (end - start) * (np.cos(np.pi * step / (steps - 1)) + 1) / 2
+
+
+def numpy_weights(variables):
+    return [keras.ops.convert_to_numpy(v).copy() for v in variables]
+
+
+def test_byol_target_follows_the_online_network_step_by_step():
+    keras.utils.set_random_seed(4)
+    model = make("BYOL", momentum_steps=5, start_momentum=0.9)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = views_dataset(examples=16, per_batch=8)[0]
+    model(x)
+    pairs = [(t, o) for t, o in model._pairs() if o.trainable]
+    assert all(not t.trainable for t, _ in pairs)
+    for t, o in pairs:
+        np.testing.assert_array_equal(*numpy_weights([t, o]))
+    moved = 0.0
+    for step in range(7):
+        targets = numpy_weights([t for t, _ in pairs])
+        online = numpy_weights([o for _, o in pairs])
+        model.train_on_batch(x, y)
+        m = cosine_momentum(step, 5, 0.9, 1.0)
+        for t_before, o_before, (t, o) in zip(targets, online, pairs):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(t),
+                m * t_before + (1 - m) * o_before,
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            moved = max(
+                moved, float(np.abs(keras.ops.convert_to_numpy(o) - o_before).max())
+            )
+        assert int(keras.ops.convert_to_numpy(model.momentum_step)) == step + 1
+    # The online network trained, so the comparisons above could fail.
+    assert moved > 1e-4
+    # Inference leaves the target and the step alone.
+    before = numpy_weights(model.non_trainable_weights)
+    model.predict(x, verbose=0)
+    for a, b in zip(before, numpy_weights(model.non_trainable_weights)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_byol_target_is_not_trained():
+    model = make("BYOL")
+    model(np.zeros((4, 4), "float32"))
+    target = {
+        id(v) for v in model.target_encoder.weights + model.target_projector.weights
+    }
+    assert not target & {id(v) for v in model.trainable_weights}
+    assert target <= {id(v) for v in model.non_trainable_weights}
+    online = model.encoder.trainable_weights + model.projector.trainable_weights
+    assert len(model.trainable_weights) == len(online) + len(
+        model.predictor.trainable_weights
+    )
+    # Freezing and unfreezing the model leaves the target out of training.
+    model.trainable = False
+    assert not model.trainable_weights
+    model.trainable = True
+    assert not target & {id(v) for v in model.trainable_weights}
+    assert len(model.trainable_weights) == len(online) + len(
+        model.predictor.trainable_weights
+    )
+    assert model.target_projector.trainable
+
+
+def test_byol_momentum_schedule_is_lightlys():
+    try:
+        scheduler = lightly_reference.load("utils/scheduler.py")
+    except ModuleNotFoundError:
+        pytest.skip("lightly is installed in the torch environment only")
+    model = make("BYOL", momentum_steps=9)
+    for step in range(12):
+        expected = scheduler.cosine_schedule(min(step, 9), 9, 0.99, 1.0)
+        got = float(keras.ops.convert_to_numpy(model.momentum(step)))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+        assert cosine_momentum(step, 9, 0.99, 1.0) == pytest.approx(expected, abs=1e-12)
+
+
+def test_byol_momenta_are_checked():
+    with pytest.raises(ValueError, match="start_momentum"):
+        make("BYOL", start_momentum=1.5)
+    with pytest.raises(ValueError, match="end_momentum"):
+        make("BYOL", end_momentum=-0.1)
+    with pytest.raises(ValueError, match="start_momentum"):
+        make("BYOL", start_momentum=0.999, end_momentum=0.99)
+    with pytest.raises(TypeError, match="momentum_steps"):
+        BYOL(encoder())
