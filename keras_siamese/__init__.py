@@ -76,6 +76,7 @@ from keras_siamese.metrics import (
     triplet_accuracy,
     verification_accuracy,
 )
+from keras_siamese.models import BYOL, BarlowTwins, SimCLR, SimSiam, VICReg
 from keras_siamese.retrieval import (
     Calibration,
     EmbeddingIndex,
@@ -88,8 +89,10 @@ from keras_siamese.retrieval import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BYOL",
     "ArcFaceLoss",
     "BYOLLoss",
+    "BarlowTwins",
     "BarlowTwinsLoss",
     "Calibration",
     "CircleLoss",
@@ -116,11 +119,14 @@ __all__ = [
     "ProxyAnchorLoss",
     "RetrievalEvaluation",
     "SiameseWrapper",
+    "SimCLR",
+    "SimSiam",
     "SupervisedContrastiveLoss",
     "TripletAccuracy",
     "TripletDataset",
     "TripletLoss",
     "TrunkHead",
+    "VICReg",
     "VICRegLoss",
     "Verifier",
     "arcface_loss",

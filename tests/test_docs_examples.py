@@ -44,6 +44,7 @@ def test_the_guides_have_code_to_run():
         "trunk-head.md",
         "images.md",
         "keras-io.md",
+        "self-supervised.md",
     } <= names
 
 
