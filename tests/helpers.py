@@ -91,14 +91,22 @@ def record_score_blocks(monkeypatch: pytest.MonkeyPatch) -> ScoreBlocks:
 
     blocks = ScoreBlocks()
     earlier: list[weakref.ref] = []
-    original = _search.PreparedGallery.scores
 
-    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
-        blocks.alive.append(sum(ref() is not None for ref in earlier))
-        result = original(self, *args, **kwargs)
-        blocks.shapes.append(tuple(result.shape))
-        earlier.append(weakref.ref(result))
-        return result
+    def record(original: Any, pick: Callable[[Any], Any]) -> Callable[..., Any]:
+        def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+            blocks.alive.append(sum(ref() is not None for ref in earlier))
+            result = original(self, *args, **kwargs)
+            scores = pick(result)
+            # Grouped scores `(rows, groups, group)` count as `(rows, columns)`.
+            blocks.shapes.append((int(scores.shape[0]), int(np.prod(scores.shape[1:]))))
+            earlier.append(weakref.ref(scores))
+            return result
 
-    monkeypatch.setattr(_search.PreparedGallery, "scores", recording)
+        return recording
+
+    prepared = _search.PreparedGallery
+    monkeypatch.setattr(prepared, "scores", record(prepared.scores, lambda s: s))
+    monkeypatch.setattr(
+        prepared, "grouped_scores", record(prepared.grouped_scores, lambda r: r[0])
+    )
     return blocks

@@ -482,3 +482,20 @@ def test_enrolling_no_inputs_changes_nothing():
     assert verifier.index is None
     with pytest.raises(ValueError, match="0 rows but 2 labels"):
         verifier.enroll(np.zeros((0, 4)), ["a", "b"])
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_exclude_on_tiles_pruned_by_group_minima(distance):
+    # 3,000 rows make tiles wide enough to be pruned by group minima (on JAX,
+    # scored as `(rows, groups, group)` blocks); every query leaves itself out.
+    rng = np.random.default_rng(11)
+    gallery = rng.normal(size=(3000, 8)).astype("float32")
+    index = EmbeddingIndex(distance, block_bytes=2**18)
+    index.add(gallery)
+    queries = np.arange(0, 3000, 37)
+    found_distances, found = index.search(gallery[queries], k=6, exclude=queries)
+    expected_distances, expected, _ = reference_search(
+        gallery[queries], gallery, distance, 6, exclude=queries
+    )
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(found_distances, expected_distances, rtol=1e-6)

@@ -235,6 +235,11 @@ class PreparedGallery:
         # The bias rides in the matrix product (a column of ones in the
         # queries): one pass over the scores instead of two.
         weights = np.ascontiguousarray(np.concatenate([weights, bias[None, :]]))
+        if self.pad and _grouped(width):
+            # On JAX an eager reshape of the scores copies them; weights laid
+            # out as `(dim + 1, groups, _GROUP)` give the scores already
+            # grouped, so the group minima need no copy.
+            weights = weights.reshape(weights.shape[0], width // _GROUP, _GROUP)
         return Tile(start, stop, width, ops.convert_to_tensor(weights), None)
 
     def __len__(self) -> int:
@@ -290,10 +295,41 @@ class PreparedGallery:
         if self.form is None:
             scores = self.distance.pairwise(queries, tile.weights) + tile.bias
         else:
-            scores = ops.matmul(queries, tile.weights)
+            weights = tile.weights
+            if len(weights.shape) == 3:
+                weights = ops.reshape(weights, (weights.shape[0], tile.width))
+            scores = ops.matmul(queries, weights)
         if exclude_rows is not None:
             scores = _mask_self(scores, exclude_rows, tile)
         return scores
+
+    def grouped_scores(
+        self, queries: object, tile: Tile, exclude_rows: np.ndarray | None = None
+    ) -> tuple[object, object, int]:
+        """The scores of `scores`, their group minima and the group size.
+
+        Returns `(scores, minima, group)`: with `group > 1`, the minima are
+        `(rows, width // group)`, the minimum of each run of `group`
+        consecutive columns, and the scores may come as `(rows, width //
+        group, group)` (JAX); with `group == 1` (a tile too narrow, or not a
+        multiple of `_GROUP` wide) the minima are the `(rows, width)` scores.
+        """
+        if len(tile.weights.shape) != 3:
+            scores = self.scores(queries, tile, exclude_rows)
+            if not _grouped(tile.width):
+                return scores, scores, 1
+            rows = scores.shape[0]
+            grouped = ops.reshape(scores, (rows, tile.width // _GROUP, _GROUP))
+            return scores, ops.min(grouped, axis=2), _GROUP
+        scores = ops.einsum("qd,dgc->qgc", queries, tile.weights)
+        if exclude_rows is not None:
+            scores = _mask_self(scores, exclude_rows, tile)
+        return scores, ops.min(scores, axis=2), _GROUP
+
+
+def _grouped(width: int) -> bool:
+    """Whether a tile of `width` columns is pruned by group minima."""
+    return width % _GROUP == 0 and width >= _GROUPED_MIN_WIDTH
 
 
 def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
@@ -304,7 +340,7 @@ def _mask_self(scores: object, row_ids: np.ndarray, tile: Tile) -> object:
     if row_ids.max() < tile.start or row_ids.min() >= tile.stop:
         return scores
     columns = np.arange(tile.start, tile.start + tile.width)
-    same = row_ids[:, None] == columns[None, :]
+    same = (row_ids[:, None] == columns[None, :]).reshape(tuple(scores.shape))
     return ops.where(ops.convert_to_tensor(same), np.inf, scores)
 
 
@@ -313,19 +349,6 @@ def _row_ids(rows: np.ndarray, padded: int) -> np.ndarray:
     ids = np.full(padded, -1, dtype=np.int64)
     ids[: len(rows)] = rows
     return ids
-
-
-def _group_minima(scores: object, width: int) -> tuple[object, int]:
-    """Per row, the minimum of each run of `group` consecutive columns.
-
-    Returns the `(rows, width // group)` minima and `group`; `group` is 1
-    (the minima are the scores) for a tile too narrow or not a multiple of
-    `_GROUP` wide.
-    """
-    if width % _GROUP or width < _GROUPED_MIN_WIDTH:
-        return scores, 1
-    rows = scores.shape[0]
-    return ops.min(ops.reshape(scores, (rows, width // _GROUP, _GROUP)), axis=2), _GROUP
 
 
 class _Best:
@@ -377,7 +400,17 @@ def _gather_groups(
     copies the whole score matrix, so the groups are gathered along each
     row of it (`take_along_axis`, with each row's groups padded to the
     longest); on PyTorch and TensorFlow, as rows of the `(-1, group)` view.
+    Scores that come grouped, `(rows, width // group, group)`, are gathered
+    along their second axis.
     """
+    if len(scores.shape) == 3:
+        per_row = np.bincount(rows, minlength=scores.shape[0])
+        place = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+        width = padded_size(int(per_row.max()))
+        chosen = np.zeros((scores.shape[0], width, 1), dtype=np.int32)
+        chosen[rows, place, 0] = groups
+        values = ops.convert_to_numpy(ops.take_along_axis(scores, chosen, axis=1))
+        return values[rows, place]
     if not pad:
         picked = rows * (scores.shape[1] // group) + groups
         values = ops.take(ops.reshape(scores, (-1, group)), picked, axis=0)
@@ -415,8 +448,7 @@ def _tile_candidates(
     call (see the module's docstring).
     """
     count = len(best.values)
-    scores = gallery.scores(block, tile, exclude_rows)
-    minima, group = _group_minima(scores, tile.width)
+    scores, minima, group = gallery.grouped_scores(block, tile, exclude_rows)
     minima = ops.convert_to_numpy(minima)[:count]
     bound = best.bound()
     open_rows = np.flatnonzero(np.isinf(bound))
