@@ -28,6 +28,7 @@ from keras_siamese.distances import (
 from keras_siamese.layers import (
     CosineDistance,
     CosineProxies,
+    DualEncoder,
     EuclideanDistance,
     ManhattanDistance,
     PairDistance,
@@ -103,6 +104,7 @@ __all__ = [
     "CosineDistance",
     "CosineProxies",
     "CrossBatchMemory",
+    "DualEncoder",
     "EmbeddingCollapseWarning",
     "EmbeddingIndex",
     "EmbeddingPlot",

@@ -57,15 +57,18 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         batch_size: batch size of `predict`.
         prefix: prepended to each metric name in the logs.
         block_bytes: memory budget of one block of scores on the device.
+        query_encoder: the query tower of a two-tower model (`DualEncoder`),
+            which then encodes `x` while `encoder` encodes the `references`
+            (required with it); `None` (default): `encoder` encodes both.
 
     Attributes:
         history: `{epoch: {name: value}}` of every evaluated epoch (1-based).
 
     Raises:
-        TypeError: if `encoder` has no `predict` method.
+        TypeError: if `encoder` or `query_encoder` has no `predict` method.
         ValueError: for labels of the wrong length, only one of `references`
-            and `reference_labels`, an unknown metric or distance, or
-            `every_n_epochs < 1`.
+            and `reference_labels`, a `query_encoder` without `references`,
+            an unknown metric or distance, or `every_n_epochs < 1`.
 
     Examples:
         >>> import keras, numpy as np
@@ -94,18 +97,28 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         batch_size: int = 256,
         prefix: str = "val_",
         block_bytes: int = DEFAULT_BLOCK_BYTES,
+        query_encoder: keras.Model | None = None,
     ) -> None:
         super().__init__()
-        if not callable(getattr(encoder, "predict", None)):
-            raise TypeError(
-                "`encoder` must be a Keras model with a `predict` method; "
-                f"got {type(encoder).__name__}."
-            )
+        for name, model in (("encoder", encoder), ("query_encoder", query_encoder)):
+            if (model is not None or name == "encoder") and not callable(
+                getattr(model, "predict", None)
+            ):
+                raise TypeError(
+                    f"`{name}` must be a Keras model with a `predict` method; "
+                    f"got {type(model).__name__}."
+                )
         if (references is None) != (reference_labels is None):
             raise ValueError(
                 "Give both `references` and `reference_labels`, or neither."
             )
+        if query_encoder is not None and references is None:
+            raise ValueError(
+                "A `query_encoder` needs `references` (encoded by `encoder`) to "
+                "search: the queries are not searched against each other."
+            )
         self.encoder = encoder
+        self.query_encoder = query_encoder
         self.x = x
         self.labels = check_labels(labels, _count(x), "labels")
         self.references = references
@@ -127,7 +140,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def evaluate(self) -> dict[str, float]:
         """Encode the validation set with the current weights and score it."""
-        embeddings = encode(self.encoder, self.x, self.batch_size, verbose=0)
+        queries = self.encoder if self.query_encoder is None else self.query_encoder
+        embeddings = encode(queries, self.x, self.batch_size, verbose=0)
         references = None
         if self.references is not None:
             references = encode(

@@ -7,6 +7,7 @@
         embeddings.npy   float32 (count, dim)
         labels.npy       int64, uint64 or unicode (count,), when there are labels
         encoder.keras    the encoder of a saved verifier
+        query_encoder.keras  its query tower, when it has one of its own
 
 Arrays are read with `np.load(..., allow_pickle=False)`, metadata is JSON,
 and the encoder loads through Keras' safe mode: reading a saved index runs no
@@ -57,7 +58,8 @@ INDEX_FILE = "index.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 LABELS_FILE = "labels.npy"
 ENCODER_FILE = "encoder.keras"
-_DATA_FILES = (EMBEDDINGS_FILE, LABELS_FILE, ENCODER_FILE)
+QUERY_ENCODER_FILE = "query_encoder.keras"
+_DATA_FILES = (EMBEDDINGS_FILE, LABELS_FILE, ENCODER_FILE, QUERY_ENCODER_FILE)
 _MAX_JSON_BYTES = 2**20
 # Integers in index.json have at most this many digits (int64 has 19).
 _MAX_INT_DIGITS = 20
@@ -210,6 +212,8 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
         _check_verifier(verifier)
     elif ENCODER_FILE in files:
         raise _Malformed("an encoder is listed without verifier settings.")
+    if QUERY_ENCODER_FILE in files and ENCODER_FILE not in files:
+        raise _Malformed("a query encoder is listed without an encoder.")
     return files
 
 
@@ -516,19 +520,22 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             labels = _read_array(
                 directory, LABELS_FILE, files[LABELS_FILE], (count,), record["labels"]
             )
-        encoder = None
-        if ENCODER_FILE in files:
-            with _open_member(directory, ENCODER_FILE) as handle:
-                _check_size(handle, ENCODER_FILE, files[ENCODER_FILE])
-                _check_checksum(handle, ENCODER_FILE, files[ENCODER_FILE])
-            encoder = directory / ENCODER_FILE
+        encoders = {}
+        for name in (ENCODER_FILE, QUERY_ENCODER_FILE):
+            encoders[name] = None
+            if name in files:
+                with _open_member(directory, name) as handle:
+                    _check_size(handle, name, files[name])
+                    _check_checksum(handle, name, files[name])
+                encoders[name] = directory / name
     except _Malformed as problem:
         raise _fail(directory, str(problem)) from None
     return {
         **record,
         "embeddings": embeddings,
         "labels": labels,
-        "encoder_path": encoder,
+        "encoder_path": encoders[ENCODER_FILE],
+        "query_encoder_path": encoders[QUERY_ENCODER_FILE],
     }
 
 
@@ -679,6 +686,7 @@ def write(
     labels: np.ndarray | None,
     encoder: Any | None = None,
     verifier: dict[str, Any] | None = None,
+    query_encoder: Any | None = None,
 ) -> Path:
     """Write a saved index directory, atomically.
 
@@ -689,6 +697,8 @@ def write(
         labels: `(count,)` integer or string labels, or `None`.
         encoder: a verifier's encoder, saved as `encoder.keras`, or `None`.
         verifier: a verifier's settings, or `None`.
+        query_encoder: a verifier's own query encoder, saved as
+            `query_encoder.keras`, or `None`.
 
     The files are written into a new sibling directory, flushed to disk and
     renamed into place (see the module docstring for what a crash leaves).
@@ -713,6 +723,9 @@ def write(
         if encoder is not None:
             encoder.save(staging / ENCODER_FILE)
             files[ENCODER_FILE] = _seal(staging / ENCODER_FILE)
+        if query_encoder is not None:
+            query_encoder.save(staging / QUERY_ENCODER_FILE)
+            files[QUERY_ENCODER_FILE] = _seal(staging / QUERY_ENCODER_FILE)
         record = {"format": FORMAT, "version": VERSION, **metadata, "files": files}
         try:
             _check_record(record)

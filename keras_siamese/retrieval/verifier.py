@@ -46,8 +46,13 @@ class Verifier:
     `save` writes the encoder, the threshold and the gallery to one
     directory, and `load` reads it back on any backend.
 
+    With two towers (a `DualEncoder`'s), `encoder` embeds the gallery and
+    the second input of each pair, and `query_encoder` the queries of
+    `identify` and the first input of each pair.
+
     Args:
-        encoder: the trained embedding network (a Keras model).
+        encoder: the trained embedding network (a Keras model); with two
+            towers, the candidate (gallery) tower.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms `EmbeddingIndex`
             needs.
@@ -59,10 +64,13 @@ class Verifier:
             `-1` for integer labels and `"unknown"` for string labels. No
             enrolled label may equal it (`enroll` and `identify` refuse a
             gallery that holds it).
+        query_encoder: the query tower of a two-tower model (a Keras
+            model), or `None` (default): `encoder` embeds the queries too.
 
     Raises:
-        TypeError: if `encoder` has no `predict` method, `index` is not an
-            `EmbeddingIndex`, or `unknown` is neither an int nor a string.
+        TypeError: if `encoder` or `query_encoder` has no `predict` method,
+            `index` is not an `EmbeddingIndex`, or `unknown` is neither an
+            int nor a string.
         ValueError: for an unknown distance (or one lacking an exact or a
             search form), a negative or non-finite
             threshold, or an index with another distance.
@@ -88,13 +96,18 @@ class Verifier:
         *,
         batch_size: int = 256,
         unknown: int | str | None = None,
+        query_encoder: keras.Model | None = None,
     ) -> None:
-        if not callable(getattr(encoder, "predict", None)):
-            raise TypeError(
-                "`encoder` must be a Keras model with a `predict` method; got "
-                f"{type(encoder).__name__}."
-            )
+        for name, model in (("encoder", encoder), ("query_encoder", query_encoder)):
+            if (model is not None or name == "encoder") and not callable(
+                getattr(model, "predict", None)
+            ):
+                raise TypeError(
+                    f"`{name}` must be a Keras model with a `predict` method; got "
+                    f"{type(model).__name__}."
+                )
         self.encoder = encoder
+        self.query_encoder = query_encoder
         self._distance = _distances.get(distance, needs=("search",), user="Verifier")
         self.threshold = threshold
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -153,11 +166,19 @@ class Verifier:
         )
 
     def embed(self, x: Any, verbose: Any = 0) -> np.ndarray:
-        """The embeddings of `x`, float32 `(n, dim)`, encoded in batches."""
+        """The embeddings of `x` by `encoder`, float32 `(n, dim)`, in batches."""
         return encode(self.encoder, x, self.batch_size, verbose)
+
+    def embed_queries(self, x: Any, verbose: Any = 0) -> np.ndarray:
+        """The embeddings of queries `x`: by `query_encoder` where there is one."""
+        encoder = self.encoder if self.query_encoder is None else self.query_encoder
+        return encode(encoder, x, self.batch_size, verbose)
 
     def pair_distances(self, x1: Any, x2: Any) -> np.ndarray:
         """Distances between the embeddings of `x1[i]` and `x2[i]`, float64 `(n,)`.
+
+        With a `query_encoder`, `x1` holds the queries (embedded by it) and
+        `x2` the candidates (embedded by `encoder`).
 
         Raises:
             ValueError: if `x1` and `x2` hold different numbers of inputs.
@@ -170,7 +191,7 @@ class Verifier:
                 "`x1` and `x2` must hold the same number of inputs; one of them "
                 "is empty."
             )
-        a, b = self.embed(x1), self.embed(x2)
+        a, b = self.embed_queries(x1), self.embed(x2)
         if a.shape != b.shape:
             raise ValueError(
                 "`x1` and `x2` must hold the same number of inputs; their "
@@ -336,7 +357,7 @@ class Verifier:
         if no_inputs(x):  # Keras' `predict` fails on no inputs
             nothing = np.zeros(0, dtype=held.dtype)
             return (nothing, np.zeros(0, np.float32)) if return_distances else nothing
-        queries = self.embed(x)
+        queries = self.embed_queries(x)
         distances, indices = gallery.search(queries, k=1)
         nearest = indices[:, 0]
         labels = gallery.labels_of(nearest)
@@ -359,8 +380,8 @@ class Verifier:
     def save(self, path: str | os.PathLike) -> None:
         """Save the encoder, distance, threshold and gallery to one directory.
 
-        The layout of `EmbeddingIndex.save`, plus `encoder.keras` and the
-        verifier's settings in `index.json`; `EmbeddingIndex.load` reads the
+        The layout of `EmbeddingIndex.save`, plus `encoder.keras` (and
+        `query_encoder.keras` where there is one) and the verifier's settings in `index.json`; `EmbeddingIndex.load` reads the
         gallery from it too. Atomic as `EmbeddingIndex.save`: an encoder
         that fails to save, a full disk or a crash leaves an earlier save at
         `path` as it was.
@@ -393,6 +414,7 @@ class Verifier:
             index.labels,
             encoder=self.encoder,
             verifier=settings,
+            query_encoder=self.query_encoder,
         )
 
     @classmethod
@@ -423,14 +445,10 @@ class Verifier:
                 f"Cannot load a verifier from {os.fspath(path)}: it holds an index "
                 "without an encoder (load it with EmbeddingIndex.load)."
             )
-        try:
-            encoder = keras.saving.load_model(
-                record["encoder_path"], compile=False, safe_mode=True
-            )
-        except Exception as error:  # a crafted archive fails in many ways
-            raise ValueError(
-                f"Cannot load the encoder saved at {record['encoder_path']}: {error}"
-            ) from error
+        encoder = _load_encoder(record["encoder_path"])
+        query_encoder = None
+        if record["query_encoder_path"] is not None:
+            query_encoder = _load_encoder(record["query_encoder_path"])
         try:
             index = None
             if record["count"]:
@@ -444,6 +462,7 @@ class Verifier:
                 index,
                 batch_size=settings.get("batch_size", 256),
                 unknown=settings.get("unknown"),
+                query_encoder=query_encoder,
             )
             calibration = settings.get("calibration")
             if calibration is not None:
@@ -454,3 +473,11 @@ class Verifier:
                 f"are invalid ({error})"
             ) from None
         return verifier
+
+
+def _load_encoder(path: os.PathLike) -> keras.Model:
+    """A saved encoder, loaded in safe mode without its training configuration."""
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # a crafted archive fails in many ways
+        raise ValueError(f"Cannot load the encoder saved at {path}: {error}") from error
