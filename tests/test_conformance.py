@@ -87,6 +87,9 @@ def _function_form(case: Case) -> tuple[Any, dict] | None:
     if function is None:
         return None
     config = case.build().get_config()
+    # Objects (a wrapped loss) are passed as objects, not as their configs.
+    objects = {k: v for k, v in case.init_kwargs().items() if not _plain(v)}
+    config.update(objects)
     parameters = inspect.signature(function).parameters
     return function, {key: config[key] for key in parameters if key in config}
 
@@ -140,7 +143,7 @@ def test_loss_and_metric_output_shapes_symbolic_and_eager(case):
 
 
 def _plain(value: Any) -> bool:
-    return not isinstance(value, keras.layers.Layer)
+    return not isinstance(value, (keras.layers.Layer, keras.losses.Loss))
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

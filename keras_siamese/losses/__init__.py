@@ -2,7 +2,7 @@
 metric-learning losses of labelled embeddings (supervised contrastive, NT-Xent,
 multi-similarity, circle), proxy losses, cross-batch memory, and the
 self-supervised losses of two views (negative cosine similarity, BYOL, Barlow
-Twins, VICReg)."""
+Twins, VICReg), and the Matryoshka wrapper over embedding prefixes."""
 
 from keras_siamese.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from keras_siamese.losses.byol import BYOLLoss, byol_loss
@@ -14,6 +14,7 @@ from keras_siamese.losses.margin_softmax import (
     arcface_loss,
     cosface_loss,
 )
+from keras_siamese.losses.matryoshka import MatryoshkaLoss, matryoshka_loss
 from keras_siamese.losses.memory import CrossBatchMemory
 from keras_siamese.losses.multi_similarity import (
     MultiSimilarityLoss,
@@ -41,6 +42,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
+    "MatryoshkaLoss",
     "MultiSimilarityLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
@@ -55,6 +57,7 @@ __all__ = [
     "circle_loss",
     "contrastive_loss",
     "cosface_loss",
+    "matryoshka_loss",
     "multi_similarity_loss",
     "negative_cosine_similarity",
     "ntxent_loss",

@@ -2,6 +2,7 @@
 
     name/
         index.json       format, version, distance, sizes, label kind, engine
+                         (and the kept prefix, truncate_dim, where one is set)
                          (one object: its name and options), SHA-256 and byte
                          size of every data file, verifier settings
         embeddings.npy   float32 (count, dim)
@@ -82,13 +83,14 @@ _TOP_KEYS = {
     "engine",
     "files",
     "verifier",
+    "truncate_dim",
 }
 _ENGINE_KEYS = {"name", *ENGINE_LIMITS}
 # The options of a user-defined engine: JSON scalars, and few.
 _ENGINE_OPTION_TYPES = (str, int, float, bool, type(None))
 _MAX_ENGINE_KEYS = 65
 _FILE_KEYS = {"sha256", "bytes"}
-_VERIFIER_KEYS = {"threshold", "unknown", "batch_size", "calibration"}
+_VERIFIER_KEYS = {"threshold", "unknown", "batch_size", "calibration", "truncate_dim"}
 _RATES = ("accuracy", "precision", "recall", "far", "frr")
 _CALIBRATION_KEYS = {"threshold", "target", "value", "pairs", *_RATES}
 
@@ -184,7 +186,7 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     record = _object(record, INDEX_FILE, _TOP_KEYS)
     if record.get("format") != FORMAT:
         raise _Malformed(f"{INDEX_FILE} is not a {FORMAT} file (its format field).")
-    missing = sorted(_TOP_KEYS - {"verifier"} - set(record))
+    missing = sorted(_TOP_KEYS - {"verifier", "truncate_dim"} - set(record))
     if missing:
         raise _Malformed(f"{INDEX_FILE} lacks {missing}.")
     version = _integer(record["version"], "version", 0, 2**31)
@@ -200,6 +202,11 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
         _integer(dim, "dim", 1, _MAX_DIM)
     elif count:
         raise _Malformed("dim is missing for a non-empty index.")
+    truncate_dim = record.get("truncate_dim")
+    if truncate_dim is not None:
+        _integer(truncate_dim, "truncate_dim", 1, _MAX_DIM)
+        if dim is not None and dim != truncate_dim:
+            raise _Malformed(f"dim {dim} differs from truncate_dim {truncate_dim}.")
     kind = _check_label_kind(record["labels"])
     _check_engine(record["engine"])
     files = _check_files(record["files"], version)
@@ -281,6 +288,8 @@ def _check_verifier(verifier: Any) -> None:
     if unknown is not None and not isinstance(unknown, str):
         _integer(unknown, "verifier.unknown", *_INT64)
     _integer(verifier.get("batch_size", 1), "verifier.batch_size", 1, _MAX_BATCH_SIZE)
+    if verifier.get("truncate_dim") is not None:
+        _integer(verifier["truncate_dim"], "verifier.truncate_dim", 1, _MAX_DIM)
     calibration = verifier.get("calibration")
     if calibration is None:
         return
@@ -674,6 +683,8 @@ def _metadata(
         "labels": kind,
         "engine": config["engine"],
     }
+    if config.get("truncate_dim") is not None:
+        metadata["truncate_dim"] = config["truncate_dim"]
     if verifier is not None:
         metadata["verifier"] = verifier
     return metadata, np.asarray(embeddings)

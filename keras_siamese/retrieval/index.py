@@ -101,6 +101,12 @@ class EmbeddingIndex:
         engine: `"keras"` (default), `"faiss"`, `"faiss-hnsw"`, a name given
             to `engines.register`, or an `Engine` object (one that serves
             no other index).
+        truncate_dim: keep only the first `truncate_dim` dimensions of every
+            embedding added and every query (Matryoshka embeddings, trained
+            with `MatryoshkaLoss`); `None` (default) keeps them all. The
+            prefix is not re-normalised: use `distance="cosine"` (which
+            measures directions) for embeddings trained on normalised
+            prefixes. Saved with the index.
         **options: the options of an engine given by name. The built-in
             engines take (see `BuiltinEngine`) `block_bytes`, the memory
             budget of one block of scores on the device, at most 2**30
@@ -111,7 +117,8 @@ class EmbeddingIndex:
 
     Raises:
         ImportError: for a faiss engine without faiss installed.
-        TypeError: for non-integer sizes, a `distance` that is neither a
+        TypeError: for non-integer sizes (`truncate_dim` included), a
+            `distance` that is neither a
             name nor a `Distance`, an `engine` that is neither a name nor an
             `Engine` object, an option the engine does not take, or options
             given with an `Engine` object.
@@ -137,8 +144,14 @@ class EmbeddingIndex:
         distance: str | _distances.Distance = "euclidean",
         *,
         engine: str | Engine = "keras",
+        truncate_dim: int | None = None,
         **options: Any,
     ) -> None:
+        self._truncate_dim = (
+            None
+            if truncate_dim is None
+            else check_positive_int(truncate_dim, "truncate_dim")
+        )
         engine = get_engine(engine, **options)
         self._distance = _distances.get(
             distance,
@@ -175,6 +188,23 @@ class EmbeddingIndex:
     def distance_object(self) -> _distances.Distance:
         """The `Distance` the index searches with."""
         return self._distance
+
+    @property
+    def truncate_dim(self) -> int | None:
+        """Dimensions kept of each embedding and query, or `None` (all)."""
+        return self._truncate_dim
+
+    def _truncate(self, embeddings: np.ndarray, what: str) -> np.ndarray:
+        """The first `truncate_dim` columns of checked `(n, dim)` embeddings."""
+        keep = self._truncate_dim
+        if keep is None or not len(embeddings):
+            return embeddings
+        if embeddings.shape[1] < keep:
+            raise ValueError(
+                f"`{what}` have {embeddings.shape[1]} dimensions, fewer than the "
+                f"index's truncate_dim={keep}."
+            )
+        return np.ascontiguousarray(embeddings[:, :keep])
 
     @property
     def engine(self) -> str:
@@ -296,8 +326,12 @@ class EmbeddingIndex:
                 (or missing for a labelled one).
         """
         rows = check_embeddings(
-            embeddings, "embeddings", dim=self._dim, allow_empty=True
+            embeddings,
+            "embeddings",
+            dim=self._dim if self._truncate_dim is None else None,
+            allow_empty=True,
         )
+        rows = self._truncate(rows, "embeddings")
         if not len(rows):
             if labels is not None:
                 check_labels(labels, 0)
@@ -340,7 +374,9 @@ class EmbeddingIndex:
             raise ValueError(
                 f"`k` must be at most the number of indexed rows ({count}); got {k}."
             )
-        return check_embeddings(queries, "queries", dim=self._dim), k
+        if self._truncate_dim is None:
+            return check_embeddings(queries, "queries", dim=self._dim), k
+        return self._truncate(check_embeddings(queries, "queries"), "queries"), k
 
     @staticmethod
     def _check_exclude(exclude: Any, queries: int, count: int) -> np.ndarray:
@@ -537,8 +573,9 @@ class EmbeddingIndex:
         """The settings that rebuild this index, without its rows: JSON.
 
         Returns:
-            `{"distance": name, "engine": {"name": name, **options}}`, what
-            `save` writes to `index.json` and `from_config` takes.
+            `{"distance": name, "engine": {"name": name, **options}}`, plus
+            `"truncate_dim"` where it is set: what `save` writes to
+            `index.json` and `from_config` takes.
 
         Raises:
             ValueError: if the distance or the engine is not registered
@@ -553,10 +590,13 @@ class EmbeddingIndex:
             >>> EmbeddingIndex.from_config(config).block_bytes
             1048576
         """
-        return {
+        config = {
             "distance": _distances.serialize(self._distance, "This index"),
             "engine": _engines.config_of(self._engine),
         }
+        if self._truncate_dim is not None:
+            config["truncate_dim"] = self._truncate_dim
+        return config
 
     @classmethod
     def from_config(
@@ -565,7 +605,8 @@ class EmbeddingIndex:
         """A new, empty index from the settings of `get_config`.
 
         Args:
-            config: `{"distance": name, "engine": {"name": name, **options}}`.
+            config: `{"distance": name, "engine": {"name": name, **options}}`,
+                optionally with `"truncate_dim"`.
             engine: build this engine instead of the configured one: an
                 `Engine` object, or a name (it gets the configured options
                 where both engines are built-in or it is the same name).
@@ -579,7 +620,9 @@ class EmbeddingIndex:
         """
         if not (
             isinstance(config, dict)
-            and set(config) == {"distance", "engine"}
+            and {"distance", "engine"}
+            <= set(config)
+            <= {"distance", "engine", "truncate_dim"}
             and isinstance(config["engine"], dict)
             and isinstance(config["engine"].get("name"), str)
         ):
@@ -596,7 +639,12 @@ class EmbeddingIndex:
                 options = {}  # another engine's options mean nothing to it
         else:
             options = {}
-        return cls(config["distance"], engine=engine, **options)
+        return cls(
+            config["distance"],
+            engine=engine,
+            truncate_dim=config.get("truncate_dim"),
+            **options,
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the index as a directory: JSON metadata and `.npy` arrays.
@@ -676,6 +724,8 @@ class EmbeddingIndex:
         """
         record = _storage.read(path)
         config = {"distance": record["distance"], "engine": record["engine"]}
+        if record.get("truncate_dim") is not None:
+            config["truncate_dim"] = record["truncate_dim"]
         try:
             index = cls.from_config(config, engine)
         except (TypeError, ValueError) as error:

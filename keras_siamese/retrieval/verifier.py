@@ -66,6 +66,10 @@ class Verifier:
             gallery that holds it).
         query_encoder: the query tower of a two-tower model (a Keras
             model), or `None` (default): `encoder` embeds the queries too.
+        truncate_dim: keep only the first `truncate_dim` dimensions of every
+            embedding (Matryoshka embeddings, see `MatryoshkaLoss`); `None`
+            (default) keeps them all. The gallery `enroll` creates truncates
+            alike.
 
     Raises:
         TypeError: if `encoder` or `query_encoder` has no `predict` method,
@@ -97,6 +101,7 @@ class Verifier:
         batch_size: int = 256,
         unknown: int | str | None = None,
         query_encoder: keras.Model | None = None,
+        truncate_dim: int | None = None,
     ) -> None:
         for name, model in (("encoder", encoder), ("query_encoder", query_encoder)):
             if (model is not None or name == "encoder") and not callable(
@@ -108,6 +113,11 @@ class Verifier:
                 )
         self.encoder = encoder
         self.query_encoder = query_encoder
+        self.truncate_dim = (
+            None
+            if truncate_dim is None
+            else check_positive_int(truncate_dim, "truncate_dim")
+        )
         self._distance = _distances.get(distance, needs=("search",), user="Verifier")
         self.threshold = threshold
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -167,12 +177,23 @@ class Verifier:
 
     def embed(self, x: Any, verbose: Any = 0) -> np.ndarray:
         """The embeddings of `x` by `encoder`, float32 `(n, dim)`, in batches."""
-        return encode(self.encoder, x, self.batch_size, verbose)
+        return self._truncate(encode(self.encoder, x, self.batch_size, verbose))
 
     def embed_queries(self, x: Any, verbose: Any = 0) -> np.ndarray:
         """The embeddings of queries `x`: by `query_encoder` where there is one."""
         encoder = self.encoder if self.query_encoder is None else self.query_encoder
-        return encode(encoder, x, self.batch_size, verbose)
+        return self._truncate(encode(encoder, x, self.batch_size, verbose))
+
+    def _truncate(self, embeddings: np.ndarray) -> np.ndarray:
+        keep = self.truncate_dim
+        if keep is None:
+            return embeddings
+        if embeddings.shape[1] < keep:
+            raise ValueError(
+                f"The encoder gives {embeddings.shape[1]}-dimensional embeddings, "
+                f"fewer than truncate_dim={keep}."
+            )
+        return np.ascontiguousarray(embeddings[:, :keep])
 
     def pair_distances(self, x1: Any, x2: Any) -> np.ndarray:
         """Distances between the embeddings of `x1[i]` and `x2[i]`, float64 `(n,)`.
@@ -306,7 +327,7 @@ class Verifier:
         checked = check_labels(labels, len(embeddings))
         self._refuse_marker(checked, "`labels`")
         if self._index is None:
-            self._index = EmbeddingIndex(self._distance)
+            self._index = EmbeddingIndex(self._distance, truncate_dim=self.truncate_dim)
         self._index.add(embeddings, checked)
 
     def identify(
@@ -403,6 +424,7 @@ class Verifier:
             "threshold": self._threshold,
             "unknown": self.unknown,
             "batch_size": self.batch_size,
+            "truncate_dim": self.truncate_dim,
             "calibration": None
             if self.calibration is None
             else self.calibration.as_dict(),
@@ -453,6 +475,8 @@ class Verifier:
             index = None
             if record["count"]:
                 config = {"distance": record["distance"], "engine": record["engine"]}
+                if record.get("truncate_dim") is not None:
+                    config["truncate_dim"] = record["truncate_dim"]
                 index = EmbeddingIndex.from_config(config, engine)
                 index.add(record["embeddings"], record["labels"])
             verifier = cls(
@@ -463,6 +487,7 @@ class Verifier:
                 batch_size=settings.get("batch_size", 256),
                 unknown=settings.get("unknown"),
                 query_encoder=query_encoder,
+                truncate_dim=settings.get("truncate_dim"),
             )
             calibration = settings.get("calibration")
             if calibration is not None:
