@@ -361,3 +361,7 @@ def test_callback_arguments_are_checked(data):
         KNNEvaluation(x, y, refs, ref_y, name="")
     with pytest.raises(TypeError, match="`encoder`"):
         KNNEvaluation(x, y, refs, ref_y, encoder=lambda t: t)
+    with pytest.raises(TypeError, match="`references` must be an array"):
+        KNNEvaluation(x, y, keras.utils.PyDataset(), ref_y)
+    with pytest.raises(ValueError, match="`x` must hold arrays with one number"):
+        KNNEvaluation((x, x[:-1]), y, refs, ref_y)

@@ -179,8 +179,12 @@ def knn_accuracy(
     Args:
         embeddings: `(n, dim)` embeddings, `n >= 1`.
         labels: their true labels, `(n,)`, of the kind of `reference_labels`.
-        references, reference_labels, num_classes, k, temperature,
-            block_bytes: as for `knn_predict`.
+        references: `(m, dim)` reference embeddings, as for `knn_predict`.
+        reference_labels: their class labels.
+        num_classes: optionally, the number of classes (see `knn_predict`).
+        k: the number of neighbours that vote, default 200.
+        temperature: the temperature of the vote weights, default 0.1.
+        block_bytes: memory budget of one block of scores on the backend.
 
     Returns:
         The accuracy, a float in `[0, 1]`.
@@ -222,7 +226,13 @@ def knn_accuracy(
 
 def _count(x: Any, argument: str) -> int:
     leaves = keras.tree.flatten(x)
-    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in leaves}
+    for leaf in leaves:
+        if not np.ndim(leaf):
+            raise TypeError(
+                f"`{argument}` must be an array, or a structure of arrays, with "
+                f"one row per sample; got {type(leaf).__name__}."
+            )
+    sizes = {int(np.shape(leaf)[0]) for leaf in leaves}
     if len(sizes) != 1:
         raise ValueError(
             f"`{argument}` must hold arrays with one number of samples; got "
@@ -270,8 +280,9 @@ class KNNEvaluation(keras.callbacks.Callback):
         history: `{epoch: accuracy}` of every evaluated epoch (1-based).
 
     Raises:
-        TypeError: if `encoder` is given and is not a Keras layer, or an
-            argument has the wrong type.
+        TypeError: if `encoder` is given and is not a Keras layer, `x` or
+            `references` is not an array or a structure of arrays (a
+            dataset, say), or an argument has the wrong type.
         ValueError: if labels are missing or their length differs from
             their inputs', there are no references or no validation inputs,
             `k < 1`, `temperature <= 0`, `every_n_epochs < 1`, or `name` is
