@@ -9,7 +9,10 @@ from keras_siamese.callbacks import (
     EmbeddingCollapseWarning,
     EmbeddingPlot,
     EpochSync,
+    KNNEvaluation,
     RetrievalEvaluation,
+    knn_accuracy,
+    knn_predict,
     pca_project,
 )
 from keras_siamese.data import (
@@ -112,6 +115,7 @@ __all__ = [
     "EmbeddingPlot",
     "EpochSync",
     "EuclideanDistance",
+    "KNNEvaluation",
     "ManhattanDistance",
     "MatryoshkaLoss",
     "MultiSimilarityLoss",
@@ -143,6 +147,8 @@ __all__ = [
     "cosface_loss",
     "cosine_distance",
     "euclidean_distance",
+    "knn_accuracy",
+    "knn_predict",
     "make_pairs",
     "manhattan_distance",
     "map_at_r",

@@ -26,7 +26,9 @@ import keras
 import numpy as np
 
 from keras_siamese import (
+    BYOL,
     ArcFaceLoss,
+    BarlowTwins,
     BarlowTwinsLoss,
     BYOLLoss,
     CircleLoss,
@@ -45,10 +47,13 @@ from keras_siamese import (
     PairAccuracy,
     ProxyAnchorLoss,
     SiameseWrapper,
+    SimCLR,
+    SimSiam,
     SupervisedContrastiveLoss,
     TripletAccuracy,
     TripletLoss,
     TrunkHead,
+    VICReg,
     VICRegLoss,
 )
 
@@ -182,6 +187,11 @@ CASES = [
     layer("dual-distance", DualEncoder, lambda: {"query_encoder": mlp(), "candidate_encoder": mlp(), "merge": CosineDistance()}, (None, 1)),
     layer("trunk-head", TrunkHead, lambda: {"trunk": mlp(), "head": keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "name": "th"}, (None, 2), inputs=(4,)),
     layer("cosine-proxies", CosineProxies, {"num_classes": 5, "sub_centers": 3, "lr_multiplier": 10.0}, (None, 5), inputs=(4,)),
+    layer("simsiam", SimSiam, lambda: {"encoder": mlp(), "projection_hidden_dim": 8, "projection_dim": 5, "prediction_hidden_dim": 4, "name": "ss"}, (None, 2, 5), inputs=(4,)),
+    layer("byol", BYOL, lambda: {"encoder": mlp(), "momentum_steps": 10, "projection_hidden_dim": 8, "projection_dim": 5, "prediction_hidden_dim": 6, "start_momentum": 0.9}, (None, 2, 5), inputs=(4,)),
+    layer("barlow-twins-model", BarlowTwins, lambda: {"encoder": mlp(), "projection_hidden_dim": 8, "projection_dim": 5}, (None, 5), inputs=(4,)),
+    layer("vicreg-model", VICReg, lambda: {"encoder": mlp(), "projection_hidden_dim": 8, "projection_dim": 5, "projection_layers": 2}, (None, 5), inputs=(4,)),
+    layer("simclr-model", SimCLR, lambda: {"encoder": mlp(), "projection_hidden_dim": 8, "projection_dim": 5, "projection_layers": 3, "batch_norm": False}, (None, 5), inputs=(4,)),
     loss("contrastive", ContrastiveLoss, {"margin": 2.5, "reduction": "sum", "name": "c"}, "pairs"),
     loss("contrastive-similar-0", ContrastiveLoss, {"margin": 1.5, "similar_label": 0}, "pairs"),
     loss("triplet", TripletLoss, {"margin": 0.2, "distance": "squared_euclidean", "soft": True}, "triplets"),

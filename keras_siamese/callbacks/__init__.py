@@ -3,6 +3,11 @@
 from keras_siamese.callbacks.collapse import CollapseMonitor, EmbeddingCollapseWarning
 from keras_siamese.callbacks.embedding_plot import EmbeddingPlot, pca_project
 from keras_siamese.callbacks.epoch_sync import EpochSync
+from keras_siamese.callbacks.knn_evaluation import (
+    KNNEvaluation,
+    knn_accuracy,
+    knn_predict,
+)
 from keras_siamese.callbacks.retrieval_evaluation import RetrievalEvaluation
 
 __all__ = [
@@ -10,6 +15,9 @@ __all__ = [
     "EmbeddingCollapseWarning",
     "EmbeddingPlot",
     "EpochSync",
+    "KNNEvaluation",
     "RetrievalEvaluation",
+    "knn_accuracy",
+    "knn_predict",
     "pca_project",
 ]

@@ -29,6 +29,13 @@ class SelfSupervisedModel(keras.Model):
         super().__init__(**kwargs)
         self.encoder = check_encoder(encoder, type(self).__name__)
 
+    def build(self, input_shape: Any) -> None:
+        # Traced once on placeholders, so that `build(input_shape)` creates
+        # the heads' weights too: Keras' default would mark the model built
+        # with its heads unbuilt (and `load_weights` would then fail).
+        self.call(keras.tree.map_shape_structure(keras.KerasTensor, input_shape))
+        self.built = True
+
     def call(self, inputs: Any, training: Any = None) -> Any:
         features = self.encoder(inputs, training=training)
         if len(features.shape) != 2:
