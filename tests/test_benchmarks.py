@@ -499,3 +499,22 @@ def test_compare_losses_cnn_full_trains_on_every_digit(
     assert [row[1] for row in rows] == ["circle"]
     assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
     assert "all ten digits: 200 training images, 100 test images" in out
+
+
+@pytest.mark.slow
+def test_bench_matryoshka_scores_every_kept_dimension(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    out = run_script(
+        "bench_matryoshka.py",
+        *("--data", str(small_mnist), "--dims", "8", "4", "--epochs", "1"),
+        *("--train-size", "100", "--test-size", "100", "--no-json"),
+        cwd=tmp_path,
+    )
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    scored = {(r[0].strip(), r[1].strip()): r[2:] for r in rows if len(r) == 4}
+    for name in ("SupCon", "Matryoshka SupCon"):
+        for dim in ("8", "4"):
+            recall, map_at_r = (float(v) for v in scored[(name, dim)])
+            assert 0.0 <= recall <= 100.0 and 0.0 <= map_at_r <= 100.0
+    assert ("raw pixels (784)", "") in scored
