@@ -13,6 +13,8 @@
   pytorch-metric-learning defines them, in bounded memory.
 - `pair_metrics`: accuracy, F1, average precision, MCC and ROC AUC of
   labelled pairs.
+- `ranking_metrics`: NDCG@k, MAP@k, MRR@k, recall@k, precision@k and
+  accuracy@k of queries with known relevant corpus rows.
 """
 
 from keras_siamese.retrieval.calibration import (
@@ -29,6 +31,7 @@ from keras_siamese.retrieval.metrics import (
 )
 from keras_siamese.retrieval.one_shot import one_shot_accuracy
 from keras_siamese.retrieval.pair_metrics import PAIR_METRICS, pair_metrics
+from keras_siamese.retrieval.ranking_metrics import RANKING_METRICS, ranking_metrics
 from keras_siamese.retrieval.verifier import Verifier
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "KNN_METRICS",
     "METRICS",
     "PAIR_METRICS",
+    "RANKING_METRICS",
     "TARGETS",
     "Calibration",
     "EmbeddingIndex",
@@ -44,5 +48,6 @@ __all__ = [
     "calibrate_threshold",
     "one_shot_accuracy",
     "pair_metrics",
+    "ranking_metrics",
     "retrieval_metrics",
 ]
