@@ -82,13 +82,12 @@ def pair_metrics(
 
     Examples:
         >>> scores = pair_metrics([0.1, 0.4, 0.35, 0.8], [1, 1, 0, 0])
-        >>> scores["accuracy"], scores["accuracy_threshold"]
-        (0.75, 0.225)
-        >>> round(scores["f1"], 4), scores["f1_threshold"], scores["roc_auc"]
-        (0.8, 0.6, 0.75)
-        >>> pair_metrics([0.9, 0.6, 0.65, 0.2], [1, 1, 0, 0], higher_is_similar=True)[
-        ...     "accuracy_threshold"
-        ... ]
+        >>> {name: round(value, 4) for name, value in scores.items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'accuracy': 0.75, 'accuracy_threshold': 0.225, 'f1': 0.8,
+         'f1_threshold': 0.6, 'precision': 0.6667, 'recall': 1.0,
+         'average_precision': 0.8333, 'mcc': 0.5774, 'roc_auc': 0.75}
+        >>> scores = pair_metrics([0.9, 0.6, 0.65, 0.2], [1, 1, 0, 0], higher_is_similar=True)
+        >>> round(scores["accuracy_threshold"], 4)
         0.775
     """
     higher_is_similar = check_bool(higher_is_similar, "higher_is_similar")
