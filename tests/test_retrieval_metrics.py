@@ -325,7 +325,8 @@ def reference_ranked(
         "mean_average_precision",
         "mean_reciprocal_rank",
     )
-    rows = {name: [] for name in names}
+    cuts = {f"{family}_at_{k}": (family, k) for family in CUTOFF for k in (2, 5)}
+    rows = {name: [] for name in (*names, *cuts)}
     classes = []
     for i, q in enumerate(queries):
         if counts[i] == 0:
@@ -354,6 +355,18 @@ def reference_ranked(
         rows["mean_average_precision"].append(precision_sum(depth) / r)
         first = rel.index(True) + 1
         rows["mean_reciprocal_rank"].append(1 / first if first <= depth else 0.0)
+        for name, (family, k) in cuts.items():
+            top = rel[:k]
+            rows[name].append(
+                {
+                    "recall": float(any(top)),
+                    "precision": sum(top) / k,
+                    "mrr": 1 / first if first <= k else 0.0,
+                    "ndcg": sum(hit / np.log2(i + 1) for i, hit in enumerate(top, 1))
+                    / sum(1 / np.log2(i + 1) for i in range(1, min(r, k) + 1)),
+                    "map": precision_sum(k) / min(r, k),
+                }[family]
+            )
         classes.append(labels[i])
     classes = np.asarray(classes)
     result = {}
@@ -379,6 +392,8 @@ RANKED_NAMES = (
     "mean_average_precision",
     "mean_reciprocal_rank",
 )
+CUTOFF = ("recall", "precision", "mrr", "ndcg", "map")
+CUTOFF_NAMES = tuple(f"{family}_at_{k}" for family in CUTOFF for k in (2, 5))
 
 
 @st.composite
@@ -407,17 +422,18 @@ def labelled_sets(draw):
 @given(problem=labelled_sets())
 def test_k_and_class_averages_match_the_numpy_reference(problem):
     args, k, average = problem
+    names = RANKED_NAMES + CUTOFF_NAMES
     got = retrieval_metrics(
         *args,
-        metrics=RANKED_NAMES,
+        metrics=names,
         k=k,
         avg_of_avgs=average == "avg_of_avgs",
         return_per_class=average == "per_class",
         block_bytes=2**10,
     )
     expected = reference_ranked(*args, k=k, average=average)
-    assert list(got) == list(RANKED_NAMES)
-    for name in RANKED_NAMES:
+    assert list(got) == list(names)
+    for name in names:
         if average == "per_class":
             assert list(got[name]) == list(expected[name])
             assert got[name] == pytest.approx(expected[name])
@@ -546,3 +562,29 @@ def test_k_and_averages_equal_pytorch_metric_learning(k, average, separate_refer
         if average == "per_class":
             value = list(value.values())
         assert value == pytest.approx(expected[pml_name]), name
+
+
+def test_cutoff_metrics_are_ranking_metrics_with_the_class_as_relevant():
+    from keras_siamese import ranking_metrics
+
+    x, labels = clustered(260, 6, 8, 2.5, seed=9)
+    queries, references = x[:60], x[60:]
+    query_labels, reference_labels = labels[:60], labels[60:]
+    keep = np.isin(query_labels, reference_labels)
+    relevant = [np.flatnonzero(reference_labels == label) for label in query_labels]
+    ks = (1, 4, 30)
+    expected = ranking_metrics(
+        queries[keep], references, [r for r, k in zip(relevant, keep) if k], k=ks
+    )
+    names = [
+        f"{family}_at_{k}" for family in ("precision", "mrr", "ndcg", "map") for k in ks
+    ]
+    got = retrieval_metrics(
+        queries, query_labels, references, reference_labels, metrics=names
+    )
+    assert got == pytest.approx({name: expected[name] for name in names})
+    # Recall@k here is sentence-transformers' accuracy@k.
+    got = retrieval_metrics(
+        queries, query_labels, references, reference_labels, metrics=("recall_at_4",)
+    )
+    assert got["recall_at_4"] == pytest.approx(expected["accuracy_at_4"])

@@ -29,10 +29,16 @@ RANKED_METRICS = ("mean_average_precision",)
 #: Metrics computed from a k-means clustering of the queries.
 CLUSTERING_METRICS = ("nmi", "ami")
 #: The fixed names `retrieval_metrics` accepts in `metrics`, besides
-#: `recall_at_<k>` for every `k >= 1`.
+#: `<family>_at_<k>` for every family of `CUTOFF_FAMILIES` and `k >= 1`.
 METRICS = KNN_METRICS + RANKED_METRICS + CLUSTERING_METRICS
 
 _RECALL = re.compile(r"recall_at_([1-9][0-9]*)")
+#: The metric families with a cut-off in their name, `<family>_at_<k>`.
+CUTOFF_FAMILIES = ("recall", "precision", "mrr", "ndcg", "map")
+_CUTOFF = re.compile(r"(recall|precision|mrr|ndcg|map)_at_([1-9][0-9]*)")
+_CUTOFF_NAMES = (
+    "`recall_at_<k>`, `precision_at_<k>`, `mrr_at_<k>`, `ndcg_at_<k>`, `map_at_<k>`"
+)
 
 _SKLEARN_HINT = (
     "The clustering metrics {names} need scikit-learn: "
@@ -45,6 +51,12 @@ def recall_depth(name: str) -> int | None:
     """The `k` of a `recall_at_<k>` metric name, else `None`."""
     match = _RECALL.fullmatch(name)
     return None if match is None else int(match.group(1))
+
+
+def cutoff(name: str) -> tuple[str, int] | None:
+    """The family and `k` of a `<family>_at_<k>` metric name, else `None`."""
+    match = _CUTOFF.fullmatch(name)
+    return None if match is None else (match.group(1), int(match.group(2)))
 
 
 @dataclasses.dataclass
@@ -181,17 +193,16 @@ def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
     if isinstance(metrics, str) or not isinstance(metrics, Sequence):
         raise TypeError(
             f"`metrics` must be a tuple of metric names from {METRICS} or "
-            f"`recall_at_<k>`; got {metrics!r}."
+            f"{_CUTOFF_NAMES}; got {metrics!r}."
         )
     unknown = [
         name
         for name in metrics
-        if not isinstance(name, str)
-        or (name not in METRICS and recall_depth(name) is None)
+        if not isinstance(name, str) or (name not in METRICS and cutoff(name) is None)
     ]
     if unknown:
         raise ValueError(
-            f"`metrics` must name metrics from {METRICS} or `recall_at_<k>` with "
+            f"`metrics` must name metrics from {METRICS} or {_CUTOFF_NAMES} with "
             f"an integer `k >= 1`; got unknown {unknown}."
         )
     if not metrics:
@@ -267,6 +278,15 @@ def retrieval_metrics(
       (Recall@k of Song et al., 2016; its `k` is its own, whatever `K`).
       `recall_at_1` is pytorch-metric-learning's `precision_at_1`: with one
       neighbour, precision and recall are the same number;
+    - `precision_at_<k>`, `mrr_at_<k>`, `ndcg_at_<k>`, `map_at_<k>`: the
+      figures of `ranking_metrics` (sentence-transformers'
+      `InformationRetrievalEvaluator`) with the references of the query's
+      class as its relevant ones: the fraction of the `k` nearest that are
+      relevant; `1 / rank` of the first relevant within the `k` nearest,
+      else 0; the binary-relevance DCG of the `k` nearest over that of
+      `min(R, k)` relevant ones; and `sum_{i <= k} P@i [item i is relevant]
+      / min(R, k)`. Each `k` is its own, whatever `K`
+      (sentence-transformers' `accuracy@k` is `recall_at_<k>`);
     - `r_precision`: the mean fraction of relevant items among a query's
       `min(R, K)` nearest;
     - `map_at_r`: the mean of `AP@R = (1 / R) sum_{i <= min(R, K)} P@i
@@ -293,7 +313,7 @@ def retrieval_metrics(
     so no `(queries, references)` matrix is ever formed. The cost of the
     neighbour metrics grows with the depth they read: `r_precision` and
     `map_at_r` look at the `min(R, K)` nearest neighbours of every query,
-    `recall_at_<k>` at the `k` nearest, `mean_average_precision` at the `K`
+    `<family>_at_<k>` at the `k` nearest, `mean_average_precision` at the `K`
     nearest. Clustering costs `O(n x classes x dim)` per k-means iteration,
     which is why `nmi` and `ami` are opt-in.
 
@@ -308,8 +328,9 @@ def retrieval_metrics(
             `references` is.
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms search needs.
-        metrics: the metrics to compute, from `METRICS` or `recall_at_<k>`;
-            by default the four neighbour metrics of `KNN_METRICS`.
+        metrics: the metrics to compute, from `METRICS` or
+            `<family>_at_<k>` with a family of `CUTOFF_FAMILIES`; by default
+            the four neighbour metrics of `KNN_METRICS`.
         k: the depth `K` of the ranking metrics: `None` (every reference),
             an integer `>= 1` (at most the references a query can retrieve),
             or `"max_bin_count"` (the largest `R`; then `r_precision` and
@@ -425,6 +446,32 @@ def _per_class(
     return dict(zip(keys, means.tolist()))
 
 
+def _at_cutoff(family: str, hits: np.ndarray, relevant: np.ndarray, k: int) -> Any:
+    """Per row, a `<family>_at_<k>` metric of the `k` (or fewer) nearest.
+
+    Args:
+        family: one of `CUTOFF_FAMILIES`.
+        hits: `(b, <= k)` relevance of the nearest, nearest first.
+        relevant: `(b,)` the number `R >= 1` of relevant references.
+        k: the cut-off.
+    """
+    if family == "recall":
+        return hits.any(axis=1)
+    if family == "precision":
+        return hits.sum(axis=1) / k
+    ranks = np.arange(1, hits.shape[1] + 1)
+    if family == "mrr":
+        first = np.argmax(hits, axis=1) + 1
+        return np.where(hits.any(axis=1), 1.0 / first, 0.0)
+    if family == "ndcg":
+        discount = 1.0 / np.log2(np.arange(1, k + 1) + 1.0)
+        ideal = np.concatenate([[0.0], np.cumsum(discount)])
+        gains = (hits * discount[: hits.shape[1]]).sum(axis=1)
+        return gains / ideal[np.minimum(relevant, k)]
+    precision = np.cumsum(hits, axis=1) / ranks
+    return (precision * hits).sum(axis=1) / np.minimum(relevant, k)
+
+
 def _neighbour_metrics(
     problem: RetrievalSet, names: list[str], depth: int, answerable: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -439,8 +486,8 @@ def _neighbour_metrics(
     Returns:
         Per name, a float64 array of one value per answerable query.
     """
-    recall_k = {name: k for name in names if (k := recall_depth(name)) is not None}
-    deepest = max(recall_k.values(), default=1)
+    cutoffs = {name: found for name in names if (found := cutoff(name)) is not None}
+    deepest = max((k for _, k in cutoffs.values()), default=1)
     # Only the ranked metrics need the min(R, K) nearest (or the K nearest);
     # recall@k alone stops at k.
     by_relevant = any(
@@ -468,8 +515,8 @@ def _neighbour_metrics(
         if not hits.shape[0]:
             continue
         place = np.arange(rows.start, rows.stop)[keep]
-        for name, k in recall_k.items():
-            values[name][place] = hits[:, :k].any(axis=1)
+        for name, (family, k) in cutoffs.items():
+            values[name][place] = _at_cutoff(family, hits[:, :k], relevant, k)
         capped = np.minimum(relevant, depth)
         if "r_precision" in values:
             values["r_precision"][place] = r_precision(hits, capped)
