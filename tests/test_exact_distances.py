@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 from hypothesis import given
@@ -78,3 +84,26 @@ def test_integer_grids_are_exact(data):
     indices = data.draw(hnp.arrays("int64", (5, 6), elements=st.integers(0, m - 1)))
     got = _search.exact_distances(queries, gallery, indices, distance)
     np.testing.assert_array_equal(got, direct(queries, gallery, indices, distance))
+
+
+@pytest.mark.slow
+def test_the_rerank_benchmark_prints_every_step():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent.parent / "benchmarks/bench_rerank.py"),
+            *("--count", "60", "--dim", "8", "--repeats", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for distance in ("cosine", "euclidean"):
+        for step in ("map_at_r", "exact_distances", "from differences", "brute force"):
+            assert any(
+                line.startswith(distance) and step in line
+                for line in done.stdout.splitlines()
+            ), done.stdout
