@@ -61,7 +61,9 @@ def test_spread_candidates_are_measured_from_differences(monkeypatch):
     indices = rng.permutation(5000)[:800].reshape(400, 2)
     got = _search.exact_distances(queries, gallery, indices, distance)
     assert calls
-    np.testing.assert_array_equal(got, direct(queries, gallery, indices, distance))
+    np.testing.assert_allclose(
+        got, direct(queries, gallery, indices, distance), rtol=1e-14
+    )
     # Shared candidates go through the product.
     calls.clear()
     shared = rng.integers(0, 20, (400, 10))
@@ -69,6 +71,15 @@ def test_spread_candidates_are_measured_from_differences(monkeypatch):
     assert not calls
     np.testing.assert_allclose(
         got, direct(queries, gallery, shared, distance), rtol=1e-9
+    )
+    # Unless their prepared copy would outgrow the differences' memory.
+    monkeypatch.setattr(_search, "_EXACT_CHUNK_ELEMENTS", 256)
+    wide = rng.normal(size=(40, 64)).astype("float32")
+    shared = rng.integers(0, 40, (30, 10))
+    got = _search.exact_distances(wide[:30], wide, shared, distance)
+    assert calls
+    np.testing.assert_allclose(
+        got, direct(wide[:30], wide, shared, distance), rtol=1e-14
     )
 
 

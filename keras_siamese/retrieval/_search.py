@@ -124,9 +124,13 @@ def exact_distances(
         stop = min(start + step, n)
         part = indices[start:stop]
         rows, position = np.unique(part, return_inverse=True)
-        if rows.size > _GRAM_SHARE * c:
+        if (
+            rows.size > _GRAM_SHARE * c
+            or rows.size * gallery.shape[1] > 2 * _EXACT_CHUNK_ELEMENTS
+        ):
             # Candidates spread over many rows: a product over all of them
-            # would measure far more pairs than asked for.
+            # would measure far more pairs than asked for, or their
+            # prepared copy would outgrow the differences' memory.
             _direct(queries, gallery, indices, distance, out, start, stop)
             continue
         prepared = form.rows(gallery[rows].astype(np.float64))
