@@ -89,6 +89,8 @@ from keras_siamese.retrieval import (
     Verifier,
     calibrate_threshold,
     one_shot_accuracy,
+    pair_metrics,
+    ranking_metrics,
     retrieval_metrics,
 )
 
@@ -159,10 +161,12 @@ __all__ = [
     "one_shot_accuracy",
     "online_triplet_loss",
     "pair_accuracy",
+    "pair_metrics",
     "paired_distances",
     "pairwise_distances",
     "pca_project",
     "proxy_anchor_loss",
+    "ranking_metrics",
     "recall_at_k",
     "retrieval_metrics",
     "roc_auc",

@@ -368,6 +368,37 @@ class FaissForm:
     rows: Callable[[np.ndarray], np.ndarray] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class GramForm:
+    """How the exact form follows from float64 inner products of prepared rows.
+
+    With `p = rows(x)` for queries and gallery alike, the distance of `a`
+    and `b` is `finish(p_a . p_b, ||p_a||^2, ||p_b||^2)`: one matrix product
+    measures many pairs, the rows being prepared once (normalised, for the
+    cosine distance) instead of once per pair. Where the prepared rows are
+    nearly equal (`||p_a - p_b||^2` within cancellation of the norms), the
+    product loses precision; search measures those pairs again with
+    `exact_form`.
+
+    Attributes:
+        rows: `(n, dim)` float64 rows -> `(n, dim')` float64 prepared rows.
+        finish: `(products, squares_a, squares_b)` -> distances, float64,
+            elementwise.
+
+    Examples:
+        The squared Euclidean distance: `||a||^2 + ||b||^2 - 2 a.b`.
+
+        >>> import numpy as np
+        >>> form = GramForm(rows=lambda x: x, finish=lambda p, a, b: a + b - 2 * p)
+        >>> a, b = np.array([[1.0, 2.0]]), np.array([[4.0, 6.0]])
+        >>> form.finish(a @ b.T, np.sum(a * a, axis=1)[:, None], np.sum(b * b, axis=1))
+        array([[25.]])
+    """
+
+    rows: Callable[[np.ndarray], np.ndarray]
+    finish: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
 #: The forms a user of a distance can require (see `Distance.missing`).
 FORMS = ("paired", "pairwise", "exact", "search", "faiss")
 
@@ -394,6 +425,10 @@ class Distance:
       `pairwise_form` (as for `"manhattan"`);
     - `faiss_form`: a `FaissForm` if faiss has the metric, else `None`
       (the faiss engines refuse the distance);
+    - `gram_form`: a `GramForm` if the exact form follows from inner
+      products of prepared rows, else `None` (search then measures its
+      candidates with `exact_form` alone, which is slower for many wide
+      candidates);
     - `prototype_rows(x)`: where class means are taken (`one_shot_accuracy`
       with several shots); the rows themselves by default.
 
@@ -426,6 +461,7 @@ class Distance:
     name: str = ""
     matmul_form: MatmulForm | None = None
     faiss_form: FaissForm | None = None
+    gram_form: GramForm | None = None
 
     # -- the forms a subclass implements ----------------------------------
 
@@ -556,8 +592,10 @@ class _Builtin(Distance):
         faiss_form: FaissForm,
         prototype_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         root: bool = False,
+        gram_form: GramForm | None = None,
     ) -> None:
         self.name = name
+        self.gram_form = gram_form
         self._paired_fn = paired_fn
         self._pairwise_fn = pairwise_fn
         self._exact_fn = exact_fn
@@ -642,6 +680,32 @@ def _cosine_weights(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 _EUCLIDEAN_SEARCH = MatmulForm(gallery=_euclidean_weights, centered=True)
 
+
+def _gram_squares(
+    products: np.ndarray, squares_a: np.ndarray, squares_b: np.ndarray
+) -> np.ndarray:
+    return np.maximum(squares_a + squares_b - 2.0 * products, 0.0)
+
+
+def _gram_euclidean(
+    products: np.ndarray, squares_a: np.ndarray, squares_b: np.ndarray
+) -> np.ndarray:
+    return np.sqrt(_gram_squares(products, squares_a, squares_b))
+
+
+def _gram_cosine(
+    products: np.ndarray, squares_a: np.ndarray, squares_b: np.ndarray
+) -> np.ndarray:
+    # `1 - u.v` of the unit rows: the exact form's value, whose near-zero
+    # pairs search measures again.
+    del squares_a, squares_b
+    return np.clip(1.0 - products, 0.0, 2.0)
+
+
+def _float64_rows(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
 _DISTANCES: dict[str, Distance] = {
     "euclidean": _Builtin(
         "euclidean",
@@ -651,6 +715,7 @@ _DISTANCES: dict[str, Distance] = {
         _EUCLIDEAN_SEARCH,
         FaissForm("L2"),
         root=True,
+        gram_form=GramForm(_float64_rows, _gram_euclidean),
     ),
     "squared_euclidean": _Builtin(
         "squared_euclidean",
@@ -659,6 +724,7 @@ _DISTANCES: dict[str, Distance] = {
         _exact_squares,
         _EUCLIDEAN_SEARCH,
         FaissForm("L2"),
+        gram_form=GramForm(_float64_rows, _gram_squares),
     ),
     "cosine": _Builtin(
         "cosine",
@@ -668,6 +734,7 @@ _DISTANCES: dict[str, Distance] = {
         MatmulForm(gallery=_cosine_weights, query=_unit_float32),
         FaissForm("INNER_PRODUCT", rows=unit_rows),
         prototype_fn=unit_rows,
+        gram_form=GramForm(unit_rows, _gram_cosine),
     ),
     "manhattan": _Builtin(
         "manhattan",

@@ -112,3 +112,33 @@ def test_bad_arguments_raise(data):
         RetrievalEvaluation(encoder, x, y, references=x)
     with pytest.raises(ValueError, match="`reference_labels`"):
         RetrievalEvaluation(encoder, x, y, references=x, reference_labels=y[:-1])
+    with pytest.raises(ValueError, match="`k` must be"):
+        RetrievalEvaluation(encoder, x, y, k=0)
+    with pytest.raises(TypeError, match="avg_of_avgs"):
+        RetrievalEvaluation(encoder, x, y, avg_of_avgs=1)
+
+
+def test_ranking_metrics_k_and_class_averages_reach_the_logs(data):
+    x, y = data
+    # Unbalanced classes: the class average differs from the mean.
+    x, y = x[y != 0][5:], y[y != 0][5:]
+    encoder = encoder_for(data)
+    names = ("mean_average_precision", "ndcg_at_5", "map_at_3", "precision_at_2")
+    callback = RetrievalEvaluation(
+        encoder, x, y, metrics=names, k="max_bin_count", avg_of_avgs=True
+    )
+    history = encoder.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    expected = retrieval_metrics(
+        encoder.predict(x, verbose=0),
+        y,
+        metrics=names,
+        k="max_bin_count",
+        avg_of_avgs=True,
+    )
+    assert {name: history.history["val_" + name][-1] for name in names} == (
+        pytest.approx(expected)
+    )
+    plain = retrieval_metrics(encoder.predict(x, verbose=0), y, metrics=names)
+    assert plain["mean_average_precision"] != pytest.approx(
+        expected["mean_average_precision"]
+    )

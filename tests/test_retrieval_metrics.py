@@ -6,6 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from keras_siamese import map_at_r, recall_at_k, retrieval_metrics
 from keras_siamese.retrieval.metrics import KNN_METRICS
@@ -291,3 +294,297 @@ def test_equals_pytorch_metric_learning(distance, separate_references):
     )
     assert got["nmi"] == pytest.approx(expected["NMI"])
     assert got["ami"] == pytest.approx(expected["AMI"])
+
+
+def reference_ranked(
+    queries,
+    labels,
+    references=None,
+    reference_labels=None,
+    k=None,
+    average="mean",
+    distance="euclidean",
+):
+    """PML's `k`, averages and mean average precision, from a full ranking.
+
+    `average` is "mean", "avg_of_avgs" or "per_class".
+    """
+    loo = references is None
+    if loo:
+        references, reference_labels = queries, labels
+    queries = np.asarray(queries, dtype=np.float64)
+    references = np.asarray(references, dtype=np.float64)
+    reference_labels = np.asarray(reference_labels)
+    counts = [int(np.sum(reference_labels == label)) - int(loo) for label in labels]
+    available = len(references) - int(loo)
+    depth = {None: available, "max_bin_count": max(counts)}.get(k, k)
+    names = (
+        "recall_at_1",
+        "r_precision",
+        "map_at_r",
+        "mean_average_precision",
+        "mean_reciprocal_rank",
+    )
+    cuts = {f"{family}_at_{k}": (family, k) for family in CUTOFF for k in (2, 5)}
+    rows = {name: [] for name in (*names, *cuts)}
+    classes = []
+    for i, q in enumerate(queries):
+        if counts[i] == 0:
+            continue
+        if distance == "euclidean":
+            d = np.sqrt(((references - q) ** 2).sum(axis=1))
+        else:
+            u = references / np.linalg.norm(references, axis=1, keepdims=True)
+            d = 0.5 * ((u - q / np.linalg.norm(q)) ** 2).sum(axis=1)
+        order = [j for j in np.lexsort((np.arange(len(d)), d)) if not (loo and j == i)]
+        rel = [bool(reference_labels[j] == labels[i]) for j in order]
+        r = counts[i]
+        cap = min(r, depth)
+
+        def precision_sum(upto, rel=rel):
+            found, total = 0, 0.0
+            for rank, hit in enumerate(rel[:upto], start=1):
+                if hit:
+                    found += 1
+                    total += found / rank
+            return total
+
+        rows["recall_at_1"].append(float(rel[0]))
+        rows["r_precision"].append(sum(rel[:cap]) / cap)
+        rows["map_at_r"].append(precision_sum(cap) / r)
+        rows["mean_average_precision"].append(precision_sum(depth) / r)
+        first = rel.index(True) + 1
+        rows["mean_reciprocal_rank"].append(1 / first if first <= depth else 0.0)
+        for name, (family, k) in cuts.items():
+            top = rel[:k]
+            rows[name].append(
+                {
+                    "recall": float(any(top)),
+                    "precision": sum(top) / k,
+                    "mrr": 1 / first if first <= k else 0.0,
+                    "ndcg": sum(hit / np.log2(i + 1) for i, hit in enumerate(top, 1))
+                    / sum(1 / np.log2(i + 1) for i in range(1, min(r, k) + 1)),
+                    "map": precision_sum(k) / min(r, k),
+                }[family]
+            )
+        classes.append(labels[i])
+    classes = np.asarray(classes)
+    result = {}
+    for name, values in rows.items():
+        values = np.asarray(values)
+        per_class = {
+            label.item(): float(values[classes == label].mean())
+            for label in np.unique(classes)
+        }
+        if average == "mean":
+            result[name] = float(values.mean())
+        elif average == "avg_of_avgs":
+            result[name] = float(np.mean(list(per_class.values())))
+        else:
+            result[name] = per_class
+    return result
+
+
+RANKED_NAMES = (
+    "recall_at_1",
+    "r_precision",
+    "map_at_r",
+    "mean_average_precision",
+    "mean_reciprocal_rank",
+)
+CUTOFF = ("recall", "precision", "mrr", "ndcg", "map")
+CUTOFF_NAMES = tuple(f"{family}_at_{k}" for family in CUTOFF for k in (2, 5))
+
+
+@st.composite
+def labelled_sets(draw):
+    n = draw(st.integers(2, 12))
+    dim = draw(st.integers(1, 2))
+    # Small integer coordinates: many tied distances.
+    coordinates = st.integers(-2, 2).map(float)
+    x = draw(hnp.arrays("float32", (n, dim), elements=coordinates))
+    labels = draw(hnp.arrays("int64", n, elements=st.integers(0, 3)))
+    split = draw(st.one_of(st.none(), st.integers(1, n - 1)))
+    if split is None:
+        args = (x, labels)
+        available = n - 1
+        counts = [np.sum(labels == label) - 1 for label in labels]
+    else:
+        args = (x[:split], labels[:split], x[split:], labels[split:])
+        available = n - split
+        counts = [np.sum(labels[split:] == label) for label in labels[:split]]
+    assume(max(counts) > 0)
+    k = draw(st.one_of(st.none(), st.just("max_bin_count"), st.integers(1, available)))
+    average = draw(st.sampled_from(["mean", "avg_of_avgs", "per_class"]))
+    return args, k, average
+
+
+@given(problem=labelled_sets())
+def test_k_and_class_averages_match_the_numpy_reference(problem):
+    args, k, average = problem
+    names = RANKED_NAMES + CUTOFF_NAMES
+    got = retrieval_metrics(
+        *args,
+        metrics=names,
+        k=k,
+        avg_of_avgs=average == "avg_of_avgs",
+        return_per_class=average == "per_class",
+        block_bytes=2**10,
+    )
+    expected = reference_ranked(*args, k=k, average=average)
+    assert list(got) == list(names)
+    for name in names:
+        if average == "per_class":
+            assert list(got[name]) == list(expected[name])
+            assert got[name] == pytest.approx(expected[name])
+        else:
+            assert got[name] == pytest.approx(expected[name])
+
+
+def test_k_truncates_the_ranked_metrics_by_hand():
+    # Query 0 ranks labels 1, 0, 0 (R = 2): with k = 2 its AP@R counts
+    # rank 2 only (1/2 / R); MRR sees its first hit at rank 2.
+    x = np.array([[0.0], [0.5], [1.0], [2.0]])
+    labels = np.array([0, 1, 0, 0])
+    got = retrieval_metrics(
+        x[:1],
+        labels[:1],
+        x[1:],
+        labels[1:],
+        metrics=RANKED_NAMES,
+        k=1,
+    )
+    assert got == pytest.approx(
+        {
+            "recall_at_1": 0.0,
+            "r_precision": 0.0,
+            "map_at_r": 0.0,
+            "mean_average_precision": 0.0,
+            "mean_reciprocal_rank": 0.0,
+        }
+    )
+    got = retrieval_metrics(
+        x[:1], labels[:1], x[1:], labels[1:], metrics=RANKED_NAMES, k=2
+    )
+    assert got == pytest.approx(
+        {
+            "recall_at_1": 0.0,
+            "r_precision": 0.5,
+            "map_at_r": 0.25,
+            "mean_average_precision": 0.25,
+            "mean_reciprocal_rank": 0.5,
+        }
+    )
+    got = retrieval_metrics(x[:1], labels[:1], x[1:], labels[1:], metrics=RANKED_NAMES)
+    assert got["mean_average_precision"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_mrr_past_a_small_k_is_zero():
+    # The only same-class reference is the farthest of 40, rank 39.
+    x = np.arange(40, dtype="float32")[:, None]
+    labels = np.arange(40)
+    labels[39] = 0
+    args = (x[:1], labels[:1], x[1:], labels[1:])
+    names = ("mean_reciprocal_rank",)
+    assert retrieval_metrics(*args, metrics=names, k=38, block_bytes=256) == {
+        "mean_reciprocal_rank": 0.0
+    }
+    got = retrieval_metrics(*args, metrics=names, k=39, block_bytes=256)
+    assert got["mean_reciprocal_rank"] == pytest.approx(1 / 39)
+
+
+def test_bad_k_and_averaging_options_are_refused():
+    x, labels = clustered(20, 2, 2, 0.1, seed=4)
+    for k in (0, -1, 2.0, "max", True):
+        with pytest.raises(ValueError, match="`k` must be an integer >= 1"):
+            retrieval_metrics(x, labels, k=k)
+    with pytest.raises(ValueError, match="at most the number of references"):
+        retrieval_metrics(x, labels, k=20)
+    assert retrieval_metrics(x, labels, k=19)  # every other embedding
+    with pytest.raises(ValueError, match="exclude each other"):
+        retrieval_metrics(x, labels, avg_of_avgs=True, return_per_class=True)
+    with pytest.raises(TypeError, match="avg_of_avgs"):
+        retrieval_metrics(x, labels, avg_of_avgs=1)
+    with pytest.raises(TypeError, match="return_per_class"):
+        retrieval_metrics(x, labels, return_per_class="yes")
+
+
+@pytest.mark.parametrize("k", [None, 7, "max_bin_count"])
+@pytest.mark.parametrize("average", ["mean", "avg_of_avgs", "per_class"])
+@pytest.mark.parametrize("separate_references", [False, True])
+def test_k_and_averages_equal_pytorch_metric_learning(k, average, separate_references):
+    """PML's `k`, `avg_of_avgs`, `return_per_class` (torch environment only)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    # Unbalanced classes, so the class averages differ from the mean.
+    rng = np.random.default_rng(8)
+    labels = rng.choice(6, 300, p=[0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    x = (labels[:, None] * 0.7 + rng.normal(size=(300, 5))).astype("float32")
+    calculator = AccuracyCalculator(
+        include=(
+            "precision_at_1",
+            "r_precision",
+            "mean_average_precision_at_r",
+            "mean_average_precision",
+            "mean_reciprocal_rank",
+        ),
+        avg_of_avgs=average == "avg_of_avgs",
+        return_per_class=average == "per_class",
+        k=k,
+        device=torch.device("cpu"),
+        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
+    )
+    if separate_references:
+        args = (x[:100], labels[:100], x[100:], labels[100:])
+    else:
+        args = (x, labels)
+    expected = calculator.get_accuracy(*args)
+    got = retrieval_metrics(
+        *args,
+        metrics=RANKED_NAMES,
+        k=k,
+        avg_of_avgs=average == "avg_of_avgs",
+        return_per_class=average == "per_class",
+    )
+    pml_names = {
+        "recall_at_1": "precision_at_1",
+        "r_precision": "r_precision",
+        "map_at_r": "mean_average_precision_at_r",
+        "mean_average_precision": "mean_average_precision",
+        "mean_reciprocal_rank": "mean_reciprocal_rank",
+    }
+    for name, pml_name in pml_names.items():
+        value = got[name]
+        if average == "per_class":
+            value = list(value.values())
+        assert value == pytest.approx(expected[pml_name]), name
+
+
+def test_cutoff_metrics_are_ranking_metrics_with_the_class_as_relevant():
+    from keras_siamese import ranking_metrics
+
+    x, labels = clustered(260, 6, 8, 2.5, seed=9)
+    queries, references = x[:60], x[60:]
+    query_labels, reference_labels = labels[:60], labels[60:]
+    keep = np.isin(query_labels, reference_labels)
+    relevant = [np.flatnonzero(reference_labels == label) for label in query_labels]
+    ks = (1, 4, 30)
+    expected = ranking_metrics(
+        queries[keep], references, [r for r, k in zip(relevant, keep) if k], k=ks
+    )
+    names = [
+        f"{family}_at_{k}" for family in ("precision", "mrr", "ndcg", "map") for k in ks
+    ]
+    got = retrieval_metrics(
+        queries, query_labels, references, reference_labels, metrics=names
+    )
+    assert got == pytest.approx({name: expected[name] for name in names})
+    # Recall@k here is sentence-transformers' accuracy@k.
+    got = retrieval_metrics(
+        queries, query_labels, references, reference_labels, metrics=("recall_at_4",)
+    )
+    assert got["recall_at_4"] == pytest.approx(expected["accuracy_at_4"])

@@ -9,11 +9,11 @@ import keras
 import numpy as np
 
 from keras_siamese import distances
-from keras_siamese._checks import check_labels, check_positive_int
+from keras_siamese._checks import check_bool, check_labels, check_positive_int
 from keras_siamese.retrieval._engines import check_engine_setting
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
 from keras_siamese.retrieval.index import encode
-from keras_siamese.retrieval.metrics import check_metrics, retrieval_metrics
+from keras_siamese.retrieval.metrics import check_k, check_metrics, retrieval_metrics
 
 
 def _count(x: Any) -> int:
@@ -50,13 +50,19 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             instead of `x` itself.
         reference_labels: their labels; given exactly when `references` is.
         metrics: names from `keras_siamese.retrieval.METRICS`, or
-            `recall_at_<k>`.
+            `<family>_at_<k>` (`recall_at_5`, `precision_at_10`,
+            `mrr_at_10`, `ndcg_at_10`, `map_at_100`, ...; see
+            `retrieval_metrics`).
         distance: `"euclidean"` (default), `"squared_euclidean"`, `"cosine"`,
             `"manhattan"`, or a `Distance` with the forms search needs.
         every_n_epochs: evaluate after epochs `N, 2N, ...` (1-based).
         batch_size: batch size of `predict`.
         prefix: prepended to each metric name in the logs.
         block_bytes: memory budget of one block of scores on the device.
+        k: the depth of the ranking metrics, as `retrieval_metrics`' `k`
+            (None, an integer, or `"max_bin_count"`).
+        avg_of_avgs: average every neighbour metric per class first, as
+            `retrieval_metrics`' `avg_of_avgs`.
         query_encoder: the query tower of a two-tower model (`DualEncoder`),
             which then encodes `x` while `encoder` encodes the `references`
             (required with it); `None` (default): `encoder` encodes both.
@@ -68,7 +74,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         TypeError: if `encoder` or `query_encoder` has no `predict` method.
         ValueError: for labels of the wrong length, only one of `references`
             and `reference_labels`, a `query_encoder` without `references`,
-            an unknown metric or distance, or `every_n_epochs < 1`.
+            an unknown metric or distance, a bad `k`, or `every_n_epochs < 1`.
+        TypeError: also for a non-boolean `avg_of_avgs`.
 
     Examples:
         >>> import keras, numpy as np
@@ -97,6 +104,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         batch_size: int = 256,
         prefix: str = "val_",
         block_bytes: int = DEFAULT_BLOCK_BYTES,
+        k: int | str | None = None,
+        avg_of_avgs: bool = False,
         query_encoder: keras.Model | None = None,
     ) -> None:
         super().__init__()
@@ -136,6 +145,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.prefix = str(prefix)
         self.block_bytes = check_engine_setting(block_bytes, "block_bytes")
+        self.k = check_k(k)
+        self.avg_of_avgs = check_bool(avg_of_avgs, "avg_of_avgs")
         self.history: dict[int, dict[str, float]] = {}
 
     def evaluate(self) -> dict[str, float]:
@@ -154,6 +165,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             self.reference_labels,
             distance=self._measure,
             metrics=self.metrics,
+            k=self.k,
+            avg_of_avgs=self.avg_of_avgs,
             block_bytes=self.block_bytes,
         )
 

@@ -11,6 +11,10 @@
 - `one_shot_accuracy`: the N-way K-shot protocol of Koch et al. (2015).
 - `retrieval_metrics`: recall@k, R-precision, MAP@R, MRR, NMI and AMI as
   pytorch-metric-learning defines them, in bounded memory.
+- `pair_metrics`: accuracy, F1, average precision, MCC and ROC AUC of
+  labelled pairs.
+- `ranking_metrics`: NDCG@k, MAP@k, MRR@k, recall@k, precision@k and
+  accuracy@k of queries with known relevant corpus rows.
 """
 
 from keras_siamese.retrieval.calibration import (
@@ -26,6 +30,8 @@ from keras_siamese.retrieval.metrics import (
     retrieval_metrics,
 )
 from keras_siamese.retrieval.one_shot import one_shot_accuracy
+from keras_siamese.retrieval.pair_metrics import PAIR_METRICS, pair_metrics
+from keras_siamese.retrieval.ranking_metrics import RANKING_METRICS, ranking_metrics
 from keras_siamese.retrieval.verifier import Verifier
 
 __all__ = [
@@ -33,11 +39,15 @@ __all__ = [
     "ENGINES",
     "KNN_METRICS",
     "METRICS",
+    "PAIR_METRICS",
+    "RANKING_METRICS",
     "TARGETS",
     "Calibration",
     "EmbeddingIndex",
     "Verifier",
     "calibrate_threshold",
     "one_shot_accuracy",
+    "pair_metrics",
+    "ranking_metrics",
     "retrieval_metrics",
 ]

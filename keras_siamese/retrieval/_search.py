@@ -52,6 +52,15 @@ _MIN_BLOCK_ELEMENTS = 16
 # Elements of the `(rows, candidates, dim)` differences of the final,
 # direct distance computation on the host (float64).
 _EXACT_CHUNK_ELEMENTS = 2**22
+# A chunk of queries is measured with one product (a `GramForm`) where its
+# candidates lie in at most this many times as many distinct gallery rows as
+# one query has candidates.
+_GRAM_SHARE = 16
+# Pairs whose squared difference of prepared rows is at most this fraction
+# of their squared norms are measured again from their differences: the
+# product form's absolute round-off (about `dim * 1e-16` of the squared
+# norms) is then at most about `1e-9` of the value.
+_GRAM_CANCELLATION = 2.0**-10
 # Tiles at least this wide (and a multiple of `_GROUP`) are pruned by the
 # minima of groups of `_GROUP` consecutive columns (see `_tile_candidates`);
 # narrower ones are read whole.
@@ -82,8 +91,14 @@ def exact_distances(
 ) -> np.ndarray:
     """Distances from each query to its candidate gallery rows, in float64.
 
-    Computed from coordinate differences, never from a Gram matrix: exact to
-    float64 round-off even for (near-)identical embeddings.
+    Where the distance has a `GramForm` and the candidates of a chunk of
+    queries share few enough gallery rows, those rows are prepared once and
+    measured with one float64 matrix product; the pairs that product cannot
+    measure precisely (nearly equal rows) are measured again from their
+    coordinate differences. Otherwise every pair is measured from its
+    coordinate differences (`exact_form`). Either way the result is exact to
+    float64 round-off for (near-)identical embeddings, and within about
+    `1e-9` relative elsewhere.
 
     Args:
         queries: `(n, dim)` float32.
@@ -98,13 +113,63 @@ def exact_distances(
     out = np.empty((n, c), dtype=np.float64)
     if n == 0 or c == 0:
         return out
-    step = max(1, _EXACT_CHUNK_ELEMENTS // max(c * gallery.shape[1], 1))
+    form = distance.gram_form
+    if form is None:
+        _direct(queries, gallery, indices, distance, out, 0, n)
+        return out
+    # Chunks whose product with `_GRAM_SHARE` times the candidates' rows
+    # stays within `_EXACT_CHUNK_ELEMENTS`.
+    step = max(1, _EXACT_CHUNK_ELEMENTS // (_GRAM_SHARE * c))
     for start in range(0, n, step):
         stop = min(start + step, n)
+        part = indices[start:stop]
+        rows, position = np.unique(part, return_inverse=True)
+        if (
+            rows.size > _GRAM_SHARE * c
+            or rows.size * gallery.shape[1] > 2 * _EXACT_CHUNK_ELEMENTS
+        ):
+            # Candidates spread over many rows: a product over all of them
+            # would measure far more pairs than asked for, or their
+            # prepared copy would outgrow the differences' memory.
+            _direct(queries, gallery, indices, distance, out, start, stop)
+            continue
+        prepared = form.rows(gallery[rows].astype(np.float64))
+        prepared_queries = form.rows(queries[start:stop].astype(np.float64))
+        squares = np.sum(np.square(prepared), axis=1)
+        query_squares = np.sum(np.square(prepared_queries), axis=1)
+        position = position.reshape(part.shape)
+        products = np.take_along_axis(prepared_queries @ prepared.T, position, axis=1)
+        row_squares = squares[position]
+        out[start:stop] = form.finish(products, query_squares[:, None], row_squares)
+        # Cancellation: where the rows are nearly equal, the product form
+        # keeps only the round-off of the norms.
+        total = query_squares[:, None] + row_squares
+        close = total - 2.0 * products <= _GRAM_CANCELLATION * total
+        if close.any():
+            query_rows, slots = np.nonzero(close)
+            out[start + query_rows, slots] = distance.exact(
+                queries[start + query_rows], gallery[part[query_rows, slots]]
+            )
+    return out
+
+
+def _direct(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    indices: np.ndarray,
+    distance: Distance,
+    out: np.ndarray,
+    begin: int,
+    end: int,
+) -> None:
+    """`out[begin:end]`: each pair measured from its coordinate differences."""
+    c = indices.shape[1]
+    step = max(1, _EXACT_CHUNK_ELEMENTS // max(c * gallery.shape[1], 1))
+    for start in range(begin, end, step):
+        stop = min(start + step, end)
         q = queries[start:stop, None, :].astype(np.float64)
         g = gallery[indices[start:stop]].astype(np.float64)
         out[start:stop] = distance.exact(q, g)
-    return out
 
 
 def paired_exact(a: np.ndarray, b: np.ndarray, distance: Distance) -> np.ndarray:

@@ -75,7 +75,13 @@ class _Cuts:
     different: int
 
     @classmethod
-    def of(cls, distances: Any, same: Any) -> _Cuts:
+    def of(cls, distances: Any, same: Any, user: str) -> _Cuts:
+        """The cuts of validated pairs; `user` names the caller in errors.
+
+        Raises:
+            ValueError: as `check_pair_distances`, or for pairs all of one
+                kind.
+        """
         distances, same = check_pair_distances(distances, same, "same")
         values, inverse = np.unique(distances, return_inverse=True)
         at_same = np.bincount(inverse.reshape(-1), weights=same, minlength=values.size)
@@ -83,6 +89,11 @@ class _Cuts:
         accepted_same = np.concatenate([[0], np.cumsum(at_same)]).astype(np.int64)
         accepted = np.concatenate([[0], np.cumsum(at_all)]).astype(np.int64)
         n_same = int(accepted_same[-1])
+        if n_same in (0, distances.size):
+            raise ValueError(
+                f"{user} needs both same and different pairs; got {n_same} same "
+                f"and {distances.size - n_same} different."
+            )
         return cls(
             values=values,
             accepted_same=accepted_same,
@@ -199,12 +210,7 @@ def calibrate_threshold(
         value = check_float(value, "value", minimum=0.0, inclusive=False, maximum=1.0)
     else:
         value = check_float(value, "value", minimum=0.0, maximum=1.0)
-    cuts = _Cuts.of(distances, same)
-    if cuts.same == 0 or cuts.different == 0:
-        raise ValueError(
-            "Calibration needs both same and different pairs; got "
-            f"{cuts.same} same and {cuts.different} different."
-        )
+    cuts = _Cuts.of(distances, same, "Calibration")
     if target == "accuracy":
         cut = int(np.argmax(cuts.correct()))
     elif target == "f1":
