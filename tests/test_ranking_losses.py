@@ -34,6 +34,7 @@ from keras_siamese import (
     MultipleNegativesRankingLoss,
     NTXentLoss,
     SiameseWrapper,
+    SupervisedContrastiveLoss,
     clip_loss,
     multiple_negatives_ranking_loss,
 )
@@ -627,3 +628,45 @@ def test_tf_mirrored_strategy_global_batch_equals_one_device():
         # Control: each replica's own slice gives another loss and gradient.
         assert not np.allclose(losses["per_replica"], losses["single"], rtol=1e-3)
         assert losses["per_replica_grad_error"] > 1e-3, name
+
+
+# --------------------------------------------------------------------------
+# The loss base the ranking losses share with NT-Xent and SupCon.
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "temperature"),
+    [
+        (NTXentLoss, "ntxent_loss", 0.07),
+        (SupervisedContrastiveLoss, "supervised_contrastive_loss", 0.1),
+    ],
+)
+def test_function_losses_keep_their_configs_and_attributes(cls, name, temperature):
+    # The config written before the losses shared `FunctionLoss`, key by key.
+    saved = {
+        "name": name,
+        "reduction": "sum_over_batch_size",
+        "global_batch": True,
+        "dtype": "float32",
+        "temperature": 0.5,
+    }
+    loss = cls.from_config(saved)
+    assert loss.get_config() == saved
+    assert list(loss.get_config()) == list(saved)
+    assert loss.temperature == 0.5 and loss.global_batch is True
+    assert cls().temperature == temperature
+    with pytest.raises(AttributeError, match="margin"):
+        _ = loss.margin
+
+
+def test_ranking_configs_hold_the_function_arguments():
+    loss = MultipleNegativesRankingLoss(scale=7.0, similarity="dot", symmetric=True)
+    config = loss.get_config()
+    assert {k: config[k] for k in ("scale", "similarity", "symmetric")} == {
+        "scale": 7.0,
+        "similarity": "dot",
+        "symmetric": True,
+    }
+    assert config["remove_accidental_hits"] is False
+    assert "fn" not in config
+    assert loss.scale == 7.0 and loss.symmetric is True
