@@ -32,14 +32,17 @@ from keras_siamese import (
     BarlowTwinsLoss,
     BYOLLoss,
     CircleLoss,
+    ClipLoss,
     ContrastiveLoss,
     CosFaceLoss,
     CosineDistance,
     CosineProxies,
     DualEncoder,
     EuclideanDistance,
+    LogitScale,
     ManhattanDistance,
     MatryoshkaLoss,
+    MultipleNegativesRankingLoss,
     MultiSimilarityLoss,
     NegativeCosineSimilarity,
     NTXentLoss,
@@ -117,6 +120,32 @@ LAYOUTS = {
             ArcFaceLoss,
         ),
         Layout(
+            "ranking",  # ignored y_true; stacked (anchor, positive, 2 hard negatives)
+            (4, 4),
+            lambda: keras.Sequential([keras.Input((4, 4)), keras.layers.Dense(3)]),
+            lambda rng: np.zeros(BATCH, "float32"),
+            lambda rng: rng.normal(size=(BATCH, 4, 3)),
+            MultipleNegativesRankingLoss,
+        ),
+        Layout(
+            "candidate-ids",  # ids of the positives, some repeated; (anchor, positive)
+            (2, 4),
+            lambda: keras.Sequential([keras.Input((2, 4)), keras.layers.Dense(3)]),
+            lambda rng: np.arange(BATCH) % 5,
+            lambda rng: rng.normal(size=(BATCH, 2, 3)),
+            lambda: MultipleNegativesRankingLoss(remove_accidental_hits=True),
+        ),
+        Layout(
+            "scaled-pairs",  # ignored y_true; (batch, 2, dim) after LogitScale
+            (2, 4),
+            lambda: keras.Sequential(
+                [keras.Input((2, 4)), keras.layers.Dense(3), LogitScale()]
+            ),
+            lambda rng: np.zeros(BATCH, "float32"),
+            lambda rng: rng.normal(size=(BATCH, 2, 3)),
+            ClipLoss,
+        ),
+        Layout(
             "views",  # ignored y_true; (2N, dim), view 0 of N examples, then view 1
             (4,),
             lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
@@ -186,6 +215,7 @@ CASES = [
     layer("dual-stack", DualEncoder, lambda: {"query_encoder": mlp(), "candidate_encoder": mlp(), "merge": "stack"}, (None, 3, 3), inputs=((4,), (4,), (4,))),
     layer("dual-distance", DualEncoder, lambda: {"query_encoder": mlp(), "candidate_encoder": mlp(), "merge": CosineDistance()}, (None, 1)),
     layer("trunk-head", TrunkHead, lambda: {"trunk": mlp(), "head": keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "name": "th"}, (None, 2), inputs=(4,)),
+    layer("logit-scale", LogitScale, {"initial": 10.0, "maximum": 50.0, "name": "s"}, (None, 2, 3), inputs=(2, 3)),
     layer("cosine-proxies", CosineProxies, {"num_classes": 5, "sub_centers": 3, "lr_multiplier": 10.0}, (None, 5), inputs=(4,)),
     layer("simsiam", SimSiam, lambda: {"encoder": mlp(), "projection_hidden_dim": 8, "projection_dim": 5, "prediction_hidden_dim": 4, "name": "ss"}, (None, 2, 5), inputs=(4,)),
     layer("byol", BYOL, lambda: {"encoder": mlp(), "momentum_steps": 10, "projection_hidden_dim": 8, "projection_dim": 5, "prediction_hidden_dim": 6, "start_momentum": 0.9}, (None, 2, 5), inputs=(4,)),
@@ -202,6 +232,10 @@ CASES = [
     loss("ntxent", NTXentLoss, {"temperature": 0.1}, "labels"),
     loss("multi-similarity", MultiSimilarityLoss, {"alpha": 1.5, "mining": True}, "labels"),
     loss("circle", CircleLoss, {"m": 0.3, "gamma": 32.0}, "labels"),
+    loss("multiple-negatives-ranking", MultipleNegativesRankingLoss, {"scale": 10.0, "similarity": "dot"}, "ranking"),
+    loss("multiple-negatives-symmetric", MultipleNegativesRankingLoss, {"symmetric": True, "global_batch": True}, "ranking"),
+    loss("multiple-negatives-hits", MultipleNegativesRankingLoss, {"remove_accidental_hits": True, "name": "mnrl"}, "candidate-ids"),
+    loss("clip", ClipLoss, {"name": "c"}, "scaled-pairs"),
     loss("arcface", ArcFaceLoss, {"margin": 20.0, "scale": 30.0}, "proxies"),
     loss("cosface", CosFaceLoss, {"margin": 0.3}, "proxies"),
     loss("proxy-anchor", ProxyAnchorLoss, {"margin": 0.2, "alpha": 16.0}, "proxies"),

@@ -1,12 +1,15 @@
 """Losses: contrastive, explicit triplet, triplet with in-batch mining,
 metric-learning losses of labelled embeddings (supervised contrastive, NT-Xent,
-multi-similarity, circle), proxy losses, cross-batch memory, and the
+multi-similarity, circle), proxy losses, cross-batch memory, the
 self-supervised losses of two views (negative cosine similarity, BYOL, Barlow
-Twins, VICReg), and the Matryoshka wrapper over embedding prefixes."""
+Twins, VICReg), the ranking losses of (anchor, positive, *negatives) rows
+(multiple negatives ranking, CLIP), and the Matryoshka wrapper over embedding
+prefixes."""
 
 from keras_siamese.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from keras_siamese.losses.byol import BYOLLoss, byol_loss
 from keras_siamese.losses.circle import CircleLoss, circle_loss
+from keras_siamese.losses.clip import ClipLoss, LogitScale, clip_loss
 from keras_siamese.losses.contrastive import ContrastiveLoss, contrastive_loss
 from keras_siamese.losses.margin_softmax import (
     ArcFaceLoss,
@@ -19,6 +22,10 @@ from keras_siamese.losses.memory import CrossBatchMemory
 from keras_siamese.losses.multi_similarity import (
     MultiSimilarityLoss,
     multi_similarity_loss,
+)
+from keras_siamese.losses.multiple_negatives_ranking import (
+    MultipleNegativesRankingLoss,
+    multiple_negatives_ranking_loss,
 )
 from keras_siamese.losses.negative_cosine import (
     NegativeCosineSimilarity,
@@ -39,11 +46,14 @@ __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
     "CircleLoss",
+    "ClipLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
+    "LogitScale",
     "MatryoshkaLoss",
     "MultiSimilarityLoss",
+    "MultipleNegativesRankingLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
     "OnlineTripletLoss",
@@ -55,10 +65,12 @@ __all__ = [
     "barlow_twins_loss",
     "byol_loss",
     "circle_loss",
+    "clip_loss",
     "contrastive_loss",
     "cosface_loss",
     "matryoshka_loss",
     "multi_similarity_loss",
+    "multiple_negatives_ranking_loss",
     "negative_cosine_similarity",
     "ntxent_loss",
     "online_triplet_loss",

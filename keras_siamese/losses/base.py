@@ -35,6 +35,10 @@ class LabelledEmbeddingLoss(keras.losses.Loss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
     """
 
+    # What `y_true` holds, named when it is missing; `None` for a loss that
+    # ignores it, which then also takes `y_true=None`.
+    y_true_holds: str | None = "class labels"
+
     def __init__(
         self,
         global_batch: bool = False,
@@ -51,6 +55,16 @@ class LabelledEmbeddingLoss(keras.losses.Loss):
                 f"{type(self).__name__} is computed over the whole batch and "
                 "does not take a `sample_weight`."
             )
+        if y_true is None:
+            if self.y_true_holds is not None:
+                raise ValueError(
+                    f"{type(self).__name__} needs `y_true` ({self.y_true_holds}); "
+                    "got None."
+                )
+            # A loss that ignores `y_true` takes `None` (a dataset without
+            # targets), which Keras would refuse to convert: a zero per row
+            # stands in, which `global_batch` gathers like labels.
+            y_true = ops.zeros(ops.shape(y_pred)[:1])
         return super().__call__(y_true, y_pred)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -65,4 +79,59 @@ class LabelledEmbeddingLoss(keras.losses.Loss):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"global_batch": self.global_batch, "dtype": self.dtype})
+        return config
+
+
+class FunctionLoss(LabelledEmbeddingLoss):
+    """A batch-level loss computed by a function of `(y_true, y_pred)`.
+
+    As Keras' `LossFunctionWrapper`, it holds a function and the keyword
+    arguments to call it with, and writes them into the config, so that a
+    loss class only names its function and its arguments' defaults and
+    checks. The arguments become config entries of their own (not a nested
+    `fn`), so `from_config` is `cls(**config)`, as for any loss. Everything
+    else (the refused `sample_weight`, `global_batch`, the one-element
+    result) is `LabelledEmbeddingLoss`'s.
+
+    Args:
+        fn: the loss function, called as `fn(y_true, y_pred, **kwargs)`; it
+            returns a scalar.
+        global_batch: see `LabelledEmbeddingLoss`.
+        reduction: Keras loss reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
+        **kwargs: the arguments of `fn`, plain values that JSON can hold;
+            each is also readable as an attribute of the loss.
+    """
+
+    def __init__(
+        self,
+        fn: Any,
+        global_batch: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str | None = None,
+        dtype: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+        )
+        self.fn = fn
+        self._fn_kwargs = kwargs
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: the function's arguments.
+        kwargs = self.__dict__.get("_fn_kwargs", {})
+        if name in kwargs:
+            return kwargs[name]
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
+
+    def compute(self, labels: Any, embeddings: Any) -> Any:
+        return self.fn(labels, embeddings, **self._fn_kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(self._fn_kwargs)
         return config

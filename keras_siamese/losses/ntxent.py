@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
 
 
 def from_similarity(
@@ -109,7 +109,7 @@ def ntxent_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class NTXentLoss(LabelledEmbeddingLoss):
+class NTXentLoss(FunctionLoss):
     """NT-Xent (InfoNCE) loss: `y_true` labels, `y_pred` embeddings.
 
     The contrastive loss of SimCLR (Chen et al. 2020): give the two views of
@@ -157,16 +157,12 @@ class NTXentLoss(LabelledEmbeddingLoss):
         dtype: str | None = None,
     ) -> None:
         super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+            ntxent_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            temperature=check_float(
+                temperature, "temperature", minimum=0.0, inclusive=False
+            ),
         )
-        self.temperature = check_float(
-            temperature, "temperature", minimum=0.0, inclusive=False
-        )
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return ntxent_loss(labels, embeddings, temperature=self.temperature)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"temperature": self.temperature})
-        return config
