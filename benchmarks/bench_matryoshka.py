@@ -80,7 +80,7 @@ def main() -> None:
     dims = sorted(set(args.dims), reverse=True)
     x_train, y_train, x_test, y_test = load_mnist(args.data)
     x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
-    print(header("Matryoshka embeddings: recall@1 and MAP@R by kept dimension"))
+    header("Matryoshka embeddings: recall@1 and MAP@R by kept dimension")
     print(
         f"train {min(args.train_size, len(x_train)):,} images, {args.epochs} epochs of "
         f"batch {args.batch_size}; test {len(x_test):,} images, leave-one-out, "
