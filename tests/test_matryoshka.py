@@ -218,3 +218,24 @@ def test_verifier_with_truncate_dim(tmp_path):
     np.testing.assert_array_equal(loaded.identify(queries), np.arange(12))
     with pytest.raises(ValueError, match="fewer than truncate_dim=8"):
         Verifier(encoder, threshold=0.5, truncate_dim=8).embed(gallery)
+
+
+def test_retrieval_metrics_scores_the_prefix():
+    from keras_siamese import retrieval_metrics
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 9)).astype("float32")
+    y = np.arange(40) % 5
+    references = rng.normal(size=(25, 9)).astype("float32")
+    reference_labels = np.arange(25) % 5
+    for ref, ref_labels in ((None, None), (references, reference_labels)):
+        cut = None if ref is None else ref[:, :3]
+        expected = retrieval_metrics(x[:, :3], y, cut, ref_labels, distance="cosine")
+        found = retrieval_metrics(
+            x, y, ref, ref_labels, distance="cosine", truncate_dim=3
+        )
+        assert found == expected
+    with pytest.raises(ValueError, match="fewer than truncate_dim=10"):
+        retrieval_metrics(x, y, truncate_dim=10)
+    with pytest.raises(ValueError, match="`truncate_dim`"):
+        retrieval_metrics(x, y, truncate_dim=0)

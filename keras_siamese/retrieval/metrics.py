@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from keras_siamese import distances
-from keras_siamese._checks import check_bool, check_embeddings, check_labels
+from keras_siamese._checks import (
+    check_bool,
+    check_embeddings,
+    check_labels,
+    check_positive_int,
+)
 from keras_siamese.retrieval import _labels, _search
 from keras_siamese.retrieval._engines import check_engine_setting
 
@@ -259,6 +264,7 @@ def retrieval_metrics(
     return_per_class: bool = False,
     block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
     seed: int = 0,
+    truncate_dim: int | None = None,
 ) -> dict[str, Any]:
     """Retrieval and clustering quality of labelled embeddings, in bounded memory.
 
@@ -339,6 +345,10 @@ def retrieval_metrics(
         return_per_class: give the neighbour metrics per class.
         block_bytes: memory budget of one block of scores on the device.
         seed: random state of the k-means clustering.
+        truncate_dim: score only the first `truncate_dim` dimensions of the
+            embeddings and references (Matryoshka embeddings, as
+            `EmbeddingIndex(truncate_dim=...)` serves them); `None`
+            (default): all of them.
 
     Returns:
         A dict from each name in `metrics` to its value in `[0, 1]` (AMI can
@@ -355,7 +365,8 @@ def retrieval_metrics(
             infinite embeddings, labels of the wrong length, only one of
             `references` and `reference_labels`, integer labels outside the
             int64 and uint64 ranges (or mixed with floats that cannot hold
-            them exactly), a bad `k` (or one above the references a query
+            them exactly), a `truncate_dim` below 1 or above the embedding
+            size, a bad `k` (or one above the references a query
             can retrieve), both `avg_of_avgs` and `return_per_class`, or
             (for the neighbour metrics) no query with a same-class
             reference.
@@ -396,6 +407,11 @@ def retrieval_metrics(
             import sklearn  # noqa: F401
         except ImportError as error:
             raise ImportError(_SKLEARN_HINT.format(names=clustering)) from error
+    if truncate_dim is not None:
+        truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
+        embeddings = _truncated(embeddings, truncate_dim, "embeddings")
+        if references is not None:
+            references = _truncated(references, truncate_dim, "references")
     problem = RetrievalSet.build(
         embeddings, labels, references, reference_labels, distance, block_bytes
     )
@@ -415,6 +431,16 @@ def retrieval_metrics(
     if clustering:
         results.update(_clustering(problem.queries, problem.query_codes, metrics, seed))
     return {name: results[name] for name in metrics}
+
+
+def _truncated(x: Any, keep: int, name: str) -> np.ndarray:
+    """The first `keep` columns of checked `(n, dim)` embeddings."""
+    x = check_embeddings(x, name, allow_empty=True)
+    if x.shape[1] < keep:
+        raise ValueError(
+            f"`{name}` have {x.shape[1]} dimensions, fewer than truncate_dim={keep}."
+        )
+    return x[:, :keep]
 
 
 def _depth(problem: RetrievalSet, k: int | str | None) -> int:
