@@ -239,3 +239,18 @@ def test_retrieval_metrics_scores_the_prefix():
         retrieval_metrics(x, y, truncate_dim=10)
     with pytest.raises(ValueError, match="`truncate_dim`"):
         retrieval_metrics(x, y, truncate_dim=0)
+
+
+def test_ranking_metrics_through_a_truncating_index():
+    from keras_siamese import EmbeddingIndex, ranking_metrics
+
+    rng = np.random.default_rng(7)
+    corpus = rng.normal(size=(30, 8)).astype("float32")
+    queries = rng.normal(size=(12, 8)).astype("float32")
+    relevant = [[i, (i + 7) % 30] for i in range(12)]
+    index = EmbeddingIndex("cosine", truncate_dim=3)
+    index.add(corpus)
+    expected = ranking_metrics(
+        queries[:, :3], corpus[:, :3], relevant, k=(1, 5), distance="cosine"
+    )
+    assert ranking_metrics(queries, index, relevant, k=(1, 5)) == expected

@@ -167,7 +167,10 @@ def ranking_metrics(
     size = len(index)
     if size == 0:
         raise ValueError("The corpus is empty.")
-    queries = check_embeddings(queries, "queries", dim=index.dim)
+    if index.truncate_dim is None:
+        queries = check_embeddings(queries, "queries", dim=index.dim)
+    else:  # the index keeps a prefix; its `search` cuts the queries alike
+        queries = check_embeddings(queries, "queries")
     keys, counts = _relevance_keys(relevant, len(queries), size)
     depth = min(max(ks), size)
     ranks = np.arange(1, depth + 1)
