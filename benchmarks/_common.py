@@ -447,24 +447,29 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
-def cnn_encoder(embedding_dim: int, width: int = 1) -> Any:
+def cnn_encoder(
+    embedding_dim: int, width: int = 1, data_format: str = "channels_last"
+) -> Any:
     """The demo's small CNN as a `TrunkHead` on `(28, 28, 1)` images.
 
     The trunk is two 3x3 convolutions (`16 * width` and `32 * width` filters,
     ReLU), each followed by a 2x2 max-pool, flattened; the head is
-    `Dense(128, relu)` then a linear `Dense(embedding_dim)`.
+    `Dense(128, relu)` then a linear `Dense(embedding_dim)`. With
+    `data_format="channels_first"` the images are moved to `(1, 28, 28)` by
+    a `Permute` layer and the convolutions and pools compute channels first,
+    PyTorch's native layout (the same function, another memory layout).
     """
     from keras_siamese.layers import TrunkHead
 
     inputs = keras.Input((28, 28, 1))
-    hidden = keras.layers.Conv2D(16 * width, 3, padding="same", activation="relu")(
-        inputs
-    )
-    hidden = keras.layers.MaxPooling2D(2)(hidden)
-    hidden = keras.layers.Conv2D(32 * width, 3, padding="same", activation="relu")(
-        hidden
-    )
-    hidden = keras.layers.MaxPooling2D(2)(hidden)
+    hidden = inputs
+    if data_format == "channels_first":
+        hidden = keras.layers.Permute((3, 1, 2))(hidden)
+    for filters in (16 * width, 32 * width):
+        hidden = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", data_format=data_format
+        )(hidden)
+        hidden = keras.layers.MaxPooling2D(2, data_format=data_format)(hidden)
     features = keras.layers.Flatten()(hidden)
     trunk = keras.Model(inputs, features, name="trunk")
     head = keras.Sequential(

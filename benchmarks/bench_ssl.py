@@ -9,6 +9,11 @@ augmented views:
   trained by `model.fit` on the PyTorch backend, the two views of a batch
   stacked on the batch axis (the package's layout: one forward pass of
   `2 * batch` rows, the heads' batch norm sees both views);
+- **keras channels_first**: the same, with the encoder's convolutions and
+  pools computing channels first (`cnn_encoder(data_format=
+  "channels_first")`, a `Permute` of the images first), PyTorch's native
+  layout: Keras' PyTorch backend runs a channels-last convolution or pool
+  by transposing to channels first and back around it;
 - **lightly**: lightly 1.6.0's heads (`SimSiamProjectionHead` and
   `SimSiamPredictionHead`, `BYOLProjectionHead` and `BYOLPredictionHead`),
   `NegativeCosineSimilarity`, and for BYOL its `update_momentum` and
@@ -23,8 +28,8 @@ batches is exactly one batch of the lightly side (views first, then their
 partners), and its time includes Keras' own per-step costs (the data
 adapter, the loss tracker, callbacks). Times are of whole epochs of
 `--steps` steps, after one untimed warm-up epoch per side; the sides
-alternate, `--repeats` times, and the table gives the medians and the
-ratio keras / lightly.
+alternate, `--repeats` times, and the table gives the medians per step
+and the ratios to lightly.
 
 Run with
 
@@ -201,9 +206,11 @@ class LightlyBYOL:
         return loss.detach()
 
 
-def keras_model(method: str, dim: int, total: int) -> keras.Model:
+def keras_model(
+    method: str, dim: int, total: int, data_format: str = "channels_last"
+) -> keras.Model:
     hidden, out, pred_hidden = SIZES[method]
-    encoder = cnn_encoder(dim)
+    encoder = cnn_encoder(dim, data_format=data_format)
     if method == "simsiam":
         model = ks.SimSiam(
             encoder,
@@ -278,7 +285,10 @@ def bench(method: str, views: np.ndarray, lightly: dict, args: argparse.Namespac
     torch.manual_seed(0)
     keras.utils.set_random_seed(0)
     total = (args.repeats + 1) * args.steps
-    ours = keras_model(method, args.embedding_dim, total)
+    ours = {
+        "keras": keras_model(method, args.embedding_dim, total),
+        "keras_cf": keras_model(method, args.embedding_dim, total, "channels_first"),
+    }
     theirs = (LightlySimSiam if method == "simsiam" else LightlyBYOL)(
         lightly, args.embedding_dim
     )
@@ -286,16 +296,22 @@ def bench(method: str, views: np.ndarray, lightly: dict, args: argparse.Namespac
     theirs.modules.to(device)
     # Channels first for PyTorch's convolutions, converted before timing.
     torch_views = torch.from_numpy(views).permute(0, 3, 1, 2).contiguous().to(device)
-    times = {"keras": [], "lightly": []}
+    times = {"keras": [], "keras_cf": [], "lightly": []}
     for repeat in range(args.repeats + 1):
-        keras_time = run_keras(ours, views, args.batch_size)
-        lightly_time = run_lightly(theirs, torch_views, args.batch_size, repeat, total)
-        if repeat:  # the first round warms up both sides
-            times["keras"].append(keras_time)
-            times["lightly"].append(lightly_time)
+        round_times = {
+            name: run_keras(model, views, args.batch_size)
+            for name, model in ours.items()
+        }
+        round_times["lightly"] = run_lightly(
+            theirs, torch_views, args.batch_size, repeat, total
+        )
+        if repeat:  # the first round warms up every side
+            for name, seconds in round_times.items():
+                times[name].append(seconds)
         print(
-            f"{method} round {repeat}: keras {keras_time:.3f} s, lightly "
-            f"{lightly_time:.3f} s{'' if repeat else ' (warm-up)'}",
+            f"{method} round {repeat}: "
+            + ", ".join(f"{name} {sec:.3f} s" for name, sec in round_times.items())
+            + ("" if repeat else " (warm-up)"),
             flush=True,
         )
     return times
@@ -341,27 +357,28 @@ def main() -> None:
     for method in args.methods:
         times = bench(method, views, lightly, args)
         keras_s, lightly_s = median(times["keras"]), median(times["lightly"])
+        first_s = median(times["keras_cf"])
         results[method] = times
         rows.append(
             [
                 method,
                 args.batch_size,
-                keras_s,
-                lightly_s,
                 1000 * keras_s / args.steps,
+                1000 * first_s / args.steps,
                 1000 * lightly_s / args.steps,
                 f"{keras_s / lightly_s:.2f}",
+                f"{first_s / lightly_s:.2f}",
             ]
         )
     print_table(
         [
             "method",
             "batch",
-            "keras s/epoch",
-            "lightly s/epoch",
             "keras ms/step",
+            "keras channels_first ms/step",
             "lightly ms/step",
             "keras/lightly",
+            "keras channels_first/lightly",
         ],
         rows,
     )
