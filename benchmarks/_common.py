@@ -440,3 +440,243 @@ def write_json(name: str, payload: dict, enabled: bool = True) -> Path | None:
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"results written to {path}", flush=True)
     return path
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """`mean ± std` in percent (population std over the seeds)."""
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def cnn_encoder(
+    embedding_dim: int, width: int = 1, data_format: str = "channels_last"
+) -> Any:
+    """The demo's small CNN as a `TrunkHead` on `(28, 28, 1)` images.
+
+    The trunk is two 3x3 convolutions (`16 * width` and `32 * width` filters,
+    ReLU), each followed by a 2x2 max-pool, flattened; the head is
+    `Dense(128, relu)` then a linear `Dense(embedding_dim)`. With
+    `data_format="channels_first"` the images are moved to `(1, 28, 28)` by
+    a `Permute` layer and the convolutions and pools compute channels first,
+    PyTorch's native layout (the same function, another memory layout).
+    """
+    from keras_siamese.layers import TrunkHead
+
+    inputs = keras.Input((28, 28, 1))
+    hidden = inputs
+    if data_format == "channels_first":
+        hidden = keras.layers.Permute((3, 1, 2))(hidden)
+    for filters in (16 * width, 32 * width):
+        hidden = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", data_format=data_format
+        )(hidden)
+        hidden = keras.layers.MaxPooling2D(2, data_format=data_format)(hidden)
+    features = keras.layers.Flatten()(hidden)
+    trunk = keras.Model(inputs, features, name="trunk")
+    head = keras.Sequential(
+        [
+            keras.Input(tuple(features.shape[1:])),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(embedding_dim),
+        ],
+        name="head",
+    )
+    return TrunkHead(trunk, head, name="encoder")
+
+
+class RandomShift:
+    """Move every image by up to `max_shift` pixels on each axis, filling with 0.
+
+    A callable `augment(images, seed=...)` for the package's datasets: the
+    shifts are drawn from `numpy.random.default_rng(seed)`, so a batch's
+    augmentation depends on its seed alone.
+    """
+
+    def __init__(self, max_shift: int) -> None:
+        self.max_shift = max_shift
+
+    def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
+        m = self.max_shift
+        rng = np.random.default_rng(seed)
+        offsets = rng.integers(0, 2 * m + 1, (len(images), 2))
+        padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
+        side_y, side_x = images.shape[1:3]
+        return np.stack(
+            [
+                padded[i, dy : dy + side_y, dx : dx + side_x]
+                for i, (dy, dx) in enumerate(offsets)
+            ]
+        )
+
+
+class ViewAugment:
+    """Self-supervised views of small grey images, in NumPy, seeded per batch.
+
+    A callable `augment(images, seed=...)` for the package's datasets, on
+    `(n, height, width, channels)` float images in [0, 1]. Each image gets,
+    with draws from `numpy.random.default_rng(seed)`:
+
+    - a random resized crop: a box of `scale` (a range) of the image's area
+      and an aspect ratio in `ratio` (a range), resized back to the full
+      size bilinearly (half-pixel centres);
+    - a horizontal flip with probability `flip`;
+    - with probability `jitter`, a brightness offset in `[-0.2, 0.2]` and a
+      contrast factor in `[0.6, 1.4]` around the image's mean, clipped to
+      [0, 1].
+
+    Args:
+        scale: `(low, high)` fractions of the area the crop keeps.
+        ratio: `(low, high)` aspect ratios (width / height) of the crop.
+        flip: probability of a horizontal flip.
+        jitter: probability of the brightness and contrast change.
+    """
+
+    def __init__(
+        self,
+        scale: tuple[float, float] = (0.4, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: float = 0.5,
+        jitter: float = 0.8,
+    ) -> None:
+        self.scale = scale
+        self.ratio = ratio
+        self.flip = flip
+        self.jitter = jitter
+
+    def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        images = np.asarray(images, np.float32)
+        n, side_y, side_x = images.shape[:3]
+        area = rng.uniform(*self.scale, n)
+        ratio = np.exp(rng.uniform(*np.log(self.ratio), n))
+        height = np.clip(np.sqrt(area / ratio) * side_y, 2, side_y)
+        width = np.clip(np.sqrt(area * ratio) * side_x, 2, side_x)
+        top = rng.uniform(0, 1, n) * (side_y - height)
+        left = rng.uniform(0, 1, n) * (side_x - width)
+        ys = _sample_grid(top, height, side_y)
+        xs = _sample_grid(left, width, side_x)
+        flipped = rng.random(n) < self.flip
+        xs = np.where(flipped[:, None, None], xs[:, ::-1], xs)
+        out = _bilinear_gather(images, ys, xs)
+        jittered = rng.random(n) < self.jitter
+        brightness = np.where(jittered, rng.uniform(-0.2, 0.2, n), 0.0)
+        contrast = np.where(jittered, rng.uniform(0.6, 1.4, n), 1.0)
+        shape = (n,) + (1,) * (images.ndim - 1)
+        mean = out.mean(axis=tuple(range(1, images.ndim)), keepdims=True)
+        out = (out - mean) * contrast.reshape(shape) + mean + brightness.reshape(shape)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _sample_grid(start: np.ndarray, length: np.ndarray, side: int) -> np.ndarray:
+    """Per image, the floor index and weight of `side` samples of a span.
+
+    Returns an array `(n, side, 2)`: the lower source index (as a float) and
+    the interpolation weight of the next index.
+    """
+    centres = (np.arange(side) + 0.5) / side
+    position = start[:, None] + centres[None, :] * length[:, None] - 0.5
+    position = np.clip(position, 0, side - 1)
+    low = np.floor(position)
+    return np.stack([low, position - low], axis=-1)
+
+
+def _bilinear_gather(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    n, side_y, side_x = images.shape[:3]
+    y0 = ys[..., 0].astype(np.int64)
+    x0 = xs[..., 0].astype(np.int64)
+    y1 = np.minimum(y0 + 1, side_y - 1)
+    x1 = np.minimum(x0 + 1, side_x - 1)
+    wy = ys[..., 1][:, :, None]
+    wx = xs[..., 1][:, None, :]
+    rows = np.arange(n)[:, None, None]
+    if images.ndim == 4:
+        wy, wx = wy[..., None], wx[..., None]
+
+    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        return images[rows, yy[:, :, None], xx[:, None, :]]
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def knn_predict(
+    embeddings: np.ndarray,
+    references: np.ndarray,
+    reference_labels: np.ndarray,
+    num_classes: int | None = None,
+    k: int = 200,
+    temperature: float = 0.1,
+    block: int = 1024,
+) -> np.ndarray:
+    """Weighted k-NN class ranking of `embeddings` against labelled references.
+
+    The monitor of self-supervised training of Wu et al. (2018), as lightly's
+    `knn_predict`: rows are L2-normalised; each query's `k` most
+    cosine-similar references vote for their label with weight
+    `exp(similarity / temperature)`; classes are ranked by their total
+    vote.
+
+    Args:
+        embeddings: queries `(n, dim)`.
+        references: `(m, dim)`, with `m >= k`.
+        reference_labels: int labels `(m,)` in `[0, num_classes)`.
+        num_classes: number of classes; default `max(label) + 1`.
+        k: neighbours that vote.
+        temperature: the weights' temperature.
+        block: queries per matrix product (bounds the memory).
+
+    Returns:
+        int64 `(n, num_classes)`: per query the classes, most voted first
+        (ties broken towards the smaller label).
+    """
+    labels = np.asarray(reference_labels, np.int64)
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    if k > len(labels):
+        raise ValueError(f"`k` ({k}) exceeds the number of references ({len(labels)}).")
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    queries, bank = unit(embeddings), unit(references)
+    ranked = []
+    for start in range(0, len(queries), block):
+        similarity = queries[start : start + block] @ bank.T
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.exp(np.take_along_axis(similarity, top, axis=1) / temperature)
+        votes = np.zeros((len(top), num_classes), np.float64)
+        np.add.at(votes, (np.arange(len(top))[:, None], labels[top]), weights)
+        ranked.append(np.argsort(-votes, axis=1, kind="stable"))
+    return np.concatenate(ranked)
+
+
+def knn_accuracy(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    references: np.ndarray,
+    reference_labels: np.ndarray,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
+    """Top-1 accuracy of `knn_predict` (k=200, temperature 0.1 by default)."""
+    ranked = knn_predict(
+        embeddings,
+        references,
+        reference_labels,
+        num_classes=int(max(np.max(labels), np.max(reference_labels))) + 1,
+        k=k,
+        temperature=temperature,
+    )
+    return float(np.mean(ranked[:, 0] == np.asarray(labels)))
+
+
+def normalized_std(embeddings: np.ndarray) -> float:
+    """Mean over dimensions of the std of the L2-normalised embeddings.
+
+    `CollapseMonitor.normalized_std` (lightly's `std_of_l2_normalized`) of
+    given embeddings: about `1 / sqrt(dim)` when they spread over the unit
+    sphere, 0 when they all point one way.
+    """
+    from keras_siamese.callbacks.collapse import _std_of_l2_normalized
+
+    return _std_of_l2_normalized(embeddings)

@@ -65,7 +65,17 @@ from typing import Any
 
 import keras
 import numpy as np
-from _common import EpochClock, header, load_mnist, print_table, set_threads, write_json
+from _common import (
+    EpochClock,
+    RandomShift,
+    cnn_encoder,
+    header,
+    load_mnist,
+    mean_std,
+    print_table,
+    set_threads,
+    write_json,
+)
 from compare_losses import RECIPES
 
 import keras_siamese as ks
@@ -94,51 +104,6 @@ DEFAULT_LOSSES = ["supcon", "multi_similarity", "circle", "arcface"]
 LEARNING_RATE = 1e-3
 METRICS = ("recall_at_1", "map_at_r", "one_shot")
 TRUNK_DISTANCE = "cosine"
-
-
-def cnn_encoder(embedding_dim: int) -> TrunkHead:
-    """The demo's CNN `TrunkHead` on `(28, 28, 1)` images."""
-    inputs = keras.Input((28, 28, 1))
-    hidden = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    hidden = keras.layers.MaxPooling2D(2)(hidden)
-    hidden = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(hidden)
-    hidden = keras.layers.MaxPooling2D(2)(hidden)
-    features = keras.layers.Flatten()(hidden)
-    trunk = keras.Model(inputs, features, name="trunk")
-    head = keras.Sequential(
-        [
-            keras.Input(tuple(features.shape[1:])),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(embedding_dim),
-        ],
-        name="head",
-    )
-    return TrunkHead(trunk, head, name="encoder")
-
-
-class RandomShift:
-    """Move every image by up to `max_shift` pixels on each axis, filling with 0.
-
-    A callable `augment(images, seed=...)` for the package's datasets: the
-    shifts are drawn from `numpy.random.default_rng(seed)`, so a batch's
-    augmentation depends on its seed alone.
-    """
-
-    def __init__(self, max_shift: int) -> None:
-        self.max_shift = max_shift
-
-    def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
-        m = self.max_shift
-        rng = np.random.default_rng(seed)
-        offsets = rng.integers(0, 2 * m + 1, (len(images), 2))
-        padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
-        side_y, side_x = images.shape[1:3]
-        return np.stack(
-            [
-                padded[i, dy : dy + side_y, dx : dx + side_x]
-                for i, (dy, dx) in enumerate(offsets)
-            ]
-        )
 
 
 def augmentation(args: argparse.Namespace) -> Any:
@@ -265,11 +230,6 @@ def evaluate(
         "trunk": scores(features, y, TRUNK_DISTANCE, episodes),
         "head": scores(outputs, y, distance, episodes),
     }
-
-
-def mean_std(values: list[float]) -> str:
-    """`mean ± std` in percent (population std over the seeds)."""
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
 def settings(args: argparse.Namespace) -> dict:

@@ -518,3 +518,163 @@ def test_bench_matryoshka_scores_every_kept_dimension(
             recall, map_at_r = (float(v) for v in scored[(name, dim)])
             assert 0.0 <= recall <= 100.0 and 0.0 <= map_at_r <= 100.0
     assert ("raw pixels (784)", "") in scored
+
+
+def _knn_reference(queries, references, labels, num_classes, k, temperature):
+    """Weighted k-NN votes, one query at a time, with a full sort."""
+    votes = np.zeros((len(queries), num_classes))
+    bank = references / np.linalg.norm(references, axis=1, keepdims=True)
+    for row, query in enumerate(queries):
+        similarity = bank @ (query / np.linalg.norm(query))
+        for index in np.argsort(-similarity, kind="stable")[:k]:
+            votes[row, labels[index]] += np.exp(similarity[index] / temperature)
+    return votes
+
+
+@pytest.mark.parametrize("k", [1, 7, 60])
+def test_common_knn_predict_ranks_classes_by_weighted_votes(k: int) -> None:
+    common = _import_benchmark("_common")
+    rng = np.random.default_rng(k)
+    references = rng.standard_normal((60, 5))
+    labels = rng.integers(0, 4, 60)
+    queries = rng.standard_normal((23, 5))
+    # Blocks smaller than the queries, so that the blocks are stitched.
+    ranked = common.knn_predict(queries, references, labels, k=k, block=10)
+    votes = _knn_reference(queries, references, labels, 4, k, 0.1)
+    assert ranked.shape == (23, 4)
+    np.testing.assert_array_equal(ranked, np.argsort(-votes, axis=1, kind="stable"))
+    if k == 1:
+        nearest = labels[
+            np.argmax(
+                queries @ references.T / np.linalg.norm(references, axis=1), axis=1
+            )
+        ]
+        np.testing.assert_array_equal(ranked[:, 0], nearest)
+    accuracy = common.knn_accuracy(queries, labels[:23], references, labels, k=k)
+    assert accuracy == pytest.approx(np.mean(ranked[:, 0] == labels[:23]))
+    with pytest.raises(ValueError, match="exceeds the number of references"):
+        common.knn_predict(queries, references, labels, k=61)
+
+
+def test_common_knn_predict_matches_lightly() -> None:
+    if keras.backend.backend() != "torch":
+        pytest.skip("lightly's knn_predict runs on PyTorch")
+    import torch
+
+    from tests import lightly_reference
+
+    if lightly_reference.root() is None:
+        pytest.skip("lightly is not installed")
+    knn = lightly_reference.load("utils/benchmarking/knn.py").knn_predict
+    common = _import_benchmark("_common")
+    rng = np.random.default_rng(0)
+    references = rng.standard_normal((300, 16)).astype(np.float32)
+    labels = rng.integers(0, 3, 300)
+    queries = rng.standard_normal((50, 16)).astype(np.float32)
+    theirs = knn(
+        torch.nn.functional.normalize(torch.from_numpy(queries), dim=1),
+        torch.nn.functional.normalize(torch.from_numpy(references), dim=1).T,
+        torch.from_numpy(labels),
+        num_classes=3,
+        knn_k=200,
+        knn_t=0.1,
+    )
+    ours = common.knn_predict(queries, references, labels, num_classes=3)
+    np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+def test_common_view_augment_crops_flips_and_jitters_by_seed() -> None:
+    common = _import_benchmark("_common")
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 10, 10, 1)).astype(np.float32)
+    plain = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter=0.0)
+    np.testing.assert_allclose(
+        common.ViewAugment(**plain, flip=0.0)(images, seed=1), images, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        common.ViewAugment(**plain, flip=1.0)(images, seed=1),
+        images[:, :, ::-1],
+        atol=1e-6,
+    )
+    augment = common.ViewAugment()
+    views = augment(images, seed=4)
+    assert views.shape == images.shape and views.dtype == np.float32
+    assert views.min() >= 0.0 and views.max() <= 1.0
+    np.testing.assert_array_equal(augment(images, seed=4), views)
+    assert not np.allclose(augment(images, seed=5), views)
+    # A crop of a quarter of the area magnifies: a constant image stays
+    # constant, a left-right ramp keeps its direction or mirrors it.
+    ramp = np.tile(np.linspace(0.2, 0.8, 10, dtype=np.float32), (4, 10, 1))[..., None]
+    cropped = common.ViewAugment(
+        scale=(0.25, 0.25), ratio=(1.0, 1.0), flip=0.0, jitter=0.0
+    )(ramp, seed=2)
+    steps = np.diff(cropped[:, 0, :, 0], axis=1)
+    assert np.all(steps >= -1e-6)
+    assert np.all(cropped[:, :, -1] - cropped[:, :, 0] < 0.6 * 0.75)
+
+
+@pytest.mark.slow
+def test_compare_ssl_scores_every_method_against_raw_pixels(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "compare_ssl.py"),
+            *("--data", str(small_mnist), "--quick", "--seeds", "0", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": keras.backend.backend(),
+            "BENCH_RESULTS_DIR": str(results),
+        },
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in done.stdout.splitlines()
+        if line.startswith(f"| {keras.backend.backend()} ")
+    ]
+    methods = ["simsiam", "byol", "barlow_twins", "vicreg", "simclr", "supcon"]
+    assert [row[1] for row in rows] == ["(raw pixels)", *methods]
+    assert 0.0 <= float(rows[0][2]) <= 100.0
+    assert all(row[2].count("±") == 1 for row in rows[1:])
+    record = json.loads(
+        (results / f"compare_ssl-{keras.backend.backend()}.json").read_text()
+    )
+    assert record["settings"]["k"] == 200
+    for method in methods:
+        runs = record["methods"][method]
+        assert [run["seed"] for run in runs] == [0, 1]
+        for run in runs:
+            assert 0.0 <= run["knn_accuracy"] <= 1.0
+            assert 0.0 < run["normalized_std"] < 1.0
+            assert run["seconds_per_epoch"] > 0
+
+
+@pytest.mark.slow
+def test_bench_ssl_times_keras_and_lightly_on_the_same_views(tmp_path: Path) -> None:
+    if keras.backend.backend() != "torch":
+        pytest.skip("the comparison with lightly's loop runs on PyTorch")
+    from tests import lightly_reference
+
+    if lightly_reference.root() is None:
+        pytest.skip("lightly is not installed")
+    out = run_script("bench_ssl.py", "--quick", "--no-json", cwd=tmp_path)
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(("| simsiam", "| byol"))
+    ]
+    assert [row[0] for row in rows] == ["simsiam", "byol"]
+    for row in rows:
+        keras_ms, first_ms, lightly_ms = (float(cell) for cell in row[2:5])
+        assert min(keras_ms, first_ms, lightly_ms) > 0
+        assert float(row[5]) == pytest.approx(keras_ms / lightly_ms, rel=0.05)
+        assert float(row[6]) == pytest.approx(first_ms / lightly_ms, rel=0.05)
