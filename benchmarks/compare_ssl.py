@@ -60,7 +60,6 @@ from _common import (
     ViewAugment,
     cnn_encoder,
     header,
-    knn_accuracy,
     load_mnist,
     mean_std,
     normalized_std,
@@ -70,6 +69,7 @@ from _common import (
 )
 
 import keras_siamese as ks
+from keras_siamese import knn_accuracy
 
 # The shared data folder beside the repository (or beside its parent folder).
 DATASETS = next(
@@ -202,7 +202,7 @@ def evaluate(
         return {"knn_accuracy": float("nan"), "normalized_std": float("nan")}
     return {
         "knn_accuracy": knn_accuracy(
-            queries, test_labels, references, train_labels, K, TEMPERATURE
+            queries, test_labels, references, train_labels, k=K, temperature=TEMPERATURE
         ),
         "normalized_std": normalized_std(queries),
     }
@@ -246,8 +246,8 @@ def compare(data: tuple, args: argparse.Namespace) -> dict:
         y_test,
         x_train.reshape(len(x_train), -1),
         y_train,
-        K,
-        TEMPERATURE,
+        k=K,
+        temperature=TEMPERATURE,
     )
     rows = [[name, "(raw pixels)", f"{100 * pixels:.1f}", "-", "-", "-"]]
     results = {}

@@ -520,69 +520,6 @@ def test_bench_matryoshka_scores_every_kept_dimension(
     assert ("raw pixels (784)", "") in scored
 
 
-def _knn_reference(queries, references, labels, num_classes, k, temperature):
-    """Weighted k-NN votes, one query at a time, with a full sort."""
-    votes = np.zeros((len(queries), num_classes))
-    bank = references / np.linalg.norm(references, axis=1, keepdims=True)
-    for row, query in enumerate(queries):
-        similarity = bank @ (query / np.linalg.norm(query))
-        for index in np.argsort(-similarity, kind="stable")[:k]:
-            votes[row, labels[index]] += np.exp(similarity[index] / temperature)
-    return votes
-
-
-@pytest.mark.parametrize("k", [1, 7, 60])
-def test_common_knn_predict_ranks_classes_by_weighted_votes(k: int) -> None:
-    common = _import_benchmark("_common")
-    rng = np.random.default_rng(k)
-    references = rng.standard_normal((60, 5))
-    labels = rng.integers(0, 4, 60)
-    queries = rng.standard_normal((23, 5))
-    # Blocks smaller than the queries, so that the blocks are stitched.
-    ranked = common.knn_predict(queries, references, labels, k=k, block=10)
-    votes = _knn_reference(queries, references, labels, 4, k, 0.1)
-    assert ranked.shape == (23, 4)
-    np.testing.assert_array_equal(ranked, np.argsort(-votes, axis=1, kind="stable"))
-    if k == 1:
-        nearest = labels[
-            np.argmax(
-                queries @ references.T / np.linalg.norm(references, axis=1), axis=1
-            )
-        ]
-        np.testing.assert_array_equal(ranked[:, 0], nearest)
-    accuracy = common.knn_accuracy(queries, labels[:23], references, labels, k=k)
-    assert accuracy == pytest.approx(np.mean(ranked[:, 0] == labels[:23]))
-    with pytest.raises(ValueError, match="exceeds the number of references"):
-        common.knn_predict(queries, references, labels, k=61)
-
-
-def test_common_knn_predict_matches_lightly() -> None:
-    if keras.backend.backend() != "torch":
-        pytest.skip("lightly's knn_predict runs on PyTorch")
-    import torch
-
-    from tests import lightly_reference
-
-    if lightly_reference.root() is None:
-        pytest.skip("lightly is not installed")
-    knn = lightly_reference.load("utils/benchmarking/knn.py").knn_predict
-    common = _import_benchmark("_common")
-    rng = np.random.default_rng(0)
-    references = rng.standard_normal((300, 16)).astype(np.float32)
-    labels = rng.integers(0, 3, 300)
-    queries = rng.standard_normal((50, 16)).astype(np.float32)
-    theirs = knn(
-        torch.nn.functional.normalize(torch.from_numpy(queries), dim=1),
-        torch.nn.functional.normalize(torch.from_numpy(references), dim=1).T,
-        torch.from_numpy(labels),
-        num_classes=3,
-        knn_k=200,
-        knn_t=0.1,
-    )
-    ours = common.knn_predict(queries, references, labels, num_classes=3)
-    np.testing.assert_array_equal(ours, theirs.numpy())
-
-
 def test_common_view_augment_crops_flips_and_jitters_by_seed() -> None:
     common = _import_benchmark("_common")
     rng = np.random.default_rng(0)
