@@ -4,6 +4,7 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
+from keras_siamese import miners
 from keras_siamese.callbacks import (
     CollapseMonitor,
     EmbeddingCollapseWarning,
@@ -46,6 +47,7 @@ from keras_siamese.losses import (
     MultiSimilarityLoss,
     NegativeCosineSimilarity,
     NTXentLoss,
+    OnlineContrastiveLoss,
     OnlineTripletLoss,
     ProxyAnchorLoss,
     SupervisedContrastiveLoss,
@@ -60,6 +62,7 @@ from keras_siamese.losses import (
     multi_similarity_loss,
     negative_cosine_similarity,
     ntxent_loss,
+    online_contrastive_loss,
     online_triplet_loss,
     proxy_anchor_loss,
     supervised_contrastive_loss,
@@ -112,6 +115,7 @@ __all__ = [
     "MultiSimilarityLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
+    "OnlineContrastiveLoss",
     "OnlineTripletLoss",
     "PairAccuracy",
     "PairDataset",
@@ -141,10 +145,12 @@ __all__ = [
     "make_pairs",
     "manhattan_distance",
     "map_at_r",
+    "miners",
     "multi_similarity_loss",
     "negative_cosine_similarity",
     "ntxent_loss",
     "one_shot_accuracy",
+    "online_contrastive_loss",
     "online_triplet_loss",
     "pair_accuracy",
     "paired_distances",
