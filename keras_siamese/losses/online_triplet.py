@@ -312,8 +312,8 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
 
         >>> from keras_siamese.miners import TripletMarginMiner
         >>> miner = TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
-        >>> loss = OnlineTripletLoss(miner=miner, margin=0.05)
-        >>> embeddings = np.array([[0.0], [0.5], [0.6], [1.25]])
+        >>> loss = OnlineTripletLoss(miner=miner, margin=0.1)
+        >>> embeddings = np.array([[0.0], [0.5], [0.55], [1.25]])
         >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
         0.05
     """

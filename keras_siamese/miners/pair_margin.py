@@ -41,7 +41,7 @@ class PairMarginMiner(Miner):
         >>> np.asarray(positive).astype(int).tolist()
         [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
         >>> np.asarray(negative).astype(int).tolist()
-        [[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+        [[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0], [0, 1, 0, 0]]
     """
 
     def __init__(

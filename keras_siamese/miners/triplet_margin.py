@@ -58,9 +58,9 @@ class TripletMarginMiner(Miner):
         >>> embeddings = np.array([[0.0], [0.5], [1.0], [3.0]])
         >>> positive, negative = miner(np.array([0, 0, 1, 1]), embeddings)
         >>> np.asarray(positive).astype(int).tolist()
-        [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+        [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]]
         >>> np.asarray(negative).astype(int).tolist()
-        [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+        [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
     """
 
     kind = "triplets"
