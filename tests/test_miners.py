@@ -99,7 +99,7 @@ MINERS = {
     "hard_all": lambda d: BatchEasyHardMiner("hard", "all", distance=d),
     "semihard_hard": lambda d: BatchEasyHardMiner("semihard", "hard", distance=d),
 }
-MEASURES = DISTANCES + ("cosine_similarity",)
+MEASURES = (*DISTANCES, "cosine_similarity")
 
 
 @pytest.mark.parametrize("name", sorted(MINERS))
