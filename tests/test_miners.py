@@ -28,6 +28,7 @@ from keras_siamese import (
 )
 from keras_siamese.miners import (
     BatchEasyHardMiner,
+    Measure,
     MultiSimilarityMiner,
     PairMarginMiner,
     TripletMarginMiner,
@@ -221,7 +222,10 @@ def test_triplet_loss_over_mined_triplets_equals_numpy(
         **refs_kwargs,
     )
     triplets = to_numpy(miner.triplet_mask(labels, x, **refs_kwargs))
-    matrix = _numpy_matrix(x, refs, distance)
+    # The package's own matrix (its values are checked against NumPy in
+    # `test_distances.py`): grid rows tie exactly, and a tie between
+    # `d(a, n)` and `d(a, p) + margin` must fall on the same side here.
+    matrix = to_numpy(Measure(distance, "test").matrix(x, refs)).astype(np.float64)
     want = _numpy_triplet_loss(matrix, triplets, margin, smooth, reducer)
     np.testing.assert_allclose(float(got), want, rtol=1e-4, atol=1e-4)
 
