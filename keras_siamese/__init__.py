@@ -4,7 +4,6 @@ Select the backend with the `KERAS_BACKEND` environment variable before the
 first import of Keras; this package imports only the selected backend.
 """
 
-from keras_siamese import miners
 from keras_siamese.callbacks import (
     CollapseMonitor,
     EmbeddingCollapseWarning,
@@ -145,7 +144,6 @@ __all__ = [
     "make_pairs",
     "manhattan_distance",
     "map_at_r",
-    "miners",
     "multi_similarity_loss",
     "negative_cosine_similarity",
     "ntxent_loss",

@@ -288,7 +288,12 @@ def _semi_hard_by_sorting(
 
 
 def batch_all(
-    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: bool,
+    smooth: bool = False,
 ) -> Any:
     """Every valid triplet, averaged over those with a loss above zero.
 
@@ -300,8 +305,11 @@ def batch_all(
     no per-triplet tensor is built. The hinge is what makes this possible:
     there is no soft variant.
     """
-    if soft:
-        raise ValueError('`soft=True` is not supported with mining="batch_all".')
+    if soft or smooth:
+        raise ValueError(
+            "batch_all sums hinges by binary search: use `dense_triplets` for "
+            "a softplus."
+        )
     fixed = ops.stop_gradient(distances)
     # Non-negatives read above every threshold d(a, p) + margin: never counted.
     by_distance, values = _negatives_by_distance(

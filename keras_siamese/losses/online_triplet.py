@@ -230,7 +230,10 @@ def online_triplet_loss(
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
     matrix = measure.matrix(embeddings, references)
-    if mining_mode == "batch_all" or miner is not None:
+    # batch_all with its own reduction and the hinge keeps its own miner;
+    # the other batch_all forms and miners go through `_mined_loss`.
+    plain_batch_all = not smooth_loss and reducer in (None, "nonzero_mean")
+    if miner is not None or (mining_mode == "batch_all" and not plain_batch_all):
         return _mined_loss(
             matrix,
             positive,
