@@ -412,6 +412,15 @@ def test_bad_arguments_are_refused_by_name(make, error, words):
         make()
 
 
+@pytest.mark.parametrize("name", sorted(MINERS))
+def test_miners_of_an_empty_batch_return_empty_masks(name):
+    miner = MINERS[name]("euclidean")
+    x, labels = np.zeros((0, 3), "float32"), np.zeros((0,), "int64")
+    positive, negative = miner(labels, x)
+    assert tuple(positive.shape) == tuple(negative.shape) == (0, 0)
+    assert tuple(miner.triplet_mask(labels, x).shape) == (0, 0, 0)
+
+
 def test_empty_batch_and_batch_without_triplets_give_zero():
     x = np.zeros((0, 3), "float32")
     labels = np.zeros((0,), "int64")

@@ -17,8 +17,9 @@ Two kinds of miners:
   the gap `d(a, n) - d(a, p)`, which no pair of masks can express. The
   masks are the pairs that occur in at least one chosen triplet; the
   chosen triplets themselves are a window on the gap (`window`), which
-  `OnlineTripletLoss` applies in `O(B M log M)` memory-light work, and
-  `triplet_mask` gives them as a dense `(B, M, M)` mask for small batches.
+  `OnlineTripletLoss` applies in `O(B M)` memory (`O(B M log M)` time),
+  and `triplet_mask` gives them as a dense `(B, M, M)` mask for small
+  batches.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ class Miner:
         positive, negative, matrix = self._inputs(
             labels, embeddings, references, reference_labels, reference_mask
         )
+        if matrix is None:  # no rows: nothing to mine, and no row to reduce
+            return positive, negative
         return self.mine(matrix, positive, negative)
 
     def triplet_mask(
@@ -172,6 +175,10 @@ class Miner:
         positive, negative, matrix = self._inputs(
             labels, embeddings, references, reference_labels, reference_mask
         )
+        if matrix is None:
+            return ops.logical_and(
+                ops.expand_dims(positive, 2), ops.expand_dims(negative, 1)
+            )
         return self.mine_triplets(matrix, positive, negative)
 
     def mine(self, matrix: Any, positive: Any, negative: Any) -> tuple[Any, Any]:
@@ -193,13 +200,16 @@ class Miner:
         references: Any | None,
         reference_labels: Any | None,
         reference_mask: Any | None,
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, Any, Any | None]:
+        """Label masks and the miner's matrix; `None` for a known-empty batch."""
         labels, embeddings, references, reference_labels, reference_mask = (
             pairs.labelled_inputs(
                 labels, embeddings, references, reference_labels, reference_mask
             )
         )
         positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
+        if pairs.is_empty(embeddings, references):
+            return positive, negative, None
         matrix = ops.stop_gradient(self.measure.matrix(embeddings, references))
         return positive, negative, matrix
 
