@@ -46,6 +46,7 @@ from keras_siamese import (
     MultiSimilarityLoss,
     NegativeCosineSimilarity,
     NTXentLoss,
+    OnlineContrastiveLoss,
     OnlineTripletLoss,
     PairAccuracy,
     ProxyAnchorLoss,
@@ -59,9 +60,20 @@ from keras_siamese import (
     VICReg,
     VICRegLoss,
 )
+from keras_siamese.miners import (
+    BatchEasyHardMiner,
+    MultiSimilarityMiner,
+    PairMarginMiner,
+    TripletMarginMiner,
+)
 
 BATCH = 8
 PAIR = ((4,), (4,))
+
+
+def serialized(obj: Any) -> dict:
+    """`obj` as the config a loss stores for it (constructor arguments take it)."""
+    return keras.saving.serialize_keras_object(obj)
 
 
 def mlp() -> keras.Model:
@@ -228,6 +240,11 @@ CASES = [
     loss("online-semi-hard", OnlineTripletLoss, {"mining": "semi_hard", "margin": 0.3, "distance": "cosine", "soft": True}, "labels"),
     loss("online-batch-all", OnlineTripletLoss, {"mining": "batch_all", "distance": "manhattan"}, "labels"),
     loss("matryoshka", MatryoshkaLoss, lambda: {"loss": SupervisedContrastiveLoss(temperature=0.2), "dims": [3, 2], "weights": [1.0, 0.5]}, "labels"),
+    loss("online-triplet-miner", OnlineTripletLoss, lambda: {"miner": serialized(TripletMarginMiner(0.1, "semihard")), "margin": 0.05}, "labels"),
+    loss("online-pair-miner-smooth", OnlineTripletLoss, lambda: {"miner": serialized(MultiSimilarityMiner(0.2)), "margin": 0.1, "smooth_loss": True, "reducer": "mean"}, "labels"),
+    loss("online-contrastive", OnlineContrastiveLoss, {"pos_margin": 0.9, "neg_margin": 0.2, "distance": "cosine_similarity", "reducer": "mean"}, "labels"),
+    loss("online-contrastive-miner", OnlineContrastiveLoss, lambda: {"miner": serialized(BatchEasyHardMiner("hard", "hard", allowed_neg_range=(0.0, 5.0))), "neg_margin": 2.0}, "labels"),
+    loss("online-contrastive-pair-margin", OnlineContrastiveLoss, lambda: {"miner": serialized(PairMarginMiner(0.1, 1.5, distance="manhattan")), "distance": "squared_euclidean"}, "labels"),
     loss("supervised-contrastive", SupervisedContrastiveLoss, {"temperature": 0.2}, "labels"),
     loss("ntxent", NTXentLoss, {"temperature": 0.1}, "labels"),
     loss("multi-similarity", MultiSimilarityLoss, {"alpha": 1.5, "mining": True}, "labels"),

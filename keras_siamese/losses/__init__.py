@@ -32,6 +32,10 @@ from keras_siamese.losses.negative_cosine import (
     negative_cosine_similarity,
 )
 from keras_siamese.losses.ntxent import NTXentLoss, ntxent_loss
+from keras_siamese.losses.online_contrastive import (
+    OnlineContrastiveLoss,
+    online_contrastive_loss,
+)
 from keras_siamese.losses.online_triplet import OnlineTripletLoss, online_triplet_loss
 from keras_siamese.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_siamese.losses.supervised_contrastive import (
@@ -56,6 +60,7 @@ __all__ = [
     "MultipleNegativesRankingLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
+    "OnlineContrastiveLoss",
     "OnlineTripletLoss",
     "ProxyAnchorLoss",
     "SupervisedContrastiveLoss",
@@ -73,6 +78,7 @@ __all__ = [
     "multiple_negatives_ranking_loss",
     "negative_cosine_similarity",
     "ntxent_loss",
+    "online_contrastive_loss",
     "online_triplet_loss",
     "proxy_anchor_loss",
     "supervised_contrastive_loss",

@@ -29,22 +29,47 @@ from keras import ops
 
 from keras_siamese.losses.pairs import label_masks, masked_mean
 
-__all__ = ["batch_all", "batch_hard", "label_masks", "masked_mean", "semi_hard"]
+__all__ = [
+    "batch_all",
+    "batch_hard",
+    "count_below",
+    "dense_triplets",
+    "label_masks",
+    "masked_mean",
+    "semi_hard",
+    "windowed_triplets",
+]
+
+#: How the mined triplets' losses are averaged: over the triplets with a
+#: loss above zero (pytorch-metric-learning's `AvgNonZeroReducer`, the
+#: default of its `TripletMarginLoss`), or over every mined triplet
+#: (its `MeanReducer`).
+REDUCERS = ("nonzero_mean", "mean")
 
 # Above this many positives for some anchor, semi-hard mining sorts each row
 # instead of scanning the rows once per positive.
 SCAN_LIMIT = 64
 
 
-def hinge_or_softplus(difference: Any, margin: float, soft: bool) -> Any:
-    """`max(difference + margin, 0)`, or `softplus(difference)` when `soft`."""
+def hinge_or_softplus(
+    difference: Any, margin: float, soft: bool, smooth: bool = False
+) -> Any:
+    """`max(difference + margin, 0)`; `softplus(difference)` when `soft`;
+    `softplus(difference + margin)` when `smooth`."""
+    if smooth:
+        return ops.softplus(difference + margin)
     if soft:
         return ops.softplus(difference)
     return ops.relu(difference + margin)
 
 
 def batch_hard(
-    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: bool,
+    smooth: bool = False,
 ) -> Any:
     """Farthest positive against nearest negative, per anchor (Hermans 2017).
 
@@ -57,7 +82,9 @@ def batch_hard(
     hardest_positive = ops.max(ops.where(positive, distances, -1.0), axis=1)
     hardest_negative = ops.min(ops.where(negative, distances, ceiling), axis=1)
     valid = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
-    losses = hinge_or_softplus(hardest_positive - hardest_negative, margin, soft)
+    losses = hinge_or_softplus(
+        hardest_positive - hardest_negative, margin, soft, smooth
+    )
     return masked_mean(losses, valid)
 
 
@@ -84,12 +111,13 @@ def _count_prefix(mask: Any) -> Any:
     return ops.concatenate([ops.zeros_like(counts[:, :1]), counts], axis=1)
 
 
-def _count_below(sorted_rows: Any, thresholds: Any) -> Any:
+def count_below(sorted_rows: Any, thresholds: Any, inclusive: bool = False) -> Any:
     """Per row, how many entries of `sorted_rows` are below each threshold.
 
     A binary search of every threshold at once: `sorted_rows` `(B, M)` holds
     each row in ascending order, `thresholds` is `(B, K)`; the result
-    `(B, K)` counts the entries `< threshold`. Ties are decided by comparing
+    `(B, K)` counts the entries `< threshold` (`<= threshold` when
+    `inclusive`). Ties are decided by comparing
     values, so the count is exact whatever the order of equal entries.
     `bit_length(M)` halvings of `[0, M]`, each one gather.
     """
@@ -101,7 +129,8 @@ def _count_below(sorted_rows: Any, thresholds: Any) -> Any:
         middle = (low + high) // 2
         value = ops.take_along_axis(sorted_rows, ops.minimum(middle, size - 1), axis=1)
         # Once low == high the search is over: middle == high, no change.
-        below = ops.logical_and(value < thresholds, middle < high)
+        inside = value <= thresholds if inclusive else value < thresholds
+        below = ops.logical_and(inside, middle < high)
         low = ops.where(below, middle + 1, low)
         high = ops.where(below, high, middle)
     return low
@@ -118,7 +147,12 @@ def _negatives_by_distance(fixed: Any, negative: Any, fill: Any) -> tuple[Any, A
 
 
 def semi_hard(
-    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: bool,
+    smooth: bool = False,
 ) -> Any:
     """FaceNet semi-hard mining, as TensorFlow Addons' `TripletSemiHardLoss`.
 
@@ -131,7 +165,7 @@ def semi_hard(
     the rows and of their negatives. Both give the same values.
     """
     most = ops.max(ops.sum(ops.cast(positive, "int32"), axis=1))
-    arguments = distances, positive, negative, margin, soft
+    arguments = distances, positive, negative, margin, (soft, smooth)
     known = _concrete_int(most)
     if known is None:
         return ops.cond(
@@ -159,7 +193,7 @@ def _semi_hard_by_scanning(
     positive: Any,
     negative: Any,
     margin: float,
-    soft: bool,
+    soft: tuple[bool, bool],
     rounds: Any,
 ) -> Any:
     """Semi-hard mining, one positive of every anchor per round.
@@ -210,12 +244,16 @@ def _semi_hard_by_scanning(
         round_index < ops.expand_dims(positives, 1),
         ops.any(negative, axis=1, keepdims=True),
     )
-    losses = hinge_or_softplus(positive_distance - negative_distance, margin, soft)
+    losses = hinge_or_softplus(positive_distance - negative_distance, margin, *soft)
     return masked_mean(losses, pairs)
 
 
 def _semi_hard_by_sorting(
-    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: tuple[bool, bool],
 ) -> Any:
     """Semi-hard mining from each row's sorted order (any number of positives).
 
@@ -245,12 +283,17 @@ def _semi_hard_by_sorting(
     pairs = ops.logical_and(
         ops.take_along_axis(positive, order, axis=1), negative_count > 0
     )
-    losses = hinge_or_softplus(positive_distance - negative_distance, margin, soft)
+    losses = hinge_or_softplus(positive_distance - negative_distance, margin, *soft)
     return masked_mean(losses, pairs)
 
 
 def batch_all(
-    distances: Any, positive: Any, negative: Any, margin: float, soft: bool
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    soft: bool,
+    smooth: bool = False,
 ) -> Any:
     """Every valid triplet, averaged over those with a loss above zero.
 
@@ -262,8 +305,11 @@ def batch_all(
     no per-triplet tensor is built. The hinge is what makes this possible:
     there is no soft variant.
     """
-    if soft:
-        raise ValueError('`soft=True` is not supported with mining="batch_all".')
+    if soft or smooth:
+        raise ValueError(
+            "batch_all sums hinges by binary search: use `dense_triplets` for "
+            "a softplus."
+        )
     fixed = ops.stop_gradient(distances)
     # Non-negatives read above every threshold d(a, p) + margin: never counted.
     by_distance, values = _negatives_by_distance(
@@ -277,7 +323,7 @@ def batch_all(
         axis=1,
     )
     sorted_values = ops.take_along_axis(values, by_distance, axis=1)
-    below = _count_below(sorted_values, fixed + margin)
+    below = count_below(sorted_values, fixed + margin)
     hits = ops.cast(below, distances.dtype)
     totals = hits * (distances + margin) - ops.take_along_axis(
         prefix_sums, below, axis=1
@@ -285,3 +331,101 @@ def batch_all(
     active = ops.sum(ops.where(positive, hits, ops.zeros_like(hits)))
     total = ops.sum(ops.where(positive, totals, ops.zeros_like(totals)))
     return total / ops.maximum(active, 1.0)
+
+
+def windowed_triplets(
+    distances: Any,
+    positive: Any,
+    negative: Any,
+    margin: float,
+    window: tuple[float | None, float | None] = (None, None),
+    reducer: str = "nonzero_mean",
+) -> Any:
+    """Hinge triplet loss over the triplets inside a window, in `O(B M)` memory.
+
+    The triplets are every `(a, p, n)` with `positive[a, p]`,
+    `negative[a, n]` and a gap `d(a, n) - d(a, p)` inside `window = (low,
+    high)`, `low` excluded and `high` included (`None` for no bound):
+    compared as `d(a, p) + low < d(a, n) <= d(a, p) + high`. With no bounds
+    these are all the triplets of the masks, as `batch_all`. Each costs
+    `max(d(a, p) - d(a, n) + margin, 0)`; the triplets with a loss above
+    zero are those with `d(a, n) < d(a, p) + margin`.
+
+    As in `batch_all`, counts come from binary searches of the thresholds
+    in each anchor's sorted negatives and sums from prefix sums, so no
+    `(B, M, M)` tensor is built.
+
+    Args:
+        distances: `(B, M)`, smaller means more similar.
+        positive, negative: boolean `(B, M)` masks.
+        margin: the loss margin.
+        window: the gap bounds `(low, high)`.
+        reducer: `"nonzero_mean"`, the mean over the triplets with a loss
+            above zero, or `"mean"`, over every triplet in the window.
+
+    Returns:
+        The scalar loss; 0 when there is no triplet to average.
+    """
+    low, high = window
+    fixed = ops.stop_gradient(distances)
+    by_distance, values = _negatives_by_distance(fixed, negative, _FILL)
+    sorted_values = ops.take_along_axis(values, by_distance, axis=1)
+    sorted_distances = ops.take_along_axis(distances, by_distance, axis=1)
+    # Non-negatives sort last and are never inside a count, so the prefix
+    # sums that are read only ever add negatives.
+    prefix_sums = ops.concatenate(
+        [ops.zeros_like(sorted_distances[:, :1]), ops.cumsum(sorted_distances, 1)],
+        axis=1,
+    )
+    negatives = ops.sum(ops.cast(negative, "int32"), axis=1, keepdims=True)
+    negatives = ops.broadcast_to(negatives, ops.shape(fixed))
+    if low is None:
+        start = ops.zeros_like(negatives)
+    else:
+        start = count_below(sorted_values, fixed + low, inclusive=True)
+    if high is None:
+        stop = negatives
+    else:
+        stop = count_below(sorted_values, fixed + high, inclusive=True)
+    # The triplets with a loss above zero end at d(a, n) < d(a, p) + margin.
+    loss_stop = ops.minimum(count_below(sorted_values, fixed + margin), stop)
+    hits = ops.maximum(loss_stop - start, 0)
+    end = ops.maximum(loss_stop, start)
+    sums = ops.take_along_axis(prefix_sums, end, axis=1) - ops.take_along_axis(
+        prefix_sums, start, axis=1
+    )
+    counted = ops.cast(hits, distances.dtype)
+    totals = counted * (distances + margin) - sums
+    zeros = ops.zeros_like(totals)
+    total = ops.sum(ops.where(positive, totals, zeros))
+    if reducer == "nonzero_mean":
+        divisor = ops.sum(ops.where(positive, counted, zeros))
+    else:
+        selected = ops.cast(ops.maximum(stop - start, 0), distances.dtype)
+        divisor = ops.sum(ops.where(positive, selected, zeros))
+    return total / ops.maximum(divisor, 1.0)
+
+
+# Above every distance and every threshold `d + bound` compared with it.
+_FILL = 3.0e38
+
+
+def dense_triplets(
+    distances: Any,
+    triplets: Any,
+    margin: float,
+    smooth: bool = False,
+    reducer: str = "nonzero_mean",
+) -> Any:
+    """Triplet loss over a dense `(B, M, M)` mask of triplets.
+
+    `max(d(a, p) - d(a, n) + margin, 0)`, or its softplus when `smooth`,
+    averaged as `reducer` says (see `windowed_triplets`). `O(B M^2)`
+    memory: for the cases without a hinge (`smooth`) or whose triplets
+    were chosen on another measure than the loss's.
+    """
+    difference = ops.expand_dims(distances, 2) - ops.expand_dims(distances, 1)
+    losses = hinge_or_softplus(difference, margin, False, smooth)
+    if reducer == "nonzero_mean":
+        triplets = ops.logical_and(triplets, losses > 0)
+    return masked_mean(losses, triplets)
