@@ -47,11 +47,16 @@ class ExactEngine(BuiltinEngine):
     def candidates(
         self, queries: np.ndarray, k: int, references: np.ndarray
     ) -> np.ndarray:
-        """The exact `k` nearest rows of each query, nearest first."""
+        """Rows holding the exact `k` nearest of each query, and a few more.
+
+        The `over_fetch(k, ...)` rows with the best float32 scores, unordered:
+        the index measures them exactly (once) and keeps the nearest.
+        """
         k = min(k, len(references))
-        indices = np.empty((len(queries), k), dtype=np.int64)
-        for rows, _, block_indices in _search.search_blocks(
-            self._prepared(references), queries, k
+        width = _search.over_fetch(k, len(references))
+        indices = np.empty((len(queries), width), dtype=np.int64)
+        for rows, _, candidates in _search.search_blocks(
+            self._prepared(references), queries, k, candidates_only=True
         ):
-            indices[rows] = block_indices
+            indices[rows] = candidates
         return indices

@@ -542,7 +542,8 @@ def search_blocks(
     queries: np.ndarray,
     depth: int | Callable[[slice], int],
     exclude_self: bool = False,
-) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    candidates_only: bool = False,
+) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:
     """Yield the exact nearest neighbours of successive blocks of queries.
 
     Args:
@@ -552,11 +553,16 @@ def search_blocks(
             giving that number; capped at the number of candidates.
         exclude_self: the queries are the gallery itself, row for row, and a
             query must not find itself (leave-one-out).
+        candidates_only: stop before the exact distances: yield, unordered,
+            the `over_fetch(k, ...)` candidates the float32 scores select,
+            for a caller that measures them exactly itself (the index's
+            re-ranking), so that no candidate is measured twice.
 
     Yields:
         `(rows, distances, indices)`: the block's query rows, the float64
         distances and int64 gallery indices of their neighbours, `(b, k)`,
-        nearest first, ties by the lower index.
+        nearest first, ties by the lower index; with `candidates_only`,
+        `(rows, None, candidates)`.
     """
     available = len(gallery) - int(exclude_self)
     depth_of = depth if callable(depth) else (lambda rows: depth)
@@ -578,6 +584,9 @@ def search_blocks(
         for tile in gallery.tiles:
             _tile_candidates(gallery, block, tile, best, row_ids)
         columns = best.columns
+        if candidates_only:
+            yield rows, None, columns
+            continue
         distances = exact_distances(
             queries[rows], gallery.embeddings, columns, gallery.distance
         )
