@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from hypothesis import settings
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -110,3 +111,11 @@ def record_score_blocks(monkeypatch: pytest.MonkeyPatch) -> ScoreBlocks:
         prepared, "grouped_scores", record(prepared.grouped_scores, lambda r: r[0])
     )
     return blocks
+
+
+def few_examples() -> settings:
+    """Hypothesis settings for a property test run once per parameter value
+    (a test parametrized over many miners, say): a third of the profile's
+    examples, at least 4, so that the parameters together get about the
+    profile's budget."""
+    return settings(max_examples=max(4, settings.default.max_examples // 3))

@@ -33,7 +33,7 @@ from keras_siamese.miners import (
     PairMarginMiner,
     TripletMarginMiner,
 )
-from tests.helpers import to_numpy, value_and_grad
+from tests.helpers import few_examples, to_numpy, value_and_grad
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine", "manhattan")
 
@@ -104,6 +104,7 @@ MEASURES = (*DISTANCES, "cosine_similarity")
 
 
 @pytest.mark.parametrize("name", sorted(MINERS))
+@few_examples()
 @given(data=batches(), distance=st.sampled_from(MEASURES))
 def test_mined_pairs_are_valid_pairs(name, data, distance):
     labels, x, refs, reference_labels = data
@@ -169,6 +170,7 @@ def _numpy_triplet_mask(matrix, valid_positive, valid_negative, margin, kind):
 
 
 @pytest.mark.parametrize("kind", ["all", "hard", "semihard", "easy"])
+@few_examples()
 @given(
     data=batches(),
     distance=st.sampled_from(MEASURES),
@@ -195,6 +197,7 @@ def _numpy_triplet_loss(matrix, triplets, margin, smooth, reducer):
 
 
 @pytest.mark.parametrize("name", sorted(MINERS))
+@few_examples()
 @given(
     data=batches(),
     distance=st.sampled_from(MEASURES),
@@ -284,6 +287,7 @@ LOSSES_WITH_MINERS = {
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES_WITH_MINERS))
+@few_examples()
 @given(data=batches(), zero_row=st.booleans())
 def test_gradients_with_a_miner_are_finite(name, data, zero_row):
     # Grid rows repeat (zero distances, ties) and may hold a zero vector.

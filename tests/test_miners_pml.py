@@ -169,7 +169,16 @@ def test_goldens_cover_every_miner_and_loss_with_and_without_references():
     assert {loss for _, loss in pieces} == set(LOSSES)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# Every case on PyTorch (beside the live comparison); one seed of each
+# pipeline elsewhere, which keeps the suite's time on the eager backends.
+GOLDEN_CASES = sorted(
+    case
+    for case in CASES
+    if keras.backend.backend() == "torch" or case.rsplit("-", 1)[1] == "0"
+)
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES)
 def test_masks_losses_and_gradients_equal_the_goldens(case):
     data = CASES[case]
     name = _name(case)

@@ -39,7 +39,7 @@ from keras_siamese import (
     multiple_negatives_ranking_loss,
 )
 from tests import ranking_reference
-from tests.helpers import to_numpy, value_and_grad
+from tests.helpers import few_examples, to_numpy, value_and_grad
 
 GOLDENS = Path(__file__).resolve().parent / "fixtures" / "ranking_goldens.npz"
 # golden name -> arguments of multiple_negatives_ranking_loss
@@ -235,6 +235,7 @@ def test_removing_accidental_hits_changes_the_loss_only_with_repeated_ids():
 # Properties.
 
 
+@few_examples()
 @given(batch=ranking_batches(), zero_row=st.booleans())
 def test_gradients_are_finite_and_the_loss_is_not_negative(batch, zero_row):
     y, _, kwargs = batch
@@ -245,6 +246,7 @@ def test_gradients_are_finite_and_the_loss_is_not_negative(batch, zero_row):
     assert value >= -1e-5 * _logit_size(y, kwargs)
 
 
+@few_examples()
 @given(batch=ranking_batches(), seed=st.integers(0, 2**32 - 1))
 def test_cosine_loss_is_invariant_to_the_length_of_every_embedding(batch, seed):
     y, _, kwargs = batch
@@ -259,6 +261,7 @@ def test_cosine_loss_is_invariant_to_the_length_of_every_embedding(batch, seed):
     )
 
 
+@few_examples()
 @given(batch=ranking_batches(), seed=st.integers(0, 2**32 - 1))
 def test_permuting_the_rows_permutes_the_gradient(batch, seed):
     y, _, kwargs = batch
@@ -271,6 +274,7 @@ def test_permuting_the_rows_permutes_the_gradient(batch, seed):
     np.testing.assert_allclose(grad_permuted, grad[order], rtol=1e-4, atol=atol)
 
 
+@few_examples()
 @given(batch=ranking_batches(), seed=st.integers(0, 2**32 - 1))
 def test_the_order_of_the_hard_negatives_does_not_matter(batch, seed):
     y, _, kwargs = batch
