@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_siamese._checks import check_inputs_given, shapes_compatible
 from keras_siamese.layers.siamese_wrapper import (
@@ -13,6 +12,9 @@ from keras_siamese.layers.siamese_wrapper import (
     _check_merge,
     _describe_shapes,
     _serialize,
+    encode_fused,
+    merge_outputs,
+    serialize_merge,
 )
 
 
@@ -171,16 +173,7 @@ class DualEncoder(keras.layers.Layer):
         fuse = len(candidates) > 1 and self._fuse
         if not fuse or (self._batch_dependent and training):
             return [self.candidate_encoder(c) for c in candidates]
-        stacked = keras.tree.map_structure(
-            lambda *parts: ops.concatenate(parts, axis=0), *candidates
-        )
-        encoded = self.candidate_encoder(stacked)
-        leaves = keras.tree.flatten(encoded)
-        parts = [ops.split(leaf, len(candidates), axis=0) for leaf in leaves]
-        return [
-            keras.tree.pack_sequence_as(encoded, [part[i] for part in parts])
-            for i in range(len(candidates))
-        ]
+        return encode_fused(self.candidate_encoder, candidates)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         query, candidates = self._inputs(inputs)
@@ -188,10 +181,8 @@ class DualEncoder(keras.layers.Layer):
             self.query_encoder(query),
             *self._encode_candidates(candidates, training),
         ]
-        if self.merge is None:
-            return tuple(outputs)
-        if self.merge == "concat":
-            return ops.concatenate(outputs, axis=-1)
+        if self.merge is None or self.merge == "concat":
+            return merge_outputs(self.merge, outputs)
         query_size, candidate_size = outputs[0].shape[-1], outputs[1].shape[-1]
         if (
             query_size is not None
@@ -203,9 +194,7 @@ class DualEncoder(keras.layers.Layer):
                 f"be compared: the query tower gives {query_size}, the candidate "
                 f"tower {candidate_size}."
             )
-        if self.merge == "stack":
-            return ops.stack(outputs, axis=1)
-        return self.merge(outputs)
+        return merge_outputs(self.merge, outputs)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -213,11 +202,7 @@ class DualEncoder(keras.layers.Layer):
             {
                 "query_encoder": _serialize(self.query_encoder),
                 "candidate_encoder": _serialize(self.candidate_encoder),
-                "merge": (
-                    _serialize(self.merge)
-                    if isinstance(self.merge, keras.layers.Layer)
-                    else self.merge
-                ),
+                "merge": serialize_merge(self.merge),
                 "fuse_candidates": self.fuse_candidates,
             }
         )

@@ -53,6 +53,41 @@ def _describe_shapes(branches: list) -> str:
     )
 
 
+def encode_fused(layer: keras.layers.Layer, branches: list) -> list:
+    """Encodes every branch in one call of `layer` on their concatenation.
+
+    The branches (each a tensor or a nest of tensors of one structure) are
+    concatenated along the batch axis, encoded at once, and the output split
+    back into one output per branch, with the layer's output structure.
+    """
+    stacked = keras.tree.map_structure(
+        lambda *parts: ops.concatenate(parts, axis=0), *branches
+    )
+    encoded = layer(stacked)
+    leaves = keras.tree.flatten(encoded)
+    parts = [ops.split(leaf, len(branches), axis=0) for leaf in leaves]
+    return [
+        keras.tree.pack_sequence_as(encoded, [part[i] for part in parts])
+        for i in range(len(branches))
+    ]
+
+
+def merge_outputs(merge: Any, outputs: list) -> Any:
+    """The branches' outputs combined as `merge` (a mode name, a layer or None)."""
+    if merge is None:
+        return tuple(outputs)
+    if merge == "stack":
+        return ops.stack(outputs, axis=1)
+    if merge == "concat":
+        return ops.concatenate(outputs, axis=-1)
+    return merge(outputs)
+
+
+def serialize_merge(merge: Any) -> Any:
+    """`merge` as written in a config: a layer's marked config, else the value."""
+    return _serialize(merge) if isinstance(merge, keras.layers.Layer) else merge
+
+
 @keras.saving.register_keras_serializable(package="keras_siamese")
 class SiameseWrapper(keras.layers.Layer):
     """Applies one shared layer to each of N >= 2 inputs, with one set of weights.
@@ -192,42 +227,20 @@ class SiameseWrapper(keras.layers.Layer):
     def _can_fuse(self, training: Any) -> bool:
         return self._fuse and not (self._batch_dependent and training)
 
-    def _fused_call(self, branches: list) -> list:
-        stacked = keras.tree.map_structure(
-            lambda *parts: ops.concatenate(parts, axis=0), *branches
-        )
-        encoded = self.layer(stacked)
-        leaves = keras.tree.flatten(encoded)
-        parts = [ops.split(leaf, len(branches), axis=0) for leaf in leaves]
-        return [
-            keras.tree.pack_sequence_as(encoded, [part[i] for part in parts])
-            for i in range(len(branches))
-        ]
-
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         branches = self._branches(inputs)
         if self._can_fuse(training):
-            outputs = self._fused_call(branches)
+            outputs = encode_fused(self.layer, branches)
         else:
             outputs = [self.layer(branch) for branch in branches]
-        if self.merge is None:
-            return tuple(outputs)
-        if self.merge == "stack":
-            return ops.stack(outputs, axis=1)
-        if self.merge == "concat":
-            return ops.concatenate(outputs, axis=-1)
-        return self.merge(outputs)
+        return merge_outputs(self.merge, outputs)
 
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
                 "layer": _serialize(self.layer),
-                "merge": (
-                    _serialize(self.merge)
-                    if isinstance(self.merge, keras.layers.Layer)
-                    else self.merge
-                ),
+                "merge": serialize_merge(self.merge),
                 "fuse_branches": self.fuse_branches,
             }
         )
