@@ -14,6 +14,7 @@ from keras_siamese._checks import (
     check_embeddings,
     check_labels,
     check_positive_int,
+    truncate_embeddings,
 )
 from keras_siamese.layers.trunk_head import trunk_of
 from keras_siamese.retrieval import _engines, _labels, _storage
@@ -196,15 +197,14 @@ class EmbeddingIndex:
 
     def _truncate(self, embeddings: np.ndarray, what: str) -> np.ndarray:
         """The first `truncate_dim` columns of checked `(n, dim)` embeddings."""
-        keep = self._truncate_dim
-        if keep is None or not len(embeddings):
+        if not len(embeddings):
             return embeddings
-        if embeddings.shape[1] < keep:
-            raise ValueError(
-                f"`{what}` have {embeddings.shape[1]} dimensions, fewer than the "
-                f"index's truncate_dim={keep}."
-            )
-        return np.ascontiguousarray(embeddings[:, :keep])
+        return truncate_embeddings(
+            embeddings,
+            self._truncate_dim,
+            f"`{what}` have {{dim}} dimensions, fewer than the index's "
+            "truncate_dim={keep}.",
+        )
 
     @property
     def engine(self) -> str:
