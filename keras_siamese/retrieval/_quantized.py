@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from keras_siamese._checks import check_embeddings, check_positive_int
+from keras_siamese.distances import get as get_distance
+from keras_siamese.retrieval import _search
 
 #: The quantizations an index takes.
 QUANTIZATIONS = ("int8", "binary")
@@ -38,6 +40,8 @@ _NORM_FLOOR = 1e-6
 _TILE_ELEMENTS = 2**23
 _ENCODE_ROWS = 2**15
 _BINARY_TILE_ROWS = 2**16
+# Codes decoded to float32 at once by an int8 search (64 MiB).
+_DECODED_CHUNK_ELEMENTS = 2**24
 _BINARY_BLOCK = 2**20
 
 # Set bits of every byte: the popcount where `np.bitwise_count` is missing.
@@ -259,13 +263,23 @@ class Quantizer:
         return squares.astype(np.float32)
 
     def candidates(
-        self, queries: np.ndarray, codes: np.ndarray, width: int
+        self,
+        queries: np.ndarray,
+        codes: np.ndarray,
+        width: int,
+        block_bytes: int = _search.DEFAULT_BLOCK_BYTES,
     ) -> np.ndarray:
         """The `width` rows of `codes` nearest each query by the codes.
+
+        int8 codes are decoded a chunk at a time and searched exactly on the
+        backend (`block_bytes`: its score budget); binary codes by their
+        Hamming distances, in NumPy.
 
         Returns:
             int64 rows, `(n, width)`, in no particular order.
         """
+        if self.kind == "int8":
+            return self._decoded_candidates(queries, codes, width, block_bytes)
         queries = self._prepare(queries)
         count = len(codes)
         width = min(width, count)
@@ -294,6 +308,34 @@ class Quantizer:
                     keep = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
                 merged = np.concatenate([best[part], scores], axis=1)
                 merged_rows = np.concatenate([rows[part], keep + start], axis=1)
+                chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
+                best[part] = np.take_along_axis(merged, chosen, axis=1)
+                rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)
+        return rows
+
+    def _decoded_candidates(
+        self, queries: np.ndarray, codes: np.ndarray, width: int, block_bytes: int
+    ) -> np.ndarray:
+        """int8: the exact search of the backend on decoded chunks of codes.
+
+        Only one chunk is decoded at a time; each chunk's `width` nearest
+        (by the distance to the decoded rows, in float64) compete for the
+        query's `width` places.
+        """
+        distance = get_distance(self.distance)
+        count = len(codes)
+        width = min(width, count)
+        n = len(queries)
+        best = np.full((n, width), np.inf)
+        rows = np.full((n, width), -1, dtype=np.int64)
+        chunk = max(width, _DECODED_CHUNK_ELEMENTS // max(1, codes.shape[1]))
+        for start in range(0, count, chunk):
+            decoded = int8_decode(np.asarray(codes[start : start + chunk]), self.ranges)
+            prepared = _search.PreparedGallery(decoded, distance, block_bytes)
+            depth = min(width, len(decoded))
+            for part, found, indices in _search.search_blocks(prepared, queries, depth):
+                merged = np.concatenate([best[part], found], axis=1)
+                merged_rows = np.concatenate([rows[part], indices + start], axis=1)
                 chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
                 best[part] = np.take_along_axis(merged, chosen, axis=1)
                 rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)

@@ -646,7 +646,7 @@ class EmbeddingIndex:
         """Candidates by the codes, rescored exactly where the floats are kept."""
         quantizer = self._quantizer
         width = min(len(codes), wanted * quantizer.rescore)
-        rows = quantizer.candidates(queries, codes, width)
+        rows = quantizer.candidates(queries, codes, width, self._engine.block_bytes)
         if quantizer.keep_float is not None:
             # `width >= wanted`: every query has `k` usable candidates.
             distances, indices, _ = rerank(
