@@ -36,13 +36,13 @@ SUPPORTED = {
 MAX_RESCORE = 2**16
 _CODE_DTYPES = {"int8": np.dtype(np.int8), "binary": np.dtype(np.uint8)}
 _NORM_FLOOR = 1e-6
-# Gallery rows decoded (int8) or compared (binary) at once, per query block.
-_TILE_ELEMENTS = 2**23
+# Rows quantized at once (bounds the float32 temporary).
 _ENCODE_ROWS = 2**15
+# Binary search: gallery rows per tile, and Hamming distances per block.
 _BINARY_TILE_ROWS = 2**16
-# Codes decoded to float32 at once by an int8 search (64 MiB).
-_DECODED_CHUNK_ELEMENTS = 2**24
 _BINARY_BLOCK = 2**20
+# int8 search: codes decoded to float32 at once (64 MiB).
+_DECODED_CHUNK_ELEMENTS = 2**24
 
 # Set bits of every byte: the popcount where `np.bitwise_count` is missing.
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(
@@ -218,28 +218,6 @@ class Quantizer:
             self.ranges = int8_ranges(rows)
         return int8_codes(rows, self.ranges)
 
-    def _keys(self, queries: np.ndarray, tile: np.ndarray) -> np.ndarray:
-        """Float32 `(n, t)` keys ordered as the approximate distances.
-
-        `queries` are prepared by `_prepare` (unit rows for cosine, sign
-        bits for binary).
-        """
-        if self.kind == "binary":
-            return hamming(queries, tile)
-        rows = int8_decode(tile, self.ranges)
-        if self.distance == "cosine":
-            return -(queries @ _unit(rows).T)
-        # |q - g|^2 less |q|^2, which is the same for every row of a query.
-        keys = queries @ rows.T
-        keys *= -2.0
-        keys += np.einsum("ij,ij->i", rows, rows)[None, :]
-        return keys
-
-    def _prepare(self, queries: np.ndarray) -> np.ndarray:
-        if self.kind == "binary":
-            return binary_codes(queries)
-        return _unit(queries) if self.distance == "cosine" else queries
-
     def approximate(
         self, queries: np.ndarray, codes: np.ndarray, rows: np.ndarray
     ) -> np.ndarray:
@@ -280,27 +258,21 @@ class Quantizer:
         """
         if self.kind == "int8":
             return self._decoded_candidates(queries, codes, width, block_bytes)
-        queries = self._prepare(queries)
+        bits = binary_codes(queries)
         count = len(codes)
         width = min(width, count)
         n = len(queries)
-        best = np.full((n, width), np.inf, dtype=np.float32)
-        if self.kind == "binary":
-            best = np.full((n, width), np.iinfo(np.int32).max, dtype=np.int32)
+        best = np.full((n, width), np.iinfo(np.int32).max, dtype=np.int32)
         rows = np.full((n, width), -1, dtype=np.int64)
-        # The first tile holds at least `width` rows, so `best` fills at once.
-        if self.kind == "binary":
-            # Small blocks: the word-by-word popcounts stay in cache.
-            tile_rows = max(width, _BINARY_TILE_ROWS)
-            query_step = max(1, _BINARY_BLOCK // tile_rows)
-        else:
-            tile_rows = max(width, _TILE_ELEMENTS // max(1, codes.shape[1] * 16))
-            query_step = max(1, _TILE_ELEMENTS // tile_rows)
+        # The first tile holds at least `width` rows, so `best` fills at
+        # once; small blocks keep the word-by-word popcounts in cache.
+        tile_rows = max(width, _BINARY_TILE_ROWS)
+        query_step = max(1, _BINARY_BLOCK // tile_rows)
         for start in range(0, count, tile_rows):
             tile = np.asarray(codes[start : start + tile_rows])
             for first in range(0, n, query_step):
                 part = slice(first, first + query_step)
-                scores = self._keys(queries[part], tile)
+                scores = hamming(bits[part], tile)
                 if scores.shape[1] > width:
                     keep = np.argpartition(scores, width - 1, axis=1)[:, :width]
                     scores = np.take_along_axis(scores, keep, axis=1)
