@@ -280,6 +280,34 @@ def check_embeddings(
     return array
 
 
+def truncate_embeddings(
+    embeddings: np.ndarray, keep: int | None, message: str
+) -> np.ndarray:
+    """The first `keep` columns of checked `(n, dim)` embeddings, C-contiguous.
+
+    The one check of a `truncate_dim` (Matryoshka prefix) against the
+    embeddings it is applied to.
+
+    Args:
+        embeddings: float32 `(n, dim)`, as `check_embeddings` returns them.
+        keep: the columns to keep (a `truncate_dim`), or `None` for all.
+        message: the error where `dim < keep`, a format string that may use
+            `{dim}` and `{keep}`.
+
+    Raises:
+        ValueError: if `dim < keep`.
+
+    Examples:
+        >>> truncate_embeddings(np.ones((2, 3), "float32"), 2, "{dim} < {keep}").shape
+        (2, 2)
+    """
+    if keep is None:
+        return embeddings
+    if embeddings.shape[1] < keep:
+        raise ValueError(message.format(dim=embeddings.shape[1], keep=keep))
+    return np.ascontiguousarray(embeddings[:, :keep])
+
+
 _INT64 = np.iinfo(np.int64)
 _UINT64 = np.iinfo(np.uint64)
 

@@ -303,6 +303,32 @@ def test_bench_search_times_every_engine_and_the_metrics(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_bench_quantized_tabulates_every_quantization(tmp_path: Path) -> None:
+    out = run_script(
+        "bench_quantized.py",
+        *("--count", "2000", "--dim", "32", "--queries", "20", "--clusters", "10"),
+        cwd=tmp_path,
+    )
+    assert "2,000 x 32 float32" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
+    names = [line.split("|")[1].strip() for line in rows]
+    assert (
+        names
+        == ["exact", "exact"]
+        + ["int8"]
+        + ["int8 + rescore"] * 2
+        + ["binary"]
+        + ["binary + rescore"] * 2
+    )
+    recalls = [float(line.split("|")[7]) for line in rows]
+    assert recalls[:2] == [1.0, 1.0]
+    assert all(0.0 <= value <= 1.0 for value in recalls)
+    memory = [float(line.split("|")[4]) for line in rows]
+    # The codes alone: a quarter and a thirty-second of the float32 rows.
+    assert memory[2] < memory[0] / 3 and memory[5] < memory[0] / 30
+
+
+@pytest.mark.slow
 def test_compare_losses_scores_each_kind_of_loss_on_unseen_digits(
     tmp_path: Path, small_mnist: Path
 ) -> None:

@@ -7,6 +7,10 @@
                          size of every data file, verifier settings
         embeddings.npy   float32 (count, dim)
         labels.npy       int64, uint64 or unicode (count,), when there are labels
+        codes.npy        a quantized index's codes: int8 (count, dim) or packed
+                         sign bits, uint8 (count, ceil(dim / 8))
+        ranges.npy       its int8 ranges, float32 (2, dim): min and max
+                         (embeddings.npy is left out where it keeps no floats)
         encoder.keras    the encoder of a saved verifier
         query_encoder.keras  its query tower, when it has one of its own
 
@@ -50,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from keras_siamese.retrieval._engines import ENGINE_LIMITS, ENGINES, registered
+from keras_siamese.retrieval._quantized import KEEP_FLOAT, MAX_RESCORE, QUANTIZATIONS
 from keras_siamese.retrieval.calibration import TARGETS as CALIBRATION_TARGETS
 
 FORMAT = "keras-siamese-index"
@@ -60,7 +65,16 @@ EMBEDDINGS_FILE = "embeddings.npy"
 LABELS_FILE = "labels.npy"
 ENCODER_FILE = "encoder.keras"
 QUERY_ENCODER_FILE = "query_encoder.keras"
-_DATA_FILES = (EMBEDDINGS_FILE, LABELS_FILE, ENCODER_FILE, QUERY_ENCODER_FILE)
+CODES_FILE = "codes.npy"
+RANGES_FILE = "ranges.npy"
+_DATA_FILES = (
+    EMBEDDINGS_FILE,
+    LABELS_FILE,
+    ENCODER_FILE,
+    QUERY_ENCODER_FILE,
+    CODES_FILE,
+    RANGES_FILE,
+)
 _MAX_JSON_BYTES = 2**20
 # Integers in index.json have at most this many digits (int64 has 19).
 _MAX_INT_DIGITS = 20
@@ -84,6 +98,14 @@ _TOP_KEYS = {
     "files",
     "verifier",
     "truncate_dim",
+    "quantization",
+}
+_QUANTIZATION_KEYS = {"kind", "rescore", "keep_float"}
+# The dtype name of each array file's expected dtype.
+_ARRAY_DTYPES = {
+    np.dtype("<f4"): "float32",
+    np.dtype("i1"): "int8",
+    np.dtype("u1"): "uint8",
 }
 _ENGINE_KEYS = {"name", *ENGINE_LIMITS}
 # The options of a user-defined engine: JSON scalars, and few.
@@ -186,7 +208,9 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     record = _object(record, INDEX_FILE, _TOP_KEYS)
     if record.get("format") != FORMAT:
         raise _Malformed(f"{INDEX_FILE} is not a {FORMAT} file (its format field).")
-    missing = sorted(_TOP_KEYS - {"verifier", "truncate_dim"} - set(record))
+    missing = sorted(
+        _TOP_KEYS - {"verifier", "truncate_dim", "quantization"} - set(record)
+    )
     if missing:
         raise _Malformed(f"{INDEX_FILE} lacks {missing}.")
     version = _integer(record["version"], "version", 0, 2**31)
@@ -210,8 +234,15 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     kind = _check_label_kind(record["labels"])
     _check_engine(record["engine"])
     files = _check_files(record["files"], version)
-    if EMBEDDINGS_FILE not in files:
-        raise _Malformed(f"files lacks {EMBEDDINGS_FILE}.")
+    quantization = _check_quantization(record.get("quantization"), files)
+    if quantization is None or quantization["keep_float"] is not None:
+        if EMBEDDINGS_FILE not in files:
+            raise _Malformed(f"files lacks {EMBEDDINGS_FILE}.")
+    elif EMBEDDINGS_FILE in files:
+        raise _Malformed(
+            f"{EMBEDDINGS_FILE} is listed for an index that keeps no float32 "
+            "embeddings (quantization.keep_float null)."
+        )
     if (kind is None) == (LABELS_FILE in files):
         raise _Malformed("the label kind and the label file disagree.")
     verifier = record.get("verifier")
@@ -222,6 +253,36 @@ def _check_record(record: Any) -> dict[str, dict[str, Any]]:
     if QUERY_ENCODER_FILE in files and ENCODER_FILE not in files:
         raise _Malformed("a query encoder is listed without an encoder.")
     return files
+
+
+def _check_quantization(quantization: Any, files: dict) -> dict | None:
+    """A quantized index's settings, and the code files they need."""
+    if quantization is None:
+        extra = sorted({CODES_FILE, RANGES_FILE} & set(files))
+        if extra:
+            raise _Malformed(f"{extra} are listed for an index without quantization.")
+        return None
+    quantization = _object(quantization, "quantization", _QUANTIZATION_KEYS)
+    if set(quantization) != _QUANTIZATION_KEYS:
+        raise _Malformed(
+            f"quantization lacks {sorted(_QUANTIZATION_KEYS - set(quantization))}."
+        )
+    if quantization["kind"] not in QUANTIZATIONS:
+        raise _Malformed(
+            f"quantization.kind {_show(quantization['kind'])} is not one of "
+            f"{QUANTIZATIONS}."
+        )
+    _integer(quantization["rescore"], "quantization.rescore", 1, MAX_RESCORE)
+    if quantization["keep_float"] not in KEEP_FLOAT:
+        raise _Malformed(
+            f"quantization.keep_float {_show(quantization['keep_float'])} is not "
+            f"one of {KEEP_FLOAT}."
+        )
+    if CODES_FILE not in files:
+        raise _Malformed(f"files lacks {CODES_FILE}.")
+    if quantization["kind"] == "binary" and RANGES_FILE in files:
+        raise _Malformed(f"{RANGES_FILE} is listed for binary codes.")
+    return quantization
 
 
 def _check_engine(engine: Any) -> None:
@@ -444,28 +505,43 @@ def _check_checksum(handle: Any, name: str, entry: dict[str, Any]) -> None:
         )
 
 
+_WHAT = {
+    EMBEDDINGS_FILE: "embeddings",
+    LABELS_FILE: "labels",
+    CODES_FILE: "codes",
+    RANGES_FILE: "int8 ranges",
+}
+
+
 def _read_array(
     directory: Path,
     name: str,
     entry: dict[str, Any],
     shape: tuple[int, ...],
     kind: str,
+    mapped: bool = False,
 ) -> np.ndarray:
-    """Size, header (dtype and shape), checksum, then the array itself."""
+    """Size, header (dtype and shape), checksum, then the array itself.
+
+    `mapped`: return a read-only memory map of the file instead of reading
+    it (the checksum is of the file as it is now).
+    """
     with _open_member(directory, name) as handle:
         _check_size(handle, name, entry)
         found_shape, dtype = _array_header(handle, name)
-        found = "float32" if dtype == np.dtype("<f4") else label_kind(dtype)
+        offset = handle.tell()
+        found = _ARRAY_DTYPES.get(dtype) or label_kind(dtype)
+        what = _WHAT[name]
         if found != kind:
-            what = "embeddings" if name == EMBEDDINGS_FILE else "labels"
-            expected = "float32" if kind == "float32" else f"the {kind} labels"
+            expected = kind if name != LABELS_FILE else f"the {kind} labels"
             raise _Malformed(f"{what} have dtype {dtype}, not {expected} as saved.")
         if found_shape != shape:
-            what = "embeddings" if name == EMBEDDINGS_FILE else "labels"
             raise _Malformed(
                 f"{what} have shape {found_shape}, not {shape} as {INDEX_FILE} says."
             )
         _check_checksum(handle, name, entry)
+        if mapped and math.prod(shape):
+            return np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape)
         handle.seek(0)
         try:
             array = np.load(handle, allow_pickle=False)
@@ -497,11 +573,26 @@ def _check_directory(directory: Path) -> None:
         raise _Malformed("it is not a directory.")
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    step = max(1, 2**22 // max(1, array.shape[1] if array.ndim == 2 else 1))
+    return all(
+        np.isfinite(array[start : start + step]).all()
+        for start in range(0, len(array), step)
+    )
+
+
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a saved index directory.
 
+    Args:
+        path: the directory. The float32 rows of a quantized index saved
+            with `keep_float="disk"` are memory-mapped (read-only), not read
+            into memory.
+
     Returns:
-        The metadata dict, plus `embeddings` (float32 `(count, dim)`),
+        The metadata dict, plus `embeddings` (float32 `(count, dim)`, `None`
+        where a quantized index keeps none), `codes` and `ranges` (`None`
+        where the index is not quantized or has no ranges yet),
         `labels` (int64, uint64 or unicode `(count,)`, or `None`) and `encoder_path`
         (a `Path`, or `None`).
 
@@ -515,15 +606,19 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         record = _read_index_file(directory)
         files = _check_record(record)
         count, dim = record["count"], record["dim"]
-        embeddings = _read_array(
-            directory,
-            EMBEDDINGS_FILE,
-            files[EMBEDDINGS_FILE],
-            (count, dim if dim is not None else 0),
-            "float32",
-        )
-        if not np.isfinite(embeddings).all():
-            raise _Malformed("embeddings hold NaN or infinite values.")
+        embeddings = None
+        if EMBEDDINGS_FILE in files:
+            embeddings = _read_array(
+                directory,
+                EMBEDDINGS_FILE,
+                files[EMBEDDINGS_FILE],
+                (count, dim if dim is not None else 0),
+                "float32",
+                mapped=(record.get("quantization") or {}).get("keep_float") == "disk",
+            )
+            if not _all_finite(embeddings):
+                raise _Malformed("embeddings hold NaN or infinite values.")
+        codes, ranges = _read_codes(directory, record, files)
         labels = None
         if record["labels"] is not None:
             labels = _read_array(
@@ -542,10 +637,41 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     return {
         **record,
         "embeddings": embeddings,
+        "codes": codes,
+        "ranges": ranges,
         "labels": labels,
         "encoder_path": encoders[ENCODER_FILE],
         "query_encoder_path": encoders[QUERY_ENCODER_FILE],
     }
+
+
+def _read_codes(
+    directory: Path, record: dict[str, Any], files: dict
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A quantized index's codes and int8 ranges, checked; `(None, None)` otherwise."""
+    quantization = record.get("quantization")
+    if quantization is None:
+        return None, None
+    count, dim = record["count"], record["dim"] or 0
+    kind = quantization["kind"]
+    width = dim if kind == "int8" else -(-dim // 8)
+    codes = _read_array(
+        directory,
+        CODES_FILE,
+        files[CODES_FILE],
+        (count, width),
+        "int8" if kind == "int8" else "uint8",
+    )
+    ranges = None
+    if RANGES_FILE in files:
+        ranges = _read_array(
+            directory, RANGES_FILE, files[RANGES_FILE], (2, dim), "float32"
+        )
+        if not (np.isfinite(ranges).all() and (ranges[0] <= ranges[1]).all()):
+            raise _Malformed("the int8 ranges are not finite [min, max] pairs.")
+    elif kind == "int8" and count:
+        raise _Malformed(f"files lacks {RANGES_FILE}.")
+    return codes, ranges
 
 
 # -- writing -------------------------------------------------------------------
@@ -662,8 +788,12 @@ def _metadata(
     embeddings: np.ndarray,
     labels: np.ndarray | None,
     verifier: dict[str, Any] | None,
+    dim: int | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """`index.json` without `files`, and the embeddings as saved."""
+    """`index.json` without `files`, and the embeddings as saved.
+
+    `dim`: the embedding size, where `embeddings` does not give it (a
+    quantized index keeping no floats)."""
     kind = None
     if labels is not None:
         kind = label_kind(labels.dtype)
@@ -674,17 +804,21 @@ def _metadata(
                 "`labels.astype(str)`, before adding."
             )
     count = len(embeddings)
+    if dim is None:
+        dim = embeddings.shape[1] if count else None
     if not count:
-        embeddings = np.zeros((0, 0), dtype=np.float32)
+        embeddings = np.zeros((0, dim or 0), dtype=np.float32)
     metadata = {
         "distance": config["distance"],
         "count": count,
-        "dim": embeddings.shape[1] if count else None,
+        "dim": dim,
         "labels": kind,
         "engine": config["engine"],
     }
     if config.get("truncate_dim") is not None:
         metadata["truncate_dim"] = config["truncate_dim"]
+    if config.get("quantization") is not None:
+        metadata["quantization"] = config["quantization"]
     if verifier is not None:
         metadata["verifier"] = verifier
     return metadata, np.asarray(embeddings)
@@ -698,6 +832,9 @@ def write(
     encoder: Any | None = None,
     verifier: dict[str, Any] | None = None,
     query_encoder: Any | None = None,
+    codes: np.ndarray | None = None,
+    ranges: np.ndarray | None = None,
+    dim: int | None = None,
 ) -> Path:
     """Write a saved index directory, atomically.
 
@@ -710,6 +847,11 @@ def write(
         verifier: a verifier's settings, or `None`.
         query_encoder: a verifier's own query encoder, saved as
             `query_encoder.keras`, or `None`.
+        codes: a quantized index's codes `(count, width)` (its config has
+            `"quantization"`); with `keep_float` `None`, `embeddings` is
+            not written and only gives the count.
+        ranges: its int8 ranges `(2, dim)`, or `None`.
+        dim: the embedding size where `embeddings` are not written.
 
     The files are written into a new sibling directory, flushed to disk and
     renamed into place (see the module docstring for what a crash leaves).
@@ -721,14 +863,25 @@ def write(
         ValueError: for labels neither integers nor strings, settings that
             do not pass the checks of `read`, or a refused path.
     """
-    metadata, embeddings = _metadata(config, embeddings, labels, verifier)
+    quantization = config.get("quantization")
+    floats = quantization is None or quantization["keep_float"] is not None
+    if not floats:
+        count = len(codes)
+        embeddings = np.zeros((count, 0), dtype=np.float32)
+    metadata, embeddings = _metadata(config, embeddings, labels, verifier, dim)
     directory = Path(os.path.abspath(os.fspath(path)))
     _check_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(directory, "saving")
     os.mkdir(staging)
     try:
-        files = {EMBEDDINGS_FILE: _create(staging / EMBEDDINGS_FILE, embeddings)}
+        files = {}
+        if floats:
+            files[EMBEDDINGS_FILE] = _create(staging / EMBEDDINGS_FILE, embeddings)
+        if codes is not None:
+            files[CODES_FILE] = _create(staging / CODES_FILE, np.asarray(codes))
+        if ranges is not None:
+            files[RANGES_FILE] = _create(staging / RANGES_FILE, np.asarray(ranges))
         if labels is not None:
             files[LABELS_FILE] = _create(staging / LABELS_FILE, labels)
         if encoder is not None:

@@ -14,11 +14,13 @@ from keras_siamese._checks import (
     check_embeddings,
     check_labels,
     check_positive_int,
+    truncate_embeddings,
 )
 from keras_siamese.layers.trunk_head import trunk_of
 from keras_siamese.retrieval import _engines, _labels, _storage
 from keras_siamese.retrieval._engines import ENGINES, Engine
 from keras_siamese.retrieval._exact import ExactEngine
+from keras_siamese.retrieval._quantized import MappedRows, Quantizer
 from keras_siamese.retrieval._rerank import rerank
 from keras_siamese.retrieval.engines import get as get_engine
 
@@ -106,7 +108,39 @@ class EmbeddingIndex:
             with `MatryoshkaLoss`); `None` (default) keeps them all. The
             prefix is not re-normalised: use `distance="cosine"` (which
             measures directions) for embeddings trained on normalised
-            prefixes. Saved with the index.
+            prefixes. Saved with the index. It composes with `quantization`:
+            rows, queries and `calibration` are truncated first, and the
+            truncated rows are quantized.
+        quantization: `None` (default): search the float32 rows. `"int8"`:
+            keep each row as int8 codes, 4x smaller: every dimension's
+            range `[min, max]` (of `calibration`, else of the first rows
+            added) is cut into 256 buckets, and later values outside the
+            range are clipped to it; queries (not quantized) are compared
+            with the decoded codes, with `"euclidean"`,
+            `"squared_euclidean"` or `"cosine"`. `"binary"`: keep the sign
+            of every dimension (`value > 0`), packed into bits, 32x smaller,
+            compared by Hamming distance (differing bits), for `"cosine"`
+            only (signs keep directions, not lengths). Either way the codes
+            propose `k * rescore` candidates per query, measured again
+            exactly on the float32 rows where they are kept (see
+            `keep_float`): the result equals exact search whenever the
+            exact `k` nearest are among the candidates. The engine must be
+            `"keras"` (the codes replace its search).
+        rescore: candidates per neighbour wanted, an integer in
+            `[1, 65536]` (default 4); larger finds more true neighbours,
+            slower.
+        calibration: `"int8"` only: `(n, dim)` embeddings whose
+            per-dimension min and max set the ranges (say a sample of the
+            gallery); `None` (default) takes them from the first `add`.
+        keep_float: where a quantized index keeps the float32 rows it
+            rescores with: `"memory"` (default); `"disk"`: in memory until
+            the index is saved, then memory-mapped read-only from the
+            saved `embeddings.npy` (also on `load`), with rows added since
+            held in memory until the next save; `None`: not kept, so the
+            distances returned are those measured on the codes
+            (approximate: the decoded int8 rows' distance, or the Hamming
+            distance for binary codes), ties broken by the lower row, and
+            `embeddings` is unavailable.
         **options: the options of an engine given by name. The built-in
             engines take (see `BuiltinEngine`) `block_bytes`, the memory
             budget of one block of scores on the device, at most 2**30
@@ -123,8 +157,15 @@ class EmbeddingIndex:
             `Engine` object, an option the engine does not take, or options
             given with an `Engine` object.
         ValueError: for an unknown distance or engine, a distance lacking a
-            form the engine needs, sizes below 1 or above their bounds, or
-            an engine that already serves another index.
+            form the engine needs, sizes below 1 or above their bounds, an
+            engine that already serves another index, an unknown
+            `quantization` or `keep_float`, a distance the quantization
+            cannot search (binary with a Euclidean distance, a Manhattan
+            or user-defined distance), another engine than `"keras"` with
+            a quantization, `rescore` below 1 or above 65536, a
+            `calibration` with binary codes or of another width than the
+            embeddings (raised by the first `add`), or `rescore`,
+            `calibration` or `keep_float` set without `quantization`.
 
     Examples:
         >>> import numpy as np
@@ -137,6 +178,20 @@ class EmbeddingIndex:
         [['a', 'a']]
         >>> len(index)
         3
+
+        A quantized index: int8 codes (4x smaller than float32) propose
+        `k * rescore` candidates, rescored exactly on the float32 rows:
+
+        >>> rng = np.random.default_rng(0)
+        >>> gallery = rng.normal(size=(1000, 16)).astype("float32")
+        >>> small = EmbeddingIndex(quantization="int8", rescore=4)
+        >>> small.add(gallery)
+        >>> small.codes.dtype, small.codes.nbytes * 4 == gallery.nbytes
+        (dtype('int8'), True)
+        >>> exact = EmbeddingIndex()
+        >>> exact.add(gallery)
+        >>> bool((small.search(gallery[:5], k=3)[1] == exact.search(gallery[:5], k=3)[1]).all())
+        True
     """
 
     def __init__(
@@ -145,6 +200,10 @@ class EmbeddingIndex:
         *,
         engine: str | Engine = "keras",
         truncate_dim: int | None = None,
+        quantization: str | None = None,
+        rescore: int = 4,
+        calibration: Any | None = None,
+        keep_float: str | None = "memory",
         **options: Any,
     ) -> None:
         self._truncate_dim = (
@@ -152,12 +211,34 @@ class EmbeddingIndex:
             if truncate_dim is None
             else check_positive_int(truncate_dim, "truncate_dim")
         )
+        if quantization is not None and not (
+            isinstance(engine, str) and engine == "keras"
+        ):
+            raise ValueError(
+                "A quantized index finds its candidates with its codes: leave "
+                f"`engine` as 'keras' with quantization={quantization!r}; got "
+                f"engine={engine!r}."
+            )
         engine = get_engine(engine, **options)
         self._distance = _distances.get(
             distance,
             needs=("search", *engine.needs),
             user=f"EmbeddingIndex(engine={engine.name!r})",
         )
+        self._quantizer: Quantizer | None = None
+        if quantization is not None:
+            if calibration is not None:
+                calibration = self._truncate(
+                    check_embeddings(calibration, "calibration"), "calibration"
+                )
+            self._quantizer = Quantizer(
+                quantization, self._distance.name, rescore, keep_float, calibration
+            )
+        elif calibration is not None or keep_float != "memory" or rescore != 4:
+            raise ValueError(
+                "`rescore`, `calibration` and `keep_float` set a quantized index: "
+                "give `quantization` ('int8' or 'binary') too."
+            )
         engine.bind(self._distance)
         self._engine = engine
         # Queries an engine gives too few candidates are searched exactly.
@@ -169,6 +250,9 @@ class EmbeddingIndex:
         self._chunks: list[np.ndarray] = []
         self._label_chunks: list[np.ndarray] = []
         self._embeddings = np.zeros((0, 0), dtype=np.float32)
+        # A quantized index's codes, joined as the embeddings are.
+        self._code_chunks: list[np.ndarray] = []
+        self._codes = np.zeros((0, 0), dtype=np.uint8)
         self._labels: np.ndarray | None = None
         self._dim: int | None = None
         self._labelled: bool | None = None
@@ -196,15 +280,14 @@ class EmbeddingIndex:
 
     def _truncate(self, embeddings: np.ndarray, what: str) -> np.ndarray:
         """The first `truncate_dim` columns of checked `(n, dim)` embeddings."""
-        keep = self._truncate_dim
-        if keep is None or not len(embeddings):
+        if not len(embeddings):
             return embeddings
-        if embeddings.shape[1] < keep:
-            raise ValueError(
-                f"`{what}` have {embeddings.shape[1]} dimensions, fewer than the "
-                f"index's truncate_dim={keep}."
-            )
-        return np.ascontiguousarray(embeddings[:, :keep])
+        return truncate_embeddings(
+            embeddings,
+            self._truncate_dim,
+            f"`{what}` have {{dim}} dimensions, fewer than the index's "
+            "truncate_dim={keep}.",
+        )
 
     @property
     def engine(self) -> str:
@@ -260,10 +343,72 @@ class EmbeddingIndex:
         return self._dim
 
     @property
+    def quantization(self) -> str | None:
+        """`"int8"`, `"binary"`, or `None` for an unquantized index."""
+        return None if self._quantizer is None else self._quantizer.kind
+
+    @property
+    def rescore(self) -> int | None:
+        """Candidates per neighbour a quantized index rescores, or `None`."""
+        return None if self._quantizer is None else self._quantizer.rescore
+
+    @property
+    def keep_float(self) -> str | None:
+        """Where a quantized index keeps its float32 rows: `"memory"`, `"disk"`, `None`."""
+        return None if self._quantizer is None else self._quantizer.keep_float
+
+    @property
+    def codes(self) -> np.ndarray | None:
+        """A quantized index's codes (read-only), or `None` for an unquantized one.
+
+        int8 `(len(index), dim)`, or the packed sign bits, uint8
+        `(len(index), ceil(dim / 8))`.
+        """
+        if self._quantizer is None:
+            return None
+        codes = self._snapshot()[2].view()
+        codes.flags.writeable = False
+        return codes
+
+    @property
+    def int8_ranges(self) -> np.ndarray | None:
+        """The per-dimension `[min, max]` of int8 codes, float32 `(2, dim)`, or `None`."""
+        if self._quantizer is None or self._quantizer.ranges is None:
+            return None
+        ranges = self._quantizer.ranges.view()
+        ranges.flags.writeable = False
+        return ranges
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of gallery data held in memory: float32 rows, codes, int8 ranges.
+
+        Float32 rows mapped from disk (`keep_float="disk"`, once saved or
+        loaded) or not kept (`keep_float=None`) count nothing; labels are
+        not counted.
+        """
+        embeddings, _, codes = self._snapshot()
+        total = codes.nbytes
+        if self._quantizer is not None and self._quantizer.ranges is not None:
+            total += self._quantizer.ranges.nbytes
+        if not isinstance(embeddings, np.memmap):
+            total += embeddings.nbytes
+        return total
+
+    @property
     def embeddings(self) -> np.ndarray:
-        """The gallery, a read-only float32 `(len(index), dim)` array."""
+        """The gallery, a read-only float32 `(len(index), dim)` array.
+
+        Raises:
+            ValueError: for a quantized index with `keep_float=None`.
+        """
+        if self._quantizer is not None and self._quantizer.keep_float is None:
+            raise ValueError(
+                "This quantized index keeps no float32 embeddings "
+                "(keep_float=None); its `codes` hold the rows."
+            )
         embeddings, _ = self._consolidate()
-        view = embeddings.view()
+        view = np.asarray(embeddings).view()
         view.flags.writeable = False
         return view
 
@@ -289,7 +434,21 @@ class EmbeddingIndex:
 
     def _consolidate(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Join the rows added so far; returns the `(embeddings, labels)` snapshot."""
+        return self._snapshot()[:2]
+
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Join the rows added so far: `(embeddings, labels, codes)`."""
         with self._lock:
+            if self._chunks and isinstance(self._embeddings, (np.memmap, MappedRows)):
+                # Rows mapped from a save stay there; rows added join in memory.
+                self._embeddings = MappedRows(
+                    self._embeddings, np.concatenate(self._chunks)
+                )
+                self._chunks = []
+            if self._code_chunks:
+                existing = [self._codes] if len(self._codes) else []
+                self._codes = np.concatenate([*existing, *self._code_chunks])
+                self._code_chunks = []
             if self._chunks:
                 existing = [self._embeddings] if len(self._embeddings) else []
                 self._embeddings = np.concatenate([*existing, *self._chunks])
@@ -298,7 +457,7 @@ class EmbeddingIndex:
                 existing = [] if self._labels is None else [self._labels]
                 self._labels = _labels.combine(*existing, *self._label_chunks)
                 self._label_chunks = []
-            return self._embeddings, self._labels
+            return self._embeddings, self._labels, self._codes
 
     def add(self, embeddings: Any, labels: Any | None = None) -> None:
         """Append rows to the gallery; they are numbered after the existing ones.
@@ -340,6 +499,8 @@ class EmbeddingIndex:
             rows = rows.copy()  # the caller's array may change later
         if labels is not None:
             labels = check_labels(labels, len(rows))
+        if self._quantizer is not None:
+            self._quantizer.check_width(rows.shape[1])
         with self._lock:
             if self._dim is not None and rows.shape[1] != self._dim:
                 check_embeddings(rows, "embeddings", dim=self._dim)  # raises
@@ -355,9 +516,12 @@ class EmbeddingIndex:
             if labels is not None:
                 for held in (self._labels, *self._label_chunks):
                     _labels.check_join(held, labels)
+            if self._quantizer is not None:
+                self._code_chunks.append(self._quantizer.encode(rows))
             self._labelled = labels is not None
             self._dim = rows.shape[1]
-            self._chunks.append(rows)
+            if self._quantizer is None or self._quantizer.keep_float is not None:
+                self._chunks.append(rows)
             if labels is not None:
                 self._label_chunks.append(labels)
             self._count += len(rows)
@@ -436,20 +600,23 @@ class EmbeddingIndex:
             >>> index.search(points, k=1, exclude=np.arange(3))[1].tolist()
             [[1], [0], [1]]
         """
-        gallery, _ = self._consolidate()
-        queries, k = self._check_queries(queries, k, len(gallery))
+        gallery, _, codes = self._snapshot()
+        count = len(gallery) if self._quantizer is None else len(codes)
+        queries, k = self._check_queries(queries, k, count)
         if exclude is not None:
-            exclude = self._check_exclude(exclude, len(queries), len(gallery))
+            exclude = self._check_exclude(exclude, len(queries), count)
             if not np.any(exclude >= 0):
                 exclude = None
-            elif k > len(gallery) - 1:
+            elif k > count - 1:
                 raise ValueError(
                     "`k` must be at most the number of indexed rows less the "
-                    f"excluded one ({len(gallery) - 1}); got {k}."
+                    f"excluded one ({count - 1}); got {k}."
                 )
         # One more candidate where a row may be left out: the `k + 1`
         # nearest hold the `k` nearest of the others.
         wanted = k + (exclude is not None)
+        if self._quantizer is not None:
+            return self._search_codes(queries, k, wanted, exclude, gallery, codes)
         with self._engine_lock:
             if self._engine_count < len(gallery):
                 self._engine.add(gallery[self._engine_count :])
@@ -466,6 +633,36 @@ class EmbeddingIndex:
                 queries[short], gallery, more, k, self._distance, part
             )
         return distances.astype(np.float32), indices
+
+    def _search_codes(
+        self,
+        queries: np.ndarray,
+        k: int,
+        wanted: int,
+        exclude: np.ndarray | None,
+        gallery: np.ndarray,
+        codes: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates by the codes, rescored exactly where the floats are kept."""
+        quantizer = self._quantizer
+        width = min(len(codes), wanted * quantizer.rescore)
+        rows = quantizer.candidates(queries, codes, width, self._engine.block_bytes)
+        if quantizer.keep_float is not None:
+            # `width >= wanted`: every query has `k` usable candidates.
+            distances, indices, _ = rerank(
+                queries, gallery, rows, k, self._distance, exclude
+            )
+            return distances.astype(np.float32), indices
+        approximate = quantizer.approximate(queries, codes, rows)
+        if exclude is not None:
+            left_out = rows == exclude[:, None]
+            approximate = np.where(left_out, np.inf, approximate)
+            rows = np.where(left_out, len(codes), rows)
+        order = np.lexsort((rows, approximate), axis=-1)[:, :k]
+        return (
+            np.take_along_axis(approximate, order, axis=1).astype(np.float32),
+            np.take_along_axis(rows, order, axis=1),
+        )
 
     def _exact_engine(self) -> ExactEngine:
         if isinstance(self._engine, ExactEngine):
@@ -596,6 +793,8 @@ class EmbeddingIndex:
         }
         if self._truncate_dim is not None:
             config["truncate_dim"] = self._truncate_dim
+        if self._quantizer is not None:
+            config["quantization"] = self._quantizer.get_config()
         return config
 
     @classmethod
@@ -622,7 +821,7 @@ class EmbeddingIndex:
             isinstance(config, dict)
             and {"distance", "engine"}
             <= set(config)
-            <= {"distance", "engine", "truncate_dim"}
+            <= {"distance", "engine", "truncate_dim", "quantization"}
             and isinstance(config["engine"], dict)
             and isinstance(config["engine"].get("name"), str)
         ):
@@ -639,6 +838,21 @@ class EmbeddingIndex:
                 options = {}  # another engine's options mean nothing to it
         else:
             options = {}
+        quantization = config.get("quantization")
+        if quantization is not None:
+            if not (
+                isinstance(quantization, dict)
+                and set(quantization) == {"kind", "rescore", "keep_float"}
+            ):
+                raise TypeError(
+                    "`config['quantization']` must be a dict {'kind', 'rescore', "
+                    f"'keep_float'}} as `get_config` returns; got {quantization!r}."
+                )
+            options.update(
+                quantization=quantization["kind"],
+                rescore=quantization["rescore"],
+                keep_float=quantization["keep_float"],
+            )
         return cls(
             config["distance"],
             engine=engine,
@@ -692,8 +906,29 @@ class EmbeddingIndex:
             ...     EmbeddingIndex.load(folder + "/gallery").labels.tolist()
             [7, 8]
         """
-        embeddings, labels = self._consolidate()
-        _storage.write(path, self.get_config(), embeddings, labels)
+        embeddings, labels, codes = self._snapshot()
+        quantizer = self._quantizer
+        if quantizer is None:
+            _storage.write(path, self.get_config(), embeddings, labels)
+            return
+        # An empty index records the width its calibration ranges have.
+        dim = self._dim if quantizer.ranges is None else quantizer.ranges.shape[1]
+        if not len(codes):
+            codes = np.zeros((0, quantizer.width(dim or 0)), quantizer.dtype)
+        directory = _storage.write(
+            path,
+            self.get_config(),
+            embeddings,
+            labels,
+            codes=codes,
+            ranges=quantizer.ranges,
+            dim=dim,
+        )
+        if quantizer.keep_float == "disk" and len(embeddings):
+            mapped = _storage.read(directory)["embeddings"]
+            with self._lock:
+                if self._embeddings is embeddings and not self._chunks:
+                    self._embeddings = mapped
 
     @classmethod
     def load(
@@ -724,8 +959,9 @@ class EmbeddingIndex:
         """
         record = _storage.read(path)
         config = {"distance": record["distance"], "engine": record["engine"]}
-        if record.get("truncate_dim") is not None:
-            config["truncate_dim"] = record["truncate_dim"]
+        for key in ("truncate_dim", "quantization"):
+            if record.get(key) is not None:
+                config[key] = record[key]
         try:
             index = cls.from_config(config, engine)
         except (TypeError, ValueError) as error:
@@ -733,5 +969,21 @@ class EmbeddingIndex:
                 f"Cannot load the index saved at {os.fspath(path)}: its settings "
                 f"are invalid ({error})"
             ) from None
-        index.add(record["embeddings"], record["labels"])
+        if index._quantizer is None:
+            index.add(record["embeddings"], record["labels"])
+        else:
+            index._restore(record)
         return index
+
+    def _restore(self, record: dict[str, Any]) -> None:
+        """Take a quantized index's checked rows, codes and ranges as saved."""
+        self._quantizer.ranges = record["ranges"]
+        if not record["count"]:
+            return
+        if record["embeddings"] is not None:
+            self._embeddings = record["embeddings"]
+        self._codes = record["codes"]
+        self._labels = record["labels"]
+        self._labelled = record["labels"] is not None
+        self._dim = record["dim"]
+        self._count = record["count"]

@@ -21,6 +21,7 @@ from keras_siamese._checks import (
     check_embeddings,
     check_labels,
     check_positive_int,
+    truncate_embeddings,
 )
 from keras_siamese.retrieval import _labels, _search
 from keras_siamese.retrieval._engines import check_engine_setting
@@ -436,11 +437,9 @@ def retrieval_metrics(
 def _truncated(x: Any, keep: int, name: str) -> np.ndarray:
     """The first `keep` columns of checked `(n, dim)` embeddings."""
     x = check_embeddings(x, name, allow_empty=True)
-    if x.shape[1] < keep:
-        raise ValueError(
-            f"`{name}` have {x.shape[1]} dimensions, fewer than truncate_dim={keep}."
-        )
-    return x[:, :keep]
+    return truncate_embeddings(
+        x, keep, f"`{name}` have {{dim}} dimensions, fewer than truncate_dim={{keep}}."
+    )
 
 
 def _depth(problem: RetrievalSet, k: int | str | None) -> int:

@@ -9,7 +9,12 @@ import keras
 import numpy as np
 
 from keras_siamese import distances as _distances
-from keras_siamese._checks import check_float, check_labels, check_positive_int
+from keras_siamese._checks import (
+    check_float,
+    check_labels,
+    check_positive_int,
+    truncate_embeddings,
+)
 from keras_siamese.retrieval import _storage
 from keras_siamese.retrieval._search import paired_exact
 from keras_siamese.retrieval.calibration import Calibration, calibrate_threshold
@@ -185,15 +190,12 @@ class Verifier:
         return self._truncate(encode(encoder, x, self.batch_size, verbose))
 
     def _truncate(self, embeddings: np.ndarray) -> np.ndarray:
-        keep = self.truncate_dim
-        if keep is None:
-            return embeddings
-        if embeddings.shape[1] < keep:
-            raise ValueError(
-                f"The encoder gives {embeddings.shape[1]}-dimensional embeddings, "
-                f"fewer than truncate_dim={keep}."
-            )
-        return np.ascontiguousarray(embeddings[:, :keep])
+        return truncate_embeddings(
+            embeddings,
+            self.truncate_dim,
+            "The encoder gives {dim}-dimensional embeddings, fewer than "
+            "truncate_dim={keep}.",
+        )
 
     def pair_distances(self, x1: Any, x2: Any) -> np.ndarray:
         """Distances between the embeddings of `x1[i]` and `x2[i]`, float64 `(n,)`.
