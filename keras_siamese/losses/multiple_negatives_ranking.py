@@ -22,10 +22,10 @@ SIMILARITIES = ("cosine", "dot")
 
 # Keras casts `y_true` to the loss's float dtype: float32 holds every
 # integer up to 2**24 exactly, and no further (2**24 + 1 rounds to 2**24).
-EXACT_ID_LIMIT = 2**24
+_EXACT_ID_LIMIT = 2**24
 
 
-def check_exact_ids(ids: Any) -> None:
+def _check_exact_ids(ids: Any) -> None:
     """Refuse concrete candidate ids that the float32 cast would merge.
 
     Only NumPy arrays and Python numbers or sequences are read: symbolic
@@ -39,10 +39,10 @@ def check_exact_ids(ids: Any) -> None:
     if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iuf" or not ids.size:
         return
     largest = np.max(np.abs(ids.astype(np.float64)))
-    if largest > EXACT_ID_LIMIT:
+    if largest > _EXACT_ID_LIMIT:
         raise ValueError(
             "With `remove_accidental_hits`, the candidate ids in `y_true` must "
-            f"be at most 2**24 = {EXACT_ID_LIMIT} in magnitude: Keras casts "
+            f"be at most 2**24 = {_EXACT_ID_LIMIT} in magnitude: Keras casts "
             "`y_true` to float32, which would merge larger ids that differ by "
             f"little; got {largest:.0f}. Renumber the ids (for example by their "
             "rank, `np.unique(ids, return_inverse=True)[1]`)."
@@ -296,7 +296,7 @@ class MultipleNegativesRankingLoss(FunctionLoss):
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         if self.remove_accidental_hits:
-            check_exact_ids(y_true)
+            _check_exact_ids(y_true)
         return super().__call__(y_true, y_pred, sample_weight)
 
     @property
