@@ -641,3 +641,64 @@ def test_bench_ssl_times_keras_and_lightly_on_the_same_views(tmp_path: Path) -> 
         assert min(keras_ms, first_ms, lightly_ms) > 0
         assert float(row[5]) == pytest.approx(keras_ms / lightly_ms, rel=0.05)
         assert float(row[6]) == pytest.approx(first_ms / lightly_ms, rel=0.05)
+
+
+@pytest.mark.slow
+def test_ranking_demo_scores_every_row_with_the_ranking_metrics(
+    tmp_path: Path, small_mnist: Path
+) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "ranking_demo.py"),
+            *("--data", str(small_mnist), "--train-size", "48", "--gallery", "30"),
+            *("--epochs", "1", "--mined-epochs", "1", "--batch-size", "16"),
+            *("--seeds", "0", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": keras.backend.backend(),
+            "BENCH_RESULTS_DIR": str(results),
+        },
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in done.stdout.splitlines()
+        if line.startswith(("| raw", "| untrained", "| MNRL"))
+    ]
+    names = [
+        "raw pixels",
+        "untrained encoder",
+        "MNRL in-batch",
+        "MNRL + random negatives",
+        "MNRL + mined",
+        "MNRL + mined, symmetric",
+    ]
+    assert [row[0] for row in rows] == names
+    for row in rows[1:]:  # mean ± std over the two seeds
+        assert all(cell.count("±") == 1 for cell in row[1:7])
+    record = json.loads(
+        (results / f"ranking_demo-{keras.backend.backend()}.json").read_text()
+    )
+    assert record["args"]["seeds"] == [0, 1] and len(record["runs"]) == 2
+    for scores in [
+        record["raw"],
+        *(run[n] for run in record["runs"] for n in names[1:]),
+    ]:
+        for key in ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10"):
+            assert 0.0 <= scores[key] <= 1.0
+        # One relevant row a query: recall@10 is at least recall@1, and
+        # MAP@100 equals MRR@100, at least MRR@10.
+        assert scores["recall_at_10"] >= scores["recall_at_1"]
+        assert scores["map_at_100"] == pytest.approx(scores["mrr_at_100"])
+        assert scores["map_at_100"] >= scores["mrr_at_10"] - 1e-12
+        assert 0.0 <= scores["class_at_1"] <= 1.0
+    for run in record["runs"]:
+        assert all(run[n]["seconds"] > 0 for n in names[2:])

@@ -440,6 +440,25 @@ def test_candidate_ids_of_the_wrong_shape_or_missing_are_refused():
         loss(None, y)
 
 
+def test_ids_beyond_float32_precision_are_refused_or_kept_exact():
+    """Keras casts the class's `y_true` to float32, where 2**24 and
+    2**24 + 1 would be one id: the class refuses NumPy ids beyond 2**24,
+    and the function, given integer ids, keeps them apart."""
+    y = np.random.default_rng(0).normal(size=(2, 2, 3)).astype("float32")
+    big = np.array([2**24, 2**24 + 1])  # one float32 value
+    loss = MultipleNegativesRankingLoss(scale=1.0, remove_accidental_hits=True)
+    for ids in (big, -big, big.tolist(), big.astype("float64")):
+        with pytest.raises(ValueError, match=r"at most 2\*\*24"):
+            loss(ids, y)
+    edge = np.array([2**24 - 1, 2**24])  # still exact in float32
+    distinct = float(to_numpy(loss(np.arange(2), y)))
+    assert float(to_numpy(loss(edge, y))) == pytest.approx(distinct, rel=1e-6)
+    exact = multiple_negatives_ranking_loss(
+        big, y, scale=1.0, remove_accidental_hits=True
+    )
+    assert float(to_numpy(exact)) == pytest.approx(distinct, rel=1e-6)
+
+
 def test_only_the_losses_that_ignore_y_true_take_none():
     y = np.random.default_rng(0).normal(size=(4, 2, 3)).astype("float32")
     ignored = np.zeros(4, "float32")

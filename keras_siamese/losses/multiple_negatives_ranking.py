@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_siamese._checks import (
@@ -18,6 +19,34 @@ from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
 
 SIMILARITIES = ("cosine", "dot")
+
+# Keras casts `y_true` to the loss's float dtype: float32 holds every
+# integer up to 2**24 exactly, and no further (2**24 + 1 rounds to 2**24).
+_EXACT_ID_LIMIT = 2**24
+
+
+def _check_exact_ids(ids: Any) -> None:
+    """Refuse concrete candidate ids that the float32 cast would merge.
+
+    Only NumPy arrays and Python numbers or sequences are read: symbolic
+    and traced tensors inside a compiled step have no values to check.
+
+    Raises:
+        ValueError: if an id's magnitude exceeds `2**24`.
+    """
+    if isinstance(ids, (list, tuple, int, float)):
+        ids = np.asarray(ids)
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iuf" or not ids.size:
+        return
+    largest = np.max(np.abs(ids.astype(np.float64)))
+    if largest > _EXACT_ID_LIMIT:
+        raise ValueError(
+            "With `remove_accidental_hits`, the candidate ids in `y_true` must "
+            f"be at most 2**24 = {_EXACT_ID_LIMIT} in magnitude: Keras casts "
+            "`y_true` to float32, which would merge larger ids that differ by "
+            f"little; got {largest:.0f}. Renumber the ids (for example by their "
+            "rank, `np.unique(ids, return_inverse=True)[1]`)."
+        )
 
 
 def _columns(y_pred: Any) -> Any:
@@ -106,7 +135,10 @@ def multiple_negatives_ranking_loss(
     id of a row's positive but is not that positive (the same document
     twice in a batch) is left out of that row's softmax instead of being
     pushed away, as keras-rs' `RemoveAccidentalHits` does. Otherwise
-    `y_true` is ignored and may be `None`.
+    `y_true` is ignored and may be `None`. Ids are compared in the dtype
+    they arrive in: integer ids exactly, float32 ids (what
+    `MultipleNegativesRankingLoss` passes on, as Keras casts `y_true`)
+    exactly only up to `2**24`.
 
     Args:
         y_true: ignored, or the candidate ids with `remove_accidental_hits`.
@@ -186,6 +218,14 @@ class MultipleNegativesRankingLoss(FunctionLoss):
     where it holds the candidates' ids `(batch, 1 + n)`. The loss is a
     batch-level scalar, so `sample_weight` is not supported.
 
+    Keras casts `y_true` to float32 (the loss's dtype), which holds integers
+    exactly only up to `2**24` = 16,777,216: larger ids that differ by a
+    little would become equal and be taken for accidental hits. Ids given
+    as NumPy arrays or Python numbers are checked when the loss is called
+    and refused above `2**24`; inside `fit` the ids are tensors with no
+    values to check, so renumber larger ids (by their rank, say) before
+    training.
+
     Args:
         scale: the similarity's multiplier (inverse temperature), default 20.0.
         similarity: `"cosine"` or `"dot"`.
@@ -204,8 +244,9 @@ class MultipleNegativesRankingLoss(FunctionLoss):
 
     Raises:
         ValueError: for a scale that is not positive or an unknown
-            similarity (at construction); for badly shaped inputs or a
-            `sample_weight` (at call).
+            similarity (at construction); for badly shaped inputs, a
+            `sample_weight`, or (with `remove_accidental_hits`) NumPy ids
+            beyond `2**24` in magnitude (at call).
         TypeError: for `symmetric`, `remove_accidental_hits` or
             `global_batch` that are not booleans.
 
@@ -252,6 +293,11 @@ class MultipleNegativesRankingLoss(FunctionLoss):
                 remove_accidental_hits, "remove_accidental_hits"
             ),
         )
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        if self.remove_accidental_hits:
+            _check_exact_ids(y_true)
+        return super().__call__(y_true, y_pred, sample_weight)
 
     @property
     def y_true_holds(self) -> str | None:

@@ -15,6 +15,8 @@
   labelled pairs.
 - `ranking_metrics`: NDCG@k, MAP@k, MRR@k, recall@k, precision@k and
   accuracy@k of queries with known relevant corpus rows.
+- `mine_hard_negatives`: each query's nearest corpus rows that are not its
+  positives, the hard negatives of a ranking loss.
 """
 
 from keras_siamese.retrieval.calibration import (
@@ -22,6 +24,7 @@ from keras_siamese.retrieval.calibration import (
     Calibration,
     calibrate_threshold,
 )
+from keras_siamese.retrieval.hard_negatives import mine_hard_negatives
 from keras_siamese.retrieval.index import ENGINES, EmbeddingIndex
 from keras_siamese.retrieval.metrics import (
     CLUSTERING_METRICS,
@@ -46,6 +49,7 @@ __all__ = [
     "EmbeddingIndex",
     "Verifier",
     "calibrate_threshold",
+    "mine_hard_negatives",
     "one_shot_accuracy",
     "pair_metrics",
     "ranking_metrics",
