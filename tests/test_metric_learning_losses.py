@@ -649,3 +649,124 @@ def test_fits_a_model(name):
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSSES[name][2]())
     history = model.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+# Configs exactly as the package wrote them before these losses were built
+# on `FunctionLoss`: each must load, compute as the constructor does, and be
+# written back unchanged.
+SAVED_CONFIGS = [
+    {
+        "name": "online_contrastive_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": True,
+        "dtype": "float32",
+        "pos_margin": 0.1,
+        "neg_margin": 0.7,
+        "distance": "cosine_similarity",
+        "miner": {
+            "module": "keras_siamese.miners.pair_margin",
+            "class_name": "PairMarginMiner",
+            "config": {"distance": "euclidean", "pos_margin": 0.2, "neg_margin": 0.8},
+            "registered_name": "keras_siamese>PairMarginMiner",
+        },
+        "reducer": "mean",
+    },
+    {
+        "name": "t",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "mining": None,
+        "margin": 0.3,
+        "distance": "squared_euclidean",
+        "soft": False,
+        "miner": {
+            "module": "keras_siamese.miners.triplet_margin",
+            "class_name": "TripletMarginMiner",
+            "config": {
+                "distance": "euclidean",
+                "margin": 0.1,
+                "type_of_triplets": "semihard",
+            },
+            "registered_name": "keras_siamese>TripletMarginMiner",
+        },
+        "smooth_loss": True,
+        "reducer": "mean",
+    },
+    {
+        "name": "online_triplet_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "mining": "semi_hard",
+        "margin": 1.0,
+        "distance": "euclidean",
+        "soft": True,
+        "miner": None,
+        "smooth_loss": False,
+        "reducer": None,
+    },
+    {
+        "name": "multi_similarity_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "alpha": 1.5,
+        "beta": 40.0,
+        "base": 0.4,
+        "mining": True,
+        "epsilon": 0.2,
+    },
+    {
+        "name": "circle_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "m": 0.25,
+        "gamma": 64.0,
+    },
+]
+
+
+def _saved_config_class(config):
+    from keras_siamese import OnlineContrastiveLoss, OnlineTripletLoss
+
+    if "pos_margin" in config:
+        return OnlineContrastiveLoss
+    if "soft" in config:
+        return OnlineTripletLoss
+    return MultiSimilarityLoss if "alpha" in config else CircleLoss
+
+
+@pytest.mark.parametrize("config", SAVED_CONFIGS, ids=lambda c: c["name"])
+def test_configs_saved_before_load_and_are_written_back_unchanged(config):
+    loss_class = _saved_config_class(config)
+    serialized = {
+        "module": loss_class.__module__,
+        "class_name": loss_class.__name__,
+        "config": config,
+        "registered_name": f"keras_siamese>{loss_class.__name__}",
+    }
+    loaded = keras.saving.deserialize_keras_object(serialized)
+    assert type(loaded) is loss_class
+    assert loaded.get_config() == config
+    assert list(loaded.get_config()) == list(config)
+    # The arguments read back as attributes, with their saved values (the
+    # distance by its name, the miner as an object).
+    for key in ("margin", "alpha", "m", "reducer", "distance", "mining"):
+        if key in config:
+            assert getattr(loaded, key) == config[key]
+    if config.get("miner") is not None:
+        assert type(loaded.miner).__name__ == config["miner"]["class_name"]
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    x = rng.normal(size=(8, 3)).astype("float32")
+    arguments = {
+        k: v for k, v in config.items() if k not in ("name", "reduction", "dtype")
+    }
+    if arguments.get("miner") is not None:
+        arguments["miner"] = keras.saving.deserialize_keras_object(arguments["miner"])
+    rebuilt = loss_class(**arguments)
+    np.testing.assert_allclose(
+        float(loaded(labels, x)), float(rebuilt(labels, x)), rtol=1e-6
+    )

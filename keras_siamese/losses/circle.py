@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
 
 
 def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
@@ -116,7 +116,7 @@ def circle_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class CircleLoss(LabelledEmbeddingLoss):
+class CircleLoss(FunctionLoss):
     """Circle loss: `y_true` labels, `y_pred` embeddings.
 
     Sun et al. 2020, pair-based form: a soft version of "every positive more
@@ -165,15 +165,13 @@ class CircleLoss(LabelledEmbeddingLoss):
         name: str = "circle_loss",
         dtype: str | None = None,
     ) -> None:
+        m, gamma = _check_arguments(m, gamma)
         super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+            circle_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            m=m,
+            gamma=gamma,
         )
-        self.m, self.gamma = _check_arguments(m, gamma)
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return circle_loss(labels, embeddings, m=self.m, gamma=self.gamma)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"m": self.m, "gamma": self.gamma})
-        return config

@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_siamese._checks import check_bool, check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
 
 
 def _check_arguments(
@@ -169,7 +169,7 @@ def multi_similarity_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class MultiSimilarityLoss(LabelledEmbeddingLoss):
+class MultiSimilarityLoss(FunctionLoss):
     """Multi-similarity loss: `y_true` labels, `y_pred` embeddings.
 
     Wang et al. 2019: weighs every positive and negative pair of an anchor by
@@ -227,33 +227,18 @@ class MultiSimilarityLoss(LabelledEmbeddingLoss):
         name: str = "multi_similarity_loss",
         dtype: str | None = None,
     ) -> None:
-        super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
-        )
-        self.alpha, self.beta, self.base, self.mining, self.epsilon = _check_arguments(
+        alpha, beta, base, mining, epsilon = _check_arguments(
             alpha, beta, base, mining, epsilon
         )
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return multi_similarity_loss(
-            labels,
-            embeddings,
-            alpha=self.alpha,
-            beta=self.beta,
-            base=self.base,
-            mining=self.mining,
-            epsilon=self.epsilon,
+        super().__init__(
+            multi_similarity_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            alpha=alpha,
+            beta=beta,
+            base=base,
+            mining=mining,
+            epsilon=epsilon,
         )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "alpha": self.alpha,
-                "beta": self.beta,
-                "base": self.base,
-                "mining": self.mining,
-                "epsilon": self.epsilon,
-            }
-        )
-        return config

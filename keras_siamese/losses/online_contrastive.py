@@ -11,7 +11,7 @@ from keras_siamese import distances
 from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
 from keras_siamese.losses.mining import REDUCERS
 
 
@@ -132,7 +132,7 @@ def online_contrastive_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class OnlineContrastiveLoss(LabelledEmbeddingLoss):
+class OnlineContrastiveLoss(FunctionLoss):
     """Contrastive loss of in-batch pairs: `y_true` labels, `y_pred` embeddings.
 
     The labelled form of the contrastive loss with a positive and a negative
@@ -189,37 +189,21 @@ class OnlineContrastiveLoss(LabelledEmbeddingLoss):
         name: str = "online_contrastive_loss",
         dtype: str | None = None,
     ) -> None:
-        super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
-        )
-        self.pos_margin, self.neg_margin, self.miner, self.reducer = _check_arguments(
+        pos_margin, neg_margin, miner, reducer = _check_arguments(
             pos_margin, neg_margin, miner, reducer
         )
-        self._measure = miner_objects.Measure(distance, "OnlineContrastiveLoss")
-        self.distance = self._measure.name
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return online_contrastive_loss(
-            labels,
-            embeddings,
-            pos_margin=self.pos_margin,
-            neg_margin=self.neg_margin,
-            distance=self._measure,
-            miner=self.miner,
-            reducer=self.reducer,
+        measure = miner_objects.Measure(distance, "OnlineContrastiveLoss")
+        super().__init__(
+            online_contrastive_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            pos_margin=pos_margin,
+            neg_margin=neg_margin,
+            distance=measure,
+            miner=miner,
+            reducer=reducer,
         )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "pos_margin": self.pos_margin,
-                "neg_margin": self.neg_margin,
-                "distance": self._measure.serialize("OnlineContrastiveLoss"),
-                "miner": None
-                if self.miner is None
-                else keras.saving.serialize_keras_object(self.miner),
-                "reducer": self.reducer,
-            }
-        )
-        return config
+        # The name, as before; the function gets the measure itself.
+        self.distance = measure.name
