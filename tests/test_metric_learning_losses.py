@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from keras import ops
 
 from keras_siamese import (
     CircleLoss,
@@ -27,7 +28,8 @@ from keras_siamese import (
     ntxent_loss,
     supervised_contrastive_loss,
 )
-from tests.helpers import to_numpy, value_and_grad
+from keras_siamese.distances import Distance
+from tests.helpers import few_examples, to_numpy, value_and_grad
 
 # --- independent references ---------------------------------------------------
 
@@ -40,12 +42,28 @@ def np_cosine(x, refs):
     return unit(x) @ unit(refs).T
 
 
-def np_pairs(labels, x, refs, reference_labels):
+def np_similarity(x, refs, distance="cosine_similarity"):
+    """Larger-is-more-similar values: a similarity, or a negated distance."""
+    x, refs = x.astype("float64"), refs.astype("float64")
+    if distance == "cosine_similarity":
+        return np_cosine(x, refs)
+    if distance == "dot_product_similarity":
+        return x @ refs.T
+    if distance == "cosine":
+        return np_cosine(x, refs) - 1.0
+    difference = x[:, None, :] - refs[None, :, :]
+    if distance == "manhattan":
+        return -np.abs(difference).sum(-1)
+    squares = (difference**2).sum(-1)
+    return -squares if distance == "squared_euclidean" else -np.sqrt(squares)
+
+
+def np_pairs(labels, x, refs, reference_labels, distance="cosine_similarity"):
     """Similarities and the lists of positive / negative columns of each row."""
     self_compare = refs is None
     if self_compare:
         refs, reference_labels = x, labels
-    s = np_cosine(x, refs)
+    s = np_similarity(x, refs, distance)
     positives, negatives = [], []
     for i in range(len(labels)):
         positives.append(
@@ -81,8 +99,15 @@ def mean_nonzero(losses):
     return float(np.mean(kept)) if kept else 0.0
 
 
-def ref_supcon(labels, x, refs=None, reference_labels=None, temperature=0.1):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+def ref_supcon(
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    temperature=0.1,
+    distance="cosine_similarity",
+):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -96,8 +121,15 @@ def ref_supcon(labels, x, refs=None, reference_labels=None, temperature=0.1):
     return mean_nonzero(losses)
 
 
-def ref_ntxent(labels, x, refs=None, reference_labels=None, temperature=0.07):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+def ref_ntxent(
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    temperature=0.07,
+    distance="cosine_similarity",
+):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -120,8 +152,12 @@ def ref_multi_similarity(
     base=0.5,
     mining=False,
     epsilon=0.1,
+    distance="cosine_similarity",
 ):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
+    if not distance.endswith("similarity"):
+        # The paper's terms on a distance d: s - base reads base - d.
+        base = -base
     if mining:
         if not any(positives) or not any(negatives):
             positives = negatives = [[] for _ in labels]
@@ -527,6 +563,13 @@ def test_config_round_trip(loss_class):
     assert restored.get_config() == config
 
 
+class _PairedOnly(Distance):
+    name = "test_paired_only"
+
+    def paired_form(self, a, b, keepdims):
+        return ops.sum(ops.abs(a - b), axis=-1, keepdims=keepdims)
+
+
 @pytest.mark.parametrize(
     ("loss_class", "function", "kwargs", "error", "match"),
     [
@@ -582,9 +625,34 @@ def test_config_round_trip(loss_class):
         ),
         (CircleLoss, circle_loss, {"m": -0.1}, ValueError, "m"),
         (CircleLoss, circle_loss, {"gamma": 0}, ValueError, "gamma"),
+        (CircleLoss, circle_loss, {"distance": "euclidean"}, ValueError, "cosine"),
+        (
+            CircleLoss,
+            circle_loss,
+            {"distance": "dot_product_similarity"},
+            ValueError,
+            "cosine_similarity",
+        ),
+        (
+            SupervisedContrastiveLoss,
+            supervised_contrastive_loss,
+            {"distance": "nope"},
+            ValueError,
+            "dot_product_similarity",
+        ),
+        (NTXentLoss, ntxent_loss, {"distance": 3}, TypeError, "distance"),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"distance": _PairedOnly()},
+            ValueError,
+            "pairwise_form",
+        ),
     ],
 )
 def test_bad_arguments_raise(loss_class, function, kwargs, error, match):
+    # A Distance without an all-pairs form, or a measure the loss cannot
+    # take, is refused at construction and at call, never run.
     with pytest.raises(error, match=match):
         loss_class(**kwargs)
     with pytest.raises(error, match=match):
@@ -725,7 +793,28 @@ SAVED_CONFIGS = [
         "m": 0.25,
         "gamma": 64.0,
     },
+    {
+        "name": "supervised_contrastive_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "temperature": 0.3,
+    },
+    {
+        "name": "ntxent_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "temperature": 0.2,
+    },
 ]
+# Arguments added since, written back with their defaults.
+NEW_DEFAULTS = {
+    "multi_similarity_loss": {"distance": "cosine_similarity"},
+    "circle_loss": {"distance": "cosine_similarity"},
+    "supervised_contrastive_loss": {"distance": "cosine_similarity"},
+    "ntxent_loss": {"distance": "cosine_similarity"},
+}
 
 
 def _saved_config_class(config):
@@ -735,6 +824,11 @@ def _saved_config_class(config):
         return OnlineContrastiveLoss
     if "soft" in config:
         return OnlineTripletLoss
+    if "temperature" in config:
+        return {
+            "supervised_contrastive_loss": SupervisedContrastiveLoss,
+            "ntxent_loss": NTXentLoss,
+        }[config["name"]]
     return MultiSimilarityLoss if "alpha" in config else CircleLoss
 
 
@@ -749,11 +843,12 @@ def test_configs_saved_before_load_and_are_written_back_unchanged(config):
     }
     loaded = keras.saving.deserialize_keras_object(serialized)
     assert type(loaded) is loss_class
-    assert loaded.get_config() == config
-    assert list(loaded.get_config()) == list(config)
+    written = {**config, **NEW_DEFAULTS.get(config["name"], {})}
+    assert loaded.get_config() == written
+    assert list(loaded.get_config()) == list(written)
     # The arguments read back as attributes, with their saved values (the
     # distance by its name, the miner as an object).
-    for key in ("margin", "alpha", "m", "reducer", "distance", "mining"):
+    for key in ("margin", "alpha", "m", "temperature", "reducer", "distance"):
         if key in config:
             assert getattr(loaded, key) == config[key]
     if config.get("miner") is not None:
@@ -770,3 +865,69 @@ def test_configs_saved_before_load_and_are_written_back_unchanged(config):
     np.testing.assert_allclose(
         float(loaded(labels, x)), float(rebuilt(labels, x)), rtol=1e-6
     )
+
+
+# --- distances other than the cosine similarity ---------------------------------
+
+DISTANCE_LOSSES = ["supcon", "ntxent", "multi_similarity", "multi_similarity-mining"]
+MEASURES = (
+    "euclidean",
+    "squared_euclidean",
+    "manhattan",
+    "cosine",
+    "dot_product_similarity",
+)
+
+
+@pytest.mark.parametrize("name", DISTANCE_LOSSES)
+@few_examples()
+@given(
+    data=labelled_batches(grid=False),
+    distance=st.sampled_from(MEASURES),
+    as_class=st.booleans(),
+)
+def test_a_distance_matches_numpy_reference(name, data, distance, as_class):
+    # pytorch-metric-learning's rule: a similarity is used as it is, a
+    # distance d as the similarity -d (and base as -base for the
+    # multi-similarity loss). Rows are scaled down and T = 1 so that no
+    # softmax term is below float32's resolution.
+    labels, x, refs, reference_labels = data
+    x = x * 0.5
+    refs = None if refs is None else refs * 0.5
+    function, reference, loss_class = LOSSES[name]
+    options = dict(OPTIONS[name], distance=distance)
+    if name in ("supcon", "ntxent"):
+        options["temperature"] = 1.0
+    want = reference(labels, x, refs, reference_labels, **options)
+    if as_class and refs is None:
+        got = loss_class(**options)(labels, x)
+    else:
+        got = function(labels, x, **options, **_references(refs, reference_labels))
+    np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", DISTANCE_LOSSES)
+@pytest.mark.parametrize("distance", ["euclidean", "dot_product_similarity"])
+def test_a_distance_gradient_matches_finite_differences(name, distance):
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 3])
+    x = (rng.normal(size=(8, 3)) * 0.5).astype("float32")
+    function, reference, _ = LOSSES[name]
+    options = dict(OPTIONS[name], distance=distance)
+    if name in ("supcon", "ntxent"):
+        options["temperature"] = 1.0
+    _, (grad,) = value_and_grad(lambda e: function(labels, e, **options), x)
+    want = numeric_gradient(lambda e: reference(labels, e, **options), x)
+    np.testing.assert_allclose(grad, want, rtol=2e-3, atol=2e-4)
+
+
+def test_the_default_distance_is_the_cosine_similarity():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 1, 2, 0])
+    x = rng.normal(size=(6, 4)).astype("float32")
+    for name in NAMES:
+        function = LOSSES[name][0]
+        default = float(to_numpy(function(labels, x)))
+        named = float(to_numpy(function(labels, x, distance="cosine_similarity")))
+        assert default == named
+        assert LOSSES[name][2]().get_config()["distance"] == "cosine_similarity"

@@ -10,6 +10,7 @@ from keras import ops
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import CosineSimilarity, Measure
 
 
 def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
@@ -17,6 +18,17 @@ def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
         check_float(m, "m", minimum=0.0),
         check_float(gamma, "gamma", minimum=0.0, inclusive=False),
     )
+
+
+def _check_distance(distance: Any, user: str) -> Measure:
+    measure = Measure(distance, user)
+    if not isinstance(measure.identifier, CosineSimilarity):
+        raise ValueError(
+            f"{user} takes only distance='cosine_similarity' (its optima "
+            "1 + m and -m are cosine similarities, as pytorch-metric-learning's "
+            f"CircleLoss requires a CosineSimilarity); got {measure.name!r}."
+        )
+    return measure
 
 
 def from_similarity(
@@ -49,6 +61,7 @@ def circle_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair-based form, of one batch.
 
@@ -86,14 +99,16 @@ def circle_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: `"cosine_similarity"` (or a `CosineSimilarity`), the only
+            measure: the loss's optima are cosine similarities.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
-        ValueError: for a negative `m`, a `gamma` that is not positive,
-            badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+        ValueError: for a negative `m`, a `gamma` that is not positive, any
+            other `distance`, badly shaped inputs, or only one of
+            `references` and `reference_labels`.
 
     Examples:
         >>> import numpy as np
@@ -103,6 +118,7 @@ def circle_loss(
         1.2127
     """
     m, gamma = _check_arguments(m, gamma)
+    measure = _check_distance(distance, "circle_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -111,7 +127,7 @@ def circle_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    similarity = measure.similarity(embeddings, references)
     return from_similarity(similarity, positive, negative, m, gamma)
 
 
@@ -129,6 +145,8 @@ class CircleLoss(FunctionLoss):
     Args:
         m: the relaxation margin, default 0.4.
         gamma: the scale, default 80.
+        distance: `"cosine_similarity"`, the only measure (see
+            `circle_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -138,9 +156,9 @@ class CircleLoss(FunctionLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a negative `m` or a `gamma` that is not positive (at
-            construction); for badly shaped inputs or a `sample_weight` (at
-            call).
+        ValueError: for a negative `m`, a `gamma` that is not positive or
+            another distance than `"cosine_similarity"` (at construction);
+            for badly shaped inputs or a `sample_weight` (at call).
 
     Examples:
         >>> import numpy as np
@@ -160,12 +178,14 @@ class CircleLoss(FunctionLoss):
         self,
         m: float = 0.4,
         gamma: float = 80.0,
+        distance: Any = "cosine_similarity",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "circle_loss",
         dtype: str | None = None,
     ) -> None:
         m, gamma = _check_arguments(m, gamma)
+        measure = _check_distance(distance, "CircleLoss")
         super().__init__(
             circle_loss,
             global_batch=global_batch,
@@ -174,4 +194,6 @@ class CircleLoss(FunctionLoss):
             dtype=dtype,
             m=m,
             gamma=gamma,
+            distance=measure,
         )
+        self.distance = measure.name

@@ -10,6 +10,7 @@ from keras import ops
 from keras_siamese._checks import check_bool, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import Measure
 
 
 def _check_arguments(
@@ -89,6 +90,7 @@ def multi_similarity_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019) of one batch.
 
@@ -100,7 +102,9 @@ def multi_similarity_loss(
         loss(i) = 1/alpha * log(1 + sum_{p in P(i)} exp(-alpha * (s(i, p) - base)))
                 + 1/beta  * log(1 + sum_{n in N(i)} exp( beta * (s(i, n) - base)))
 
-    and the batch loss is the mean over **all** anchors: an anchor without
+    (with a distance `d` instead of a similarity, `s - base` reads
+    `base - d`, as pytorch-metric-learning's `MultiSimilarityLoss(distance=
+    ...)`), and the batch loss is the mean over **all** anchors: an anchor without
     positives still pays for its negatives (and one without negatives for
     its positives). A batch without any pair has loss 0. These are the
     numbers and the reduction (`MeanReducer`) of pytorch-metric-learning's
@@ -134,6 +138,11 @@ def multi_similarity_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: `"cosine_similarity"` (default, on L2-normalised rows),
+            `"dot_product_similarity"`, another
+            `keras_siamese.miners.Similarity`, or a distance name or
+            `Distance`; `base` is in its units. `mining=True` mines with it
+            too.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -141,8 +150,8 @@ def multi_similarity_loss(
     Raises:
         TypeError: if `mining` is not a bool.
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon`, badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+            `epsilon`, an unknown distance, badly shaped inputs, or only one
+            of `references` and `reference_labels`.
 
     Examples:
         >>> import numpy as np
@@ -150,10 +159,16 @@ def multi_similarity_loss(
         >>> labels = np.array([0, 0, 1, 1])
         >>> round(float(multi_similarity_loss(labels, embeddings)), 4)
         0.1566
+        >>> by_distance = multi_similarity_loss(
+        ...     labels, embeddings, base=1.0, distance="euclidean"
+        ... )
+        >>> round(float(by_distance), 4)
+        0.0635
     """
     alpha, beta, base, mining, epsilon = _check_arguments(
         alpha, beta, base, mining, epsilon
     )
+    measure = Measure(distance, "multi_similarity_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -162,7 +177,9 @@ def multi_similarity_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    # A distance d enters as the similarity -d, so its base as -base.
+    similarity = measure.similarity(embeddings, references)
+    base = base if measure.inverted else -base
     return from_similarity(
         similarity, positive, negative, alpha, beta, base, mining, epsilon
     )
@@ -187,6 +204,8 @@ class MultiSimilarityLoss(FunctionLoss):
         base: the similarity the pairs are measured from, default 0.5.
         mining: mine the informative pairs first, default False.
         epsilon: the miner's margin, default 0.1.
+        distance: `"cosine_similarity"` (default), another similarity, or a
+            distance (see `multi_similarity_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -197,9 +216,9 @@ class MultiSimilarityLoss(FunctionLoss):
 
     Raises:
         TypeError: if `mining` is not a bool (at construction).
-        ValueError: for `alpha` or `beta` not positive or a negative
-            `epsilon` (at construction); for badly shaped inputs or a
-            `sample_weight` (at call).
+        ValueError: for `alpha` or `beta` not positive, a negative
+            `epsilon` or an unknown distance (at construction); for badly
+            shaped inputs or a `sample_weight` (at call).
 
     Examples:
         >>> import numpy as np
@@ -222,6 +241,7 @@ class MultiSimilarityLoss(FunctionLoss):
         base: float = 0.5,
         mining: bool = False,
         epsilon: float = 0.1,
+        distance: Any = "cosine_similarity",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "multi_similarity_loss",
@@ -230,6 +250,7 @@ class MultiSimilarityLoss(FunctionLoss):
         alpha, beta, base, mining, epsilon = _check_arguments(
             alpha, beta, base, mining, epsilon
         )
+        measure = Measure(distance, "MultiSimilarityLoss")
         super().__init__(
             multi_similarity_loss,
             global_batch=global_batch,
@@ -241,4 +262,6 @@ class MultiSimilarityLoss(FunctionLoss):
             base=base,
             mining=mining,
             epsilon=epsilon,
+            distance=measure,
         )
+        self.distance = measure.name

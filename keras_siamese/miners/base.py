@@ -139,7 +139,8 @@ def register_similarity(
         isinstance(similarity.name, str) and similarity.name
     ):
         raise TypeError(
-            f"`similarity` must be a Similarity instance with a name; got {similarity!r}."
+            "`similarity` must be a Similarity instance with a name; got "
+            f"{similarity!r}."
         )
     name = similarity.name
     registered = _SIMILARITIES.get(name)
@@ -212,6 +213,14 @@ class Measure:
         if self.inverted:
             return -self.identifier.pairwise_form(embeddings, references)
         return pairwise_distances(embeddings, self.distance, references=references)
+
+    def similarity(self, embeddings: Any, references: Any | None = None) -> Any:
+        """`(B, M)` values in which larger means more similar: the
+        similarities, or the negated distances (how pytorch-metric-learning
+        feeds a distance to a loss written on similarities)."""
+        if self.inverted:
+            return self.identifier.pairwise_form(embeddings, references)
+        return -pairwise_distances(embeddings, self.distance, references=references)
 
     def level(self, margin: float) -> float:
         """A margin on pair values, in the units of `matrix`."""
