@@ -29,6 +29,11 @@ from keras_siamese import (
     supervised_contrastive_loss,
 )
 from keras_siamese.distances import Distance
+from keras_siamese.miners import (
+    MultiSimilarityMiner,
+    PairMarginMiner,
+    TripletMarginMiner,
+)
 from tests.helpers import few_examples, to_numpy, value_and_grad
 
 # --- independent references ---------------------------------------------------
@@ -81,6 +86,17 @@ def np_pairs(labels, x, refs, reference_labels, distance="cosine_similarity"):
             ]
         )
     return s, positives, negatives
+
+
+def restrict(positives, negatives, masks):
+    """Only the pairs where the `(positive, negative)` masks of a miner hold."""
+    if masks is None:
+        return positives, negatives
+    positive, negative = masks
+    return (
+        [[j for j in row if positive[i, j]] for i, row in enumerate(positives)],
+        [[j for j in row if negative[i, j]] for i, row in enumerate(negatives)],
+    )
 
 
 def no_pml_pairs(positives, negatives):
@@ -153,8 +169,10 @@ def ref_multi_similarity(
     mining=False,
     epsilon=0.1,
     distance="cosine_similarity",
+    masks=None,
 ):
     s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
+    positives, negatives = restrict(positives, negatives, masks)
     if not distance.endswith("similarity"):
         # The paper's terms on a distance d: s - base reads base - d.
         base = -base
@@ -184,7 +202,14 @@ def ref_multi_similarity(
 
 
 def ref_circle(
-    labels, x, refs=None, reference_labels=None, m=0.4, gamma=80.0, weights_at=None
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    m=0.4,
+    gamma=80.0,
+    weights_at=None,
+    masks=None,
 ):
     """Circle loss; `weights_at=(x0, refs0)` fixes alpha_p, alpha_n there.
 
@@ -193,6 +218,7 @@ def ref_circle(
     """
     s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
     w = s if weights_at is None else np_pairs(labels, *weights_at, reference_labels)[0]
+    positives, negatives = restrict(positives, negatives, masks)
     if no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -810,8 +836,8 @@ SAVED_CONFIGS = [
 ]
 # Arguments added since, written back with their defaults.
 NEW_DEFAULTS = {
-    "multi_similarity_loss": {"distance": "cosine_similarity"},
-    "circle_loss": {"distance": "cosine_similarity"},
+    "multi_similarity_loss": {"distance": "cosine_similarity", "miner": None},
+    "circle_loss": {"distance": "cosine_similarity", "miner": None},
     "supervised_contrastive_loss": {"distance": "cosine_similarity"},
     "ntxent_loss": {"distance": "cosine_similarity"},
 }
@@ -931,3 +957,62 @@ def test_the_default_distance_is_the_cosine_similarity():
         named = float(to_numpy(function(labels, x, distance="cosine_similarity")))
         assert default == named
         assert LOSSES[name][2]().get_config()["distance"] == "cosine_similarity"
+
+
+# --- miners feeding the pair losses -----------------------------------------------
+
+PAIR_LOSS_MINERS = {
+    # a pair miner's masks are the pairs; a triplet miner's, the pairs of
+    # its triplets (pytorch-metric-learning's conversion to pairs)
+    "pair_margin": lambda: PairMarginMiner(0.7, 0.3, distance="cosine_similarity"),
+    "triplet_semihard": lambda: TripletMarginMiner(0.5, "semihard"),
+}
+
+
+@pytest.mark.parametrize("name", ["multi_similarity", "circle"])
+@pytest.mark.parametrize("miner_name", sorted(PAIR_LOSS_MINERS))
+@few_examples()
+@given(data=labelled_batches(grid=False))
+def test_a_miner_restricts_the_pairs_as_the_numpy_reference(name, miner_name, data):
+    labels, x, refs, reference_labels = data
+    function, reference, _ = LOSSES[name]
+    miner = PAIR_LOSS_MINERS[miner_name]()
+    refs_kwargs = _references(refs, reference_labels)
+    masks = tuple(to_numpy(mask) for mask in miner(labels, x, **refs_kwargs))
+    got = function(labels, x, miner=miner, **OPTIONS[name], **refs_kwargs)
+    want = reference(labels, x, refs, reference_labels, masks=masks, **OPTIONS[name])
+    np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-4, atol=1e-5)
+
+
+@given(data=labelled_batches(), epsilon=st.sampled_from([0.0, 0.1, 0.3]))
+def test_the_multi_similarity_miner_equals_mining_inside_the_loss(data, epsilon):
+    labels, x, refs, reference_labels = data
+    refs_kwargs = _references(refs, reference_labels)
+    inside = multi_similarity_loss(
+        labels, x, mining=True, epsilon=epsilon, **refs_kwargs
+    )
+    fed = multi_similarity_loss(
+        labels, x, miner=MultiSimilarityMiner(epsilon), **refs_kwargs
+    )
+    assert float(to_numpy(inside)) == float(to_numpy(fed))
+
+
+@pytest.mark.parametrize("loss_class", [MultiSimilarityLoss, CircleLoss])
+def test_a_miner_is_saved_and_reloaded_and_checked(loss_class):
+    loss = loss_class(miner=TripletMarginMiner(0.3, "hard"))
+    config = loss.get_config()
+    assert config["miner"]["class_name"] == "TripletMarginMiner"
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert restored.get_config() == config
+    assert restored.miner.type_of_triplets == "hard"
+    with pytest.raises(TypeError, match="miner"):
+        loss_class(miner="semihard")
+    with pytest.raises(TypeError, match="miner"):
+        LOSSES[loss_class().name.removesuffix("_loss")][0](
+            np.zeros(2), np.zeros((2, 2), "float32"), miner=3
+        )
+    if loss_class is MultiSimilarityLoss:
+        with pytest.raises(ValueError, match="either"):
+            MultiSimilarityLoss(mining=True, miner=MultiSimilarityMiner())

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_siamese import (
+    circle_loss,
     multi_similarity_loss,
     ntxent_loss,
     online_contrastive_loss,
@@ -118,6 +119,10 @@ LOSSES = {
         _labelled(multi_similarity_loss, distance="euclidean"),
         True,
     ),
+    # The cosine similarity normalises anyway; normalised here so that a
+    # miner measuring with the Euclidean distance sees what PML's sees.
+    "multi_similarity": (_labelled(multi_similarity_loss), True),
+    "circle": (_labelled(circle_loss), True),
 }
 
 

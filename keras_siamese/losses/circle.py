@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
@@ -62,6 +63,7 @@ def circle_loss(
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair-based form, of one batch.
 
@@ -101,6 +103,11 @@ def circle_loss(
             memory leaves out empty slots and the batch's own rows with it).
         distance: `"cosine_similarity"` (or a `CosineSimilarity`), the only
             measure: the loss's optima are cosine similarities.
+        miner: an optional `keras_siamese.miners.Miner` (or its serialized
+            config): only its pairs count. A pair miner's masks are used as
+            they are; a triplet miner's are the pairs of its triplets, as
+            pytorch-metric-learning turns triplets into pairs. The miner
+            measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -109,6 +116,7 @@ def circle_loss(
         ValueError: for a negative `m`, a `gamma` that is not positive, any
             other `distance`, badly shaped inputs, or only one of
             `references` and `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
 
     Examples:
         >>> import numpy as np
@@ -119,6 +127,7 @@ def circle_loss(
     """
     m, gamma = _check_arguments(m, gamma)
     measure = _check_distance(distance, "circle_loss")
+    miner = miner_objects.get(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -128,6 +137,10 @@ def circle_loss(
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
     similarity = measure.similarity(embeddings, references)
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(similarity, positive, negative, m, gamma)
 
 
@@ -147,6 +160,7 @@ class CircleLoss(FunctionLoss):
         gamma: the scale, default 80.
         distance: `"cosine_similarity"`, the only measure (see
             `circle_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see `circle_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -159,6 +173,7 @@ class CircleLoss(FunctionLoss):
         ValueError: for a negative `m`, a `gamma` that is not positive or
             another distance than `"cosine_similarity"` (at construction);
             for badly shaped inputs or a `sample_weight` (at call).
+        TypeError: if `miner` is not a `Miner` (at construction).
 
     Examples:
         >>> import numpy as np
@@ -166,6 +181,13 @@ class CircleLoss(FunctionLoss):
         >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
         >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
         1.3528
+
+        With a triplet miner, over the pairs of its triplets:
+
+        >>> from keras_siamese.miners import TripletMarginMiner
+        >>> mined = CircleLoss(m=0.25, gamma=1.0, miner=TripletMarginMiner(0.5))
+        >>> round(float(mined(np.array([0, 0, 1, 1]), embeddings)), 4)
+        1.1858
 
         Usage with `compile()`:
 
@@ -179,6 +201,7 @@ class CircleLoss(FunctionLoss):
         m: float = 0.4,
         gamma: float = 80.0,
         distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "circle_loss",
@@ -195,5 +218,6 @@ class CircleLoss(FunctionLoss):
             m=m,
             gamma=gamma,
             distance=measure,
+            miner=miner_objects.get(miner),
         )
         self.distance = measure.name

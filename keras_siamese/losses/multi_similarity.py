@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_bool, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
@@ -14,14 +15,22 @@ from keras_siamese.miners.base import Measure
 
 
 def _check_arguments(
-    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any
-) -> tuple[float, float, float, bool, float]:
+    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any, miner: Any = None
+) -> tuple[float, float, float, bool, float, Any]:
+    mining = check_bool(mining, "mining")
+    miner = miner_objects.get(miner)
+    if mining and miner is not None:
+        raise ValueError(
+            "Pass either `mining=True` (the multi-similarity miner inside the "
+            f"loss) or a `miner`, not both; got miner={miner!r}."
+        )
     return (
         check_float(alpha, "alpha", minimum=0.0, inclusive=False),
         check_float(beta, "beta", minimum=0.0, inclusive=False),
         check_float(base, "base"),
-        check_bool(mining, "mining"),
+        mining,
         check_float(epsilon, "epsilon", minimum=0.0),
+        miner,
     )
 
 
@@ -91,6 +100,7 @@ def multi_similarity_loss(
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019) of one batch.
 
@@ -143,6 +153,11 @@ def multi_similarity_loss(
             `keras_siamese.miners.Similarity`, or a distance name or
             `Distance`; `base` is in its units. `mining=True` mines with it
             too.
+        miner: an optional `keras_siamese.miners.Miner` (or its serialized
+            config), not with `mining=True`: only its pairs count. A pair
+            miner's masks are used as they are; a triplet miner's are the
+            pairs of its triplets, as pytorch-metric-learning turns triplets
+            into pairs. The miner measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -150,8 +165,10 @@ def multi_similarity_loss(
     Raises:
         TypeError: if `mining` is not a bool.
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon`, an unknown distance, badly shaped inputs, or only one
-            of `references` and `reference_labels`.
+            `epsilon`, an unknown distance, both `mining=True` and a
+            `miner`, badly shaped inputs, or only one of `references` and
+            `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
 
     Examples:
         >>> import numpy as np
@@ -165,8 +182,8 @@ def multi_similarity_loss(
         >>> round(float(by_distance), 4)
         0.0635
     """
-    alpha, beta, base, mining, epsilon = _check_arguments(
-        alpha, beta, base, mining, epsilon
+    alpha, beta, base, mining, epsilon, miner = _check_arguments(
+        alpha, beta, base, mining, epsilon, miner
     )
     measure = Measure(distance, "multi_similarity_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
@@ -180,6 +197,10 @@ def multi_similarity_loss(
     # A distance d enters as the similarity -d, so its base as -base.
     similarity = measure.similarity(embeddings, references)
     base = base if measure.inverted else -base
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(
         similarity, positive, negative, alpha, beta, base, mining, epsilon
     )
@@ -206,6 +227,8 @@ class MultiSimilarityLoss(FunctionLoss):
         epsilon: the miner's margin, default 0.1.
         distance: `"cosine_similarity"` (default), another similarity, or a
             distance (see `multi_similarity_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see
+            `multi_similarity_loss`); not with `mining=True`.
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -217,8 +240,9 @@ class MultiSimilarityLoss(FunctionLoss):
     Raises:
         TypeError: if `mining` is not a bool (at construction).
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon` or an unknown distance (at construction); for badly
-            shaped inputs or a `sample_weight` (at call).
+            `epsilon`, an unknown distance, or both `mining=True` and a
+            `miner` (at construction); for badly shaped inputs or a
+            `sample_weight` (at call).
 
     Examples:
         >>> import numpy as np
@@ -242,13 +266,14 @@ class MultiSimilarityLoss(FunctionLoss):
         mining: bool = False,
         epsilon: float = 0.1,
         distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "multi_similarity_loss",
         dtype: str | None = None,
     ) -> None:
-        alpha, beta, base, mining, epsilon = _check_arguments(
-            alpha, beta, base, mining, epsilon
+        alpha, beta, base, mining, epsilon, miner = _check_arguments(
+            alpha, beta, base, mining, epsilon, miner
         )
         measure = Measure(distance, "MultiSimilarityLoss")
         super().__init__(
@@ -263,5 +288,6 @@ class MultiSimilarityLoss(FunctionLoss):
             mining=mining,
             epsilon=epsilon,
             distance=measure,
+            miner=miner,
         )
         self.distance = measure.name

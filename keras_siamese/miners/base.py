@@ -331,6 +331,27 @@ class Miner:
         """The mined `(positive, negative)` masks from the label masks."""
         raise NotImplementedError
 
+    def mine_for(
+        self,
+        measure: Measure,
+        matrix: Any,
+        embeddings: Any,
+        references: Any | None,
+        positive: Any,
+        negative: Any,
+    ) -> tuple[Any, Any]:
+        """The mined masks for a pair loss that measures with `measure`.
+
+        `matrix` is the loss's own smaller-is-nearer matrix, reused when the
+        miner measures alike; otherwise the miner measures the embeddings
+        itself. Either way without gradient. A triplet miner gives the pairs
+        of its triplets, as pytorch-metric-learning turns triplets into
+        pairs for a pair loss.
+        """
+        if self.measure != measure:
+            matrix = self.measure.matrix(embeddings, references)
+        return self.mine(ops.stop_gradient(matrix), positive, negative)
+
     def mine_triplets(self, matrix: Any, positive: Any, negative: Any) -> Any:
         """Dense `(B, M, M)` triplets: every mined positive with every mined
         negative of the same anchor (a pair miner's triplets)."""
