@@ -499,3 +499,76 @@ def test_built_in_similarities_are_the_measure_objects():
     assert Measure(CosineSimilarity(), "test") == Measure("cosine_similarity", "t")
     assert Measure("cosine", "test") != Measure("cosine_similarity", "test")
     assert SIMILARITIES == BUILT_IN_SIMILARITIES
+
+
+def _numpy_contrastive(matrix, positive, negative, pos_margin, neg_margin, reducer):
+    """The contrastive loss from a smaller-is-nearer float64 matrix (margins
+    already in its units), with each reducer written out."""
+    pulled = np.maximum(matrix - pos_margin, 0.0)
+    pushed = np.maximum(neg_margin - matrix, 0.0)
+
+    def reduce(losses, mask):
+        if reducer == "per_anchor":
+            rows = [
+                losses[i][mask[i]].mean() if mask[i].any() else 0.0
+                for i in range(len(mask))
+            ]
+            return float(np.mean(rows))
+        if reducer == "nonzero_mean":
+            mask = mask & (losses > 0)
+        return float(losses[mask].sum() / max(mask.sum(), 1))
+
+    if positive.sum() <= 1 and negative.sum() <= 1:
+        return 0.0
+    return reduce(pulled, positive) + reduce(pushed, negative)
+
+
+@few_examples()
+@given(
+    data=batches(),
+    distance=st.sampled_from(MEASURES),
+    reducer=st.sampled_from(["nonzero_mean", "mean", "per_anchor"]),
+    mined=st.booleans(),
+)
+def test_contrastive_reducers_equal_numpy(data, distance, reducer, mined):
+    labels, x, refs, reference_labels = data
+    refs_kwargs = _refs(refs, reference_labels)
+    pos_margin, neg_margin = (0.5, 1.5) if distance not in SIMILARITIES else (0.8, 0.2)
+    miner = PairMarginMiner(0.2, 2.0) if mined else None
+    got = online_contrastive_loss(
+        labels,
+        x,
+        pos_margin=pos_margin,
+        neg_margin=neg_margin,
+        distance=distance,
+        miner=miner,
+        reducer=reducer,
+        **refs_kwargs,
+    )
+    measure = Measure(distance, "test")
+    matrix = to_numpy(measure.matrix(x, refs)).astype(np.float64)
+    if miner is None:
+        positive, negative = _numpy_label_masks(labels, reference_labels)
+    else:
+        positive, negative = (to_numpy(m) for m in miner(labels, x, **refs_kwargs))
+    want = _numpy_contrastive(
+        matrix,
+        positive,
+        negative,
+        measure.level(pos_margin),
+        measure.level(neg_margin),
+        reducer,
+    )
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_per_anchor_is_refused_by_the_triplet_loss_by_name():
+    with pytest.raises(ValueError, match="per_anchor"):
+        OnlineTripletLoss(miner=PairMarginMiner(), reducer="per_anchor")
+    with pytest.raises(ValueError, match="per_anchor"):
+        online_triplet_loss(
+            np.zeros(2), np.zeros((2, 2), "float32"), reducer="per_anchor"
+        )
+    assert OnlineContrastiveLoss(reducer="per_anchor").get_config()["reducer"] == (
+        "per_anchor"
+    )

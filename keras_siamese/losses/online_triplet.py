@@ -53,6 +53,12 @@ def _check_options(
             "`soft` (softplus without the margin) and `smooth_loss` (softplus "
             "of the margin violation) are two forms of one option: pass one."
         )
+    if reducer == "per_anchor":
+        raise ValueError(
+            "reducer='per_anchor' averages pair losses per anchor, as "
+            "pytorch-metric-learning's PerAnchorReducer, which has no triplet "
+            "reduction: use it with OnlineContrastiveLoss."
+        )
     if reducer is not None:
         reducer = check_choice(reducer, miners.REDUCERS, "reducer")
         if mining in ("batch_hard", "semi_hard"):
