@@ -459,6 +459,9 @@ class Distance:
     """
 
     name: str = ""
+    #: Whether larger means more similar: never for a distance (the miners'
+    #: `Similarity` objects are the measures for which it holds).
+    inverted: bool = False
     matmul_form: MatmulForm | None = None
     faiss_form: FaissForm | None = None
     gram_form: GramForm | None = None

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from keras import ops
 
 from keras_siamese import (
     CircleLoss,
@@ -27,7 +28,13 @@ from keras_siamese import (
     ntxent_loss,
     supervised_contrastive_loss,
 )
-from tests.helpers import to_numpy, value_and_grad
+from keras_siamese.distances import Distance
+from keras_siamese.miners import (
+    MultiSimilarityMiner,
+    PairMarginMiner,
+    TripletMarginMiner,
+)
+from tests.helpers import few_examples, to_numpy, value_and_grad
 
 # --- independent references ---------------------------------------------------
 
@@ -40,12 +47,28 @@ def np_cosine(x, refs):
     return unit(x) @ unit(refs).T
 
 
-def np_pairs(labels, x, refs, reference_labels):
+def np_similarity(x, refs, distance="cosine_similarity"):
+    """Larger-is-more-similar values: a similarity, or a negated distance."""
+    x, refs = x.astype("float64"), refs.astype("float64")
+    if distance == "cosine_similarity":
+        return np_cosine(x, refs)
+    if distance == "dot_product_similarity":
+        return x @ refs.T
+    if distance == "cosine":
+        return np_cosine(x, refs) - 1.0
+    difference = x[:, None, :] - refs[None, :, :]
+    if distance == "manhattan":
+        return -np.abs(difference).sum(-1)
+    squares = (difference**2).sum(-1)
+    return -squares if distance == "squared_euclidean" else -np.sqrt(squares)
+
+
+def np_pairs(labels, x, refs, reference_labels, distance="cosine_similarity"):
     """Similarities and the lists of positive / negative columns of each row."""
     self_compare = refs is None
     if self_compare:
         refs, reference_labels = x, labels
-    s = np_cosine(x, refs)
+    s = np_similarity(x, refs, distance)
     positives, negatives = [], []
     for i in range(len(labels)):
         positives.append(
@@ -65,6 +88,17 @@ def np_pairs(labels, x, refs, reference_labels):
     return s, positives, negatives
 
 
+def restrict(positives, negatives, masks):
+    """Only the pairs where the `(positive, negative)` masks of a miner hold."""
+    if masks is None:
+        return positives, negatives
+    positive, negative = masks
+    return (
+        [[j for j in row if positive[i, j]] for i, row in enumerate(positives)],
+        [[j for j in row if negative[i, j]] for i, row in enumerate(negatives)],
+    )
+
+
 def no_pml_pairs(positives, negatives):
     """pytorch-metric-learning's guard: at most one pair of each kind."""
     return sum(map(len, positives)) <= 1 and sum(map(len, negatives)) <= 1
@@ -81,8 +115,15 @@ def mean_nonzero(losses):
     return float(np.mean(kept)) if kept else 0.0
 
 
-def ref_supcon(labels, x, refs=None, reference_labels=None, temperature=0.1):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+def ref_supcon(
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    temperature=0.1,
+    distance="cosine_similarity",
+):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -96,8 +137,15 @@ def ref_supcon(labels, x, refs=None, reference_labels=None, temperature=0.1):
     return mean_nonzero(losses)
 
 
-def ref_ntxent(labels, x, refs=None, reference_labels=None, temperature=0.07):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+def ref_ntxent(
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    temperature=0.07,
+    distance="cosine_similarity",
+):
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -120,8 +168,14 @@ def ref_multi_similarity(
     base=0.5,
     mining=False,
     epsilon=0.1,
+    distance="cosine_similarity",
+    masks=None,
 ):
-    s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
+    s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
+    positives, negatives = restrict(positives, negatives, masks)
+    if not distance.endswith("similarity"):
+        # The paper's terms on a distance d: s - base reads base - d.
+        base = -base
     if mining:
         if not any(positives) or not any(negatives):
             positives = negatives = [[] for _ in labels]
@@ -148,7 +202,14 @@ def ref_multi_similarity(
 
 
 def ref_circle(
-    labels, x, refs=None, reference_labels=None, m=0.4, gamma=80.0, weights_at=None
+    labels,
+    x,
+    refs=None,
+    reference_labels=None,
+    m=0.4,
+    gamma=80.0,
+    weights_at=None,
+    masks=None,
 ):
     """Circle loss; `weights_at=(x0, refs0)` fixes alpha_p, alpha_n there.
 
@@ -157,6 +218,7 @@ def ref_circle(
     """
     s, positives, negatives = np_pairs(labels, x, refs, reference_labels)
     w = s if weights_at is None else np_pairs(labels, *weights_at, reference_labels)[0]
+    positives, negatives = restrict(positives, negatives, masks)
     if no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -527,6 +589,13 @@ def test_config_round_trip(loss_class):
     assert restored.get_config() == config
 
 
+class _PairedOnly(Distance):
+    name = "test_paired_only"
+
+    def paired_form(self, a, b, keepdims):
+        return ops.sum(ops.abs(a - b), axis=-1, keepdims=keepdims)
+
+
 @pytest.mark.parametrize(
     ("loss_class", "function", "kwargs", "error", "match"),
     [
@@ -582,9 +651,34 @@ def test_config_round_trip(loss_class):
         ),
         (CircleLoss, circle_loss, {"m": -0.1}, ValueError, "m"),
         (CircleLoss, circle_loss, {"gamma": 0}, ValueError, "gamma"),
+        (CircleLoss, circle_loss, {"distance": "euclidean"}, ValueError, "cosine"),
+        (
+            CircleLoss,
+            circle_loss,
+            {"distance": "dot_product_similarity"},
+            ValueError,
+            "cosine_similarity",
+        ),
+        (
+            SupervisedContrastiveLoss,
+            supervised_contrastive_loss,
+            {"distance": "nope"},
+            ValueError,
+            "dot_product_similarity",
+        ),
+        (NTXentLoss, ntxent_loss, {"distance": 3}, TypeError, "distance"),
+        (
+            MultiSimilarityLoss,
+            multi_similarity_loss,
+            {"distance": _PairedOnly()},
+            ValueError,
+            "pairwise_form",
+        ),
     ],
 )
 def test_bad_arguments_raise(loss_class, function, kwargs, error, match):
+    # A Distance without an all-pairs form, or a measure the loss cannot
+    # take, is refused at construction and at call, never run.
     with pytest.raises(error, match=match):
         loss_class(**kwargs)
     with pytest.raises(error, match=match):
@@ -649,3 +743,276 @@ def test_fits_a_model(name):
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSSES[name][2]())
     history = model.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+# Configs exactly as the package wrote them before these losses were built
+# on `FunctionLoss`: each must load, compute as the constructor does, and be
+# written back unchanged.
+SAVED_CONFIGS = [
+    {
+        "name": "online_contrastive_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": True,
+        "dtype": "float32",
+        "pos_margin": 0.1,
+        "neg_margin": 0.7,
+        "distance": "cosine_similarity",
+        "miner": {
+            "module": "keras_siamese.miners.pair_margin",
+            "class_name": "PairMarginMiner",
+            "config": {"distance": "euclidean", "pos_margin": 0.2, "neg_margin": 0.8},
+            "registered_name": "keras_siamese>PairMarginMiner",
+        },
+        "reducer": "mean",
+    },
+    {
+        "name": "t",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "mining": None,
+        "margin": 0.3,
+        "distance": "squared_euclidean",
+        "soft": False,
+        "miner": {
+            "module": "keras_siamese.miners.triplet_margin",
+            "class_name": "TripletMarginMiner",
+            "config": {
+                "distance": "euclidean",
+                "margin": 0.1,
+                "type_of_triplets": "semihard",
+            },
+            "registered_name": "keras_siamese>TripletMarginMiner",
+        },
+        "smooth_loss": True,
+        "reducer": "mean",
+    },
+    {
+        "name": "online_triplet_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "mining": "semi_hard",
+        "margin": 1.0,
+        "distance": "euclidean",
+        "soft": True,
+        "miner": None,
+        "smooth_loss": False,
+        "reducer": None,
+    },
+    {
+        "name": "multi_similarity_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "alpha": 1.5,
+        "beta": 40.0,
+        "base": 0.4,
+        "mining": True,
+        "epsilon": 0.2,
+    },
+    {
+        "name": "circle_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "m": 0.25,
+        "gamma": 64.0,
+    },
+    {
+        "name": "supervised_contrastive_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "temperature": 0.3,
+    },
+    {
+        "name": "ntxent_loss",
+        "reduction": "sum_over_batch_size",
+        "global_batch": False,
+        "dtype": "float32",
+        "temperature": 0.2,
+    },
+]
+# Arguments added since, written back with their defaults.
+NEW_DEFAULTS = {
+    "multi_similarity_loss": {"distance": "cosine_similarity", "miner": None},
+    "circle_loss": {"distance": "cosine_similarity", "miner": None},
+    "supervised_contrastive_loss": {"distance": "cosine_similarity"},
+    "ntxent_loss": {"distance": "cosine_similarity"},
+}
+
+
+def _saved_config_class(config):
+    from keras_siamese import OnlineContrastiveLoss, OnlineTripletLoss
+
+    if "pos_margin" in config:
+        return OnlineContrastiveLoss
+    if "soft" in config:
+        return OnlineTripletLoss
+    if "temperature" in config:
+        return {
+            "supervised_contrastive_loss": SupervisedContrastiveLoss,
+            "ntxent_loss": NTXentLoss,
+        }[config["name"]]
+    return MultiSimilarityLoss if "alpha" in config else CircleLoss
+
+
+@pytest.mark.parametrize("config", SAVED_CONFIGS, ids=lambda c: c["name"])
+def test_configs_saved_before_load_and_are_written_back_unchanged(config):
+    loss_class = _saved_config_class(config)
+    serialized = {
+        "module": loss_class.__module__,
+        "class_name": loss_class.__name__,
+        "config": config,
+        "registered_name": f"keras_siamese>{loss_class.__name__}",
+    }
+    loaded = keras.saving.deserialize_keras_object(serialized)
+    assert type(loaded) is loss_class
+    written = {**config, **NEW_DEFAULTS.get(config["name"], {})}
+    assert loaded.get_config() == written
+    assert list(loaded.get_config()) == list(written)
+    # The arguments read back as attributes, with their saved values (the
+    # distance by its name, the miner as an object).
+    for key in ("margin", "alpha", "m", "temperature", "reducer", "distance"):
+        if key in config:
+            assert getattr(loaded, key) == config[key]
+    if config.get("miner") is not None:
+        assert type(loaded.miner).__name__ == config["miner"]["class_name"]
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    x = rng.normal(size=(8, 3)).astype("float32")
+    arguments = {
+        k: v for k, v in config.items() if k not in ("name", "reduction", "dtype")
+    }
+    if arguments.get("miner") is not None:
+        arguments["miner"] = keras.saving.deserialize_keras_object(arguments["miner"])
+    rebuilt = loss_class(**arguments)
+    np.testing.assert_allclose(
+        float(loaded(labels, x)), float(rebuilt(labels, x)), rtol=1e-6
+    )
+
+
+# --- distances other than the cosine similarity ---------------------------------
+
+DISTANCE_LOSSES = ["supcon", "ntxent", "multi_similarity", "multi_similarity-mining"]
+MEASURES = (
+    "euclidean",
+    "squared_euclidean",
+    "manhattan",
+    "cosine",
+    "dot_product_similarity",
+)
+
+
+@pytest.mark.parametrize("name", DISTANCE_LOSSES)
+@few_examples()
+@given(
+    data=labelled_batches(grid=False),
+    distance=st.sampled_from(MEASURES),
+    as_class=st.booleans(),
+)
+def test_a_distance_matches_numpy_reference(name, data, distance, as_class):
+    # pytorch-metric-learning's rule: a similarity is used as it is, a
+    # distance d as the similarity -d (and base as -base for the
+    # multi-similarity loss). Rows are scaled down and T = 1 so that no
+    # softmax term is below float32's resolution.
+    labels, x, refs, reference_labels = data
+    x = x * 0.5
+    refs = None if refs is None else refs * 0.5
+    function, reference, loss_class = LOSSES[name]
+    options = dict(OPTIONS[name], distance=distance)
+    if name in ("supcon", "ntxent"):
+        options["temperature"] = 1.0
+    want = reference(labels, x, refs, reference_labels, **options)
+    if as_class and refs is None:
+        got = loss_class(**options)(labels, x)
+    else:
+        got = function(labels, x, **options, **_references(refs, reference_labels))
+    np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", DISTANCE_LOSSES)
+@pytest.mark.parametrize("distance", ["euclidean", "dot_product_similarity"])
+def test_a_distance_gradient_matches_finite_differences(name, distance):
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 3])
+    x = (rng.normal(size=(8, 3)) * 0.5).astype("float32")
+    function, reference, _ = LOSSES[name]
+    options = dict(OPTIONS[name], distance=distance)
+    if name in ("supcon", "ntxent"):
+        options["temperature"] = 1.0
+    _, (grad,) = value_and_grad(lambda e: function(labels, e, **options), x)
+    want = numeric_gradient(lambda e: reference(labels, e, **options), x)
+    np.testing.assert_allclose(grad, want, rtol=2e-3, atol=2e-4)
+
+
+def test_the_default_distance_is_the_cosine_similarity():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 1, 2, 0])
+    x = rng.normal(size=(6, 4)).astype("float32")
+    for name in NAMES:
+        function = LOSSES[name][0]
+        default = float(to_numpy(function(labels, x)))
+        named = float(to_numpy(function(labels, x, distance="cosine_similarity")))
+        assert default == named
+        assert LOSSES[name][2]().get_config()["distance"] == "cosine_similarity"
+
+
+# --- miners feeding the pair losses -----------------------------------------------
+
+PAIR_LOSS_MINERS = {
+    # a pair miner's masks are the pairs; a triplet miner's, the pairs of
+    # its triplets (pytorch-metric-learning's conversion to pairs)
+    "pair_margin": lambda: PairMarginMiner(0.7, 0.3, distance="cosine_similarity"),
+    "triplet_semihard": lambda: TripletMarginMiner(0.5, "semihard"),
+}
+
+
+@pytest.mark.parametrize("name", ["multi_similarity", "circle"])
+@pytest.mark.parametrize("miner_name", sorted(PAIR_LOSS_MINERS))
+@few_examples()
+@given(data=labelled_batches(grid=False))
+def test_a_miner_restricts_the_pairs_as_the_numpy_reference(name, miner_name, data):
+    labels, x, refs, reference_labels = data
+    function, reference, _ = LOSSES[name]
+    miner = PAIR_LOSS_MINERS[miner_name]()
+    refs_kwargs = _references(refs, reference_labels)
+    masks = tuple(to_numpy(mask) for mask in miner(labels, x, **refs_kwargs))
+    got = function(labels, x, miner=miner, **OPTIONS[name], **refs_kwargs)
+    want = reference(labels, x, refs, reference_labels, masks=masks, **OPTIONS[name])
+    np.testing.assert_allclose(float(to_numpy(got)), want, rtol=1e-4, atol=1e-5)
+
+
+@given(data=labelled_batches(), epsilon=st.sampled_from([0.0, 0.1, 0.3]))
+def test_the_multi_similarity_miner_equals_mining_inside_the_loss(data, epsilon):
+    labels, x, refs, reference_labels = data
+    refs_kwargs = _references(refs, reference_labels)
+    inside = multi_similarity_loss(
+        labels, x, mining=True, epsilon=epsilon, **refs_kwargs
+    )
+    fed = multi_similarity_loss(
+        labels, x, miner=MultiSimilarityMiner(epsilon), **refs_kwargs
+    )
+    assert float(to_numpy(inside)) == float(to_numpy(fed))
+
+
+@pytest.mark.parametrize("loss_class", [MultiSimilarityLoss, CircleLoss])
+def test_a_miner_is_saved_and_reloaded_and_checked(loss_class):
+    loss = loss_class(miner=TripletMarginMiner(0.3, "hard"))
+    config = loss.get_config()
+    assert config["miner"]["class_name"] == "TripletMarginMiner"
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert restored.get_config() == config
+    assert restored.miner.type_of_triplets == "hard"
+    with pytest.raises(TypeError, match="miner"):
+        loss_class(miner="semihard")
+    with pytest.raises(TypeError, match="miner"):
+        LOSSES[loss_class().name.removesuffix("_loss")][0](
+            np.zeros(2), np.zeros((2, 2), "float32"), miner=3
+        )
+    if loss_class is MultiSimilarityLoss:
+        with pytest.raises(ValueError, match="either"):
+            MultiSimilarityLoss(mining=True, miner=MultiSimilarityMiner())

@@ -26,12 +26,18 @@ from keras_siamese import (
     online_contrastive_loss,
     online_triplet_loss,
 )
+from keras_siamese.distances import pairwise_distances
+from keras_siamese.miners import SIMILARITIES as BUILT_IN_SIMILARITIES
 from keras_siamese.miners import (
     BatchEasyHardMiner,
+    CosineSimilarity,
+    DotProductSimilarity,
     Measure,
     MultiSimilarityMiner,
     PairMarginMiner,
+    Similarity,
     TripletMarginMiner,
+    register_similarity,
 )
 from tests.helpers import few_examples, to_numpy, value_and_grad
 
@@ -49,6 +55,8 @@ def _numpy_matrix(x, refs, distance):
         return np.sum(difference**2, -1)
     if distance == "manhattan":
         return np.sum(np.abs(difference), -1)
+    if distance == "dot_product_similarity":
+        return -(x @ other.T)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
     unit_other = other / np.maximum(np.linalg.norm(other, axis=1, keepdims=True), 1e-6)
     similarity = unit @ unit_other.T
@@ -100,7 +108,8 @@ MINERS = {
     "hard_all": lambda d: BatchEasyHardMiner("hard", "all", distance=d),
     "semihard_hard": lambda d: BatchEasyHardMiner("semihard", "hard", distance=d),
 }
-MEASURES = (*DISTANCES, "cosine_similarity")
+SIMILARITIES = ("cosine_similarity", "dot_product_similarity")
+MEASURES = (*DISTANCES, *SIMILARITIES)
 
 
 @pytest.mark.parametrize("name", sorted(MINERS))
@@ -132,9 +141,7 @@ def test_mined_pairs_are_valid_pairs(name, data, distance):
 @given(data=batches(), distance=st.sampled_from(MEASURES))
 def test_pair_margin_masks_are_symmetric_and_follow_the_rule(data, distance):
     labels, x, refs, reference_labels = data
-    pos_margin, neg_margin = (
-        (0.5, 1.5) if distance != "cosine_similarity" else (0.3, 0.1)
-    )
+    pos_margin, neg_margin = (0.5, 1.5) if distance not in SIMILARITIES else (0.3, 0.1)
     miner = PairMarginMiner(pos_margin, neg_margin, distance=distance)
     positive, negative = (
         to_numpy(m) for m in miner(labels, x, **_refs(refs, reference_labels))
@@ -145,7 +152,7 @@ def test_pair_margin_masks_are_symmetric_and_follow_the_rule(data, distance):
     clear = (np.abs(np.abs(matrix) - pos_margin) > 1e-5) & (
         np.abs(np.abs(matrix) - neg_margin) > 1e-5
     )
-    if distance == "cosine_similarity":
+    if distance in SIMILARITIES:
         want_positive = valid_positive & (-matrix < pos_margin)
         want_negative = valid_negative & (-matrix > neg_margin)
     else:
@@ -436,3 +443,132 @@ def test_empty_batch_and_batch_without_triplets_give_zero():
         lambda e: online_triplet_loss(np.zeros(4, "int64"), e, miner=miner), one_class
     )
     assert float(value) == 0.0 and not grad.any()
+
+
+class _NegativeSquares(Similarity):
+    """A similarity defined outside the package: minus the squared distance."""
+
+    name = "test_negative_squares"
+
+    def pairwise_form(self, x, y):
+        return -pairwise_distances(
+            x, "squared_euclidean", references=None if y is None else y
+        )
+
+
+@given(data=batches())
+def test_a_similarity_object_is_asked_whether_larger_is_nearer(data):
+    # A new similarity needs only its class: the miner flips its margins
+    # because the object says it is inverted, and mines exactly what the
+    # squared distance mines with the margins negated.
+    labels, x, refs, reference_labels = data
+    refs_kwargs = _refs(refs, reference_labels)
+    assert Measure(_NegativeSquares(), "test").inverted
+    assert not Measure("squared_euclidean", "test").inverted
+    assert Measure("cosine_similarity", "test").identifier == CosineSimilarity()
+    by_similarity = PairMarginMiner(-0.5, -1.5, distance=_NegativeSquares())
+    by_distance = PairMarginMiner(0.5, 1.5, distance="squared_euclidean")
+    for got, want in zip(
+        by_similarity(labels, x, **refs_kwargs), by_distance(labels, x, **refs_kwargs)
+    ):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
+
+
+def test_a_similarity_is_saved_by_name_once_registered():
+    loss = OnlineContrastiveLoss(distance=_NegativeSquares())
+    with pytest.raises(ValueError, match="register_similarity"):
+        loss.get_config()
+    register_similarity(_NegativeSquares())
+    config = loss.get_config()
+    assert config["distance"] == "test_negative_squares"
+    assert OnlineContrastiveLoss.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="cannot be replaced"):
+        register_similarity(_Renamed())
+    with pytest.raises(TypeError, match="Similarity"):
+        register_similarity("cosine_similarity")
+
+
+class _Renamed(Similarity):
+    name = "cosine_similarity"
+
+
+def test_built_in_similarities_are_the_measure_objects():
+    assert isinstance(
+        Measure("dot_product_similarity", "test").identifier, DotProductSimilarity
+    )
+    assert Measure(CosineSimilarity(), "test") == Measure("cosine_similarity", "t")
+    assert Measure("cosine", "test") != Measure("cosine_similarity", "test")
+    assert SIMILARITIES == BUILT_IN_SIMILARITIES
+
+
+def _numpy_contrastive(matrix, positive, negative, pos_margin, neg_margin, reducer):
+    """The contrastive loss from a smaller-is-nearer float64 matrix (margins
+    already in its units), with each reducer written out."""
+    pulled = np.maximum(matrix - pos_margin, 0.0)
+    pushed = np.maximum(neg_margin - matrix, 0.0)
+
+    def reduce(losses, mask):
+        if reducer == "per_anchor":
+            rows = [
+                losses[i][mask[i]].mean() if mask[i].any() else 0.0
+                for i in range(len(mask))
+            ]
+            return float(np.mean(rows))
+        if reducer == "nonzero_mean":
+            mask = mask & (losses > 0)
+        return float(losses[mask].sum() / max(mask.sum(), 1))
+
+    if positive.sum() <= 1 and negative.sum() <= 1:
+        return 0.0
+    return reduce(pulled, positive) + reduce(pushed, negative)
+
+
+@few_examples()
+@given(
+    data=batches(),
+    distance=st.sampled_from(MEASURES),
+    reducer=st.sampled_from(["nonzero_mean", "mean", "per_anchor"]),
+    mined=st.booleans(),
+)
+def test_contrastive_reducers_equal_numpy(data, distance, reducer, mined):
+    labels, x, refs, reference_labels = data
+    refs_kwargs = _refs(refs, reference_labels)
+    pos_margin, neg_margin = (0.5, 1.5) if distance not in SIMILARITIES else (0.8, 0.2)
+    miner = PairMarginMiner(0.2, 2.0) if mined else None
+    got = online_contrastive_loss(
+        labels,
+        x,
+        pos_margin=pos_margin,
+        neg_margin=neg_margin,
+        distance=distance,
+        miner=miner,
+        reducer=reducer,
+        **refs_kwargs,
+    )
+    measure = Measure(distance, "test")
+    matrix = to_numpy(measure.matrix(x, refs)).astype(np.float64)
+    if miner is None:
+        positive, negative = _numpy_label_masks(labels, reference_labels)
+    else:
+        positive, negative = (to_numpy(m) for m in miner(labels, x, **refs_kwargs))
+    want = _numpy_contrastive(
+        matrix,
+        positive,
+        negative,
+        measure.level(pos_margin),
+        measure.level(neg_margin),
+        reducer,
+    )
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_per_anchor_is_refused_by_the_triplet_loss_by_name():
+    with pytest.raises(ValueError, match="per_anchor"):
+        OnlineTripletLoss(miner=PairMarginMiner(), reducer="per_anchor")
+    with pytest.raises(ValueError, match="per_anchor"):
+        online_triplet_loss(
+            np.zeros(2), np.zeros((2, 2), "float32"), reducer="per_anchor"
+        )
+    assert OnlineContrastiveLoss(reducer="per_anchor").get_config()["reducer"] == (
+        "per_anchor"
+    )

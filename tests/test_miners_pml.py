@@ -22,7 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_siamese import online_contrastive_loss, online_triplet_loss
+from keras_siamese import (
+    circle_loss,
+    multi_similarity_loss,
+    ntxent_loss,
+    online_contrastive_loss,
+    online_triplet_loss,
+    supervised_contrastive_loss,
+)
 from keras_siamese.distances import l2_normalize
 from keras_siamese.miners import (
     BatchEasyHardMiner,
@@ -74,6 +81,14 @@ def _contrastive(**kwargs):
     return loss
 
 
+def _labelled(function, **kwargs):
+    def loss(labels, x, miner, **refs):
+        options = {} if miner is None else {"miner": miner}
+        return function(labels, x, **kwargs, **options, **refs)
+
+    return loss
+
+
 # loss name -> (package loss, whether PML's distance normalises the embeddings)
 LOSSES = {
     "triplet": (_triplet(), True),
@@ -86,6 +101,29 @@ LOSSES = {
         _contrastive(pos_margin=1.0, neg_margin=0.3, distance=COSINE),
         False,
     ),
+    "supcon_lp": (_labelled(supervised_contrastive_loss, distance="euclidean"), True),
+    "supcon_dot": (
+        _labelled(
+            supervised_contrastive_loss,
+            temperature=0.5,
+            distance="dot_product_similarity",
+        ),
+        False,
+    ),
+    "ntxent_lp": (_labelled(ntxent_loss, distance="euclidean"), True),
+    "ntxent_dot": (
+        _labelled(ntxent_loss, temperature=0.5, distance="dot_product_similarity"),
+        False,
+    ),
+    "multi_similarity_lp": (
+        _labelled(multi_similarity_loss, distance="euclidean"),
+        True,
+    ),
+    # The cosine similarity normalises anyway; normalised here so that a
+    # miner measuring with the Euclidean distance sees what PML's sees.
+    "multi_similarity": (_labelled(multi_similarity_loss), True),
+    "circle": (_labelled(circle_loss), True),
+    "contrastive_per_anchor": (_contrastive(reducer="per_anchor"), True),
 }
 
 

@@ -100,8 +100,10 @@ class FunctionLoss(LabelledEmbeddingLoss):
         reduction: Keras loss reduction (the loss is already a scalar).
         name: name of the loss.
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
-        **kwargs: the arguments of `fn`, plain values that JSON can hold;
-            each is also readable as an attribute of the loss.
+        **kwargs: the arguments of `fn`, each also readable as an
+            attribute of the loss: plain values that JSON can hold, a
+            `keras_siamese.miners.Measure` (saved by its name) or a Keras
+            object such as a miner (saved by its serialized config).
     """
 
     def __init__(
@@ -133,5 +135,17 @@ class FunctionLoss(LabelledEmbeddingLoss):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(self._fn_kwargs)
+        config.update(
+            {name: self._config_value(value) for name, value in self._fn_kwargs.items()}
+        )
         return config
+
+    def _config_value(self, value: Any) -> Any:
+        """An argument as its config holds it: a measure (a miner's
+        `Measure`) by its registered name, a Keras object (a miner) by its
+        serialized config, anything else as it is."""
+        if callable(getattr(value, "serialize", None)):
+            return value.serialize(type(self).__name__)
+        if value is not None and callable(getattr(value, "get_config", None)):
+            return keras.saving.serialize_keras_object(value)
+        return value

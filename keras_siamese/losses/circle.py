@@ -7,9 +7,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import CosineSimilarity, Measure
 
 
 def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
@@ -17,6 +19,17 @@ def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
         check_float(m, "m", minimum=0.0),
         check_float(gamma, "gamma", minimum=0.0, inclusive=False),
     )
+
+
+def _check_distance(distance: Any, user: str) -> Measure:
+    measure = Measure(distance, user)
+    if not isinstance(measure.identifier, CosineSimilarity):
+        raise ValueError(
+            f"{user} takes only distance='cosine_similarity' (its optima "
+            "1 + m and -m are cosine similarities, as pytorch-metric-learning's "
+            f"CircleLoss requires a CosineSimilarity); got {measure.name!r}."
+        )
+    return measure
 
 
 def from_similarity(
@@ -49,6 +62,8 @@ def circle_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair-based form, of one batch.
 
@@ -86,14 +101,22 @@ def circle_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: `"cosine_similarity"` (or a `CosineSimilarity`), the only
+            measure: the loss's optima are cosine similarities.
+        miner: an optional `keras_siamese.miners.Miner` (or its serialized
+            config): only its pairs count. A pair miner's masks are used as
+            they are; a triplet miner's are the pairs of its triplets, as
+            pytorch-metric-learning turns triplets into pairs. The miner
+            measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
-        ValueError: for a negative `m`, a `gamma` that is not positive,
-            badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+        ValueError: for a negative `m`, a `gamma` that is not positive, any
+            other `distance`, badly shaped inputs, or only one of
+            `references` and `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
 
     Examples:
         >>> import numpy as np
@@ -103,6 +126,8 @@ def circle_loss(
         1.2127
     """
     m, gamma = _check_arguments(m, gamma)
+    measure = _check_distance(distance, "circle_loss")
+    miner = miner_objects.get(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -111,12 +136,16 @@ def circle_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    similarity = measure.similarity(embeddings, references)
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(similarity, positive, negative, m, gamma)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class CircleLoss(LabelledEmbeddingLoss):
+class CircleLoss(FunctionLoss):
     """Circle loss: `y_true` labels, `y_pred` embeddings.
 
     Sun et al. 2020, pair-based form: a soft version of "every positive more
@@ -129,6 +158,9 @@ class CircleLoss(LabelledEmbeddingLoss):
     Args:
         m: the relaxation margin, default 0.4.
         gamma: the scale, default 80.
+        distance: `"cosine_similarity"`, the only measure (see
+            `circle_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see `circle_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -138,9 +170,10 @@ class CircleLoss(LabelledEmbeddingLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a negative `m` or a `gamma` that is not positive (at
-            construction); for badly shaped inputs or a `sample_weight` (at
-            call).
+        ValueError: for a negative `m`, a `gamma` that is not positive or
+            another distance than `"cosine_similarity"` (at construction);
+            for badly shaped inputs or a `sample_weight` (at call).
+        TypeError: if `miner` is not a `Miner` (at construction).
 
     Examples:
         >>> import numpy as np
@@ -148,6 +181,13 @@ class CircleLoss(LabelledEmbeddingLoss):
         >>> embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
         >>> round(float(loss(np.array([0, 0, 1, 1]), embeddings)), 4)
         1.3528
+
+        With a triplet miner, over the pairs of its triplets:
+
+        >>> from keras_siamese.miners import TripletMarginMiner
+        >>> mined = CircleLoss(m=0.25, gamma=1.0, miner=TripletMarginMiner(0.5))
+        >>> round(float(mined(np.array([0, 0, 1, 1]), embeddings)), 4)
+        1.1858
 
         Usage with `compile()`:
 
@@ -160,20 +200,24 @@ class CircleLoss(LabelledEmbeddingLoss):
         self,
         m: float = 0.4,
         gamma: float = 80.0,
+        distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "circle_loss",
         dtype: str | None = None,
     ) -> None:
+        m, gamma = _check_arguments(m, gamma)
+        measure = _check_distance(distance, "CircleLoss")
         super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+            circle_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            m=m,
+            gamma=gamma,
+            distance=measure,
+            miner=miner_objects.get(miner),
         )
-        self.m, self.gamma = _check_arguments(m, gamma)
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return circle_loss(labels, embeddings, m=self.m, gamma=self.gamma)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"m": self.m, "gamma": self.gamma})
-        return config
+        self.distance = measure.name

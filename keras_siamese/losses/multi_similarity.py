@@ -7,20 +7,30 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_bool, check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import Measure
 
 
 def _check_arguments(
-    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any
-) -> tuple[float, float, float, bool, float]:
+    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any, miner: Any = None
+) -> tuple[float, float, float, bool, float, Any]:
+    mining = check_bool(mining, "mining")
+    miner = miner_objects.get(miner)
+    if mining and miner is not None:
+        raise ValueError(
+            "Pass either `mining=True` (the multi-similarity miner inside the "
+            f"loss) or a `miner`, not both; got miner={miner!r}."
+        )
     return (
         check_float(alpha, "alpha", minimum=0.0, inclusive=False),
         check_float(beta, "beta", minimum=0.0, inclusive=False),
         check_float(base, "base"),
-        check_bool(mining, "mining"),
+        mining,
         check_float(epsilon, "epsilon", minimum=0.0),
+        miner,
     )
 
 
@@ -89,6 +99,8 @@ def multi_similarity_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019) of one batch.
 
@@ -100,7 +112,9 @@ def multi_similarity_loss(
         loss(i) = 1/alpha * log(1 + sum_{p in P(i)} exp(-alpha * (s(i, p) - base)))
                 + 1/beta  * log(1 + sum_{n in N(i)} exp( beta * (s(i, n) - base)))
 
-    and the batch loss is the mean over **all** anchors: an anchor without
+    (with a distance `d` instead of a similarity, `s - base` reads
+    `base - d`, as pytorch-metric-learning's `MultiSimilarityLoss(distance=
+    ...)`), and the batch loss is the mean over **all** anchors: an anchor without
     positives still pays for its negatives (and one without negatives for
     its positives). A batch without any pair has loss 0. These are the
     numbers and the reduction (`MeanReducer`) of pytorch-metric-learning's
@@ -134,6 +148,16 @@ def multi_similarity_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: `"cosine_similarity"` (default, on L2-normalised rows),
+            `"dot_product_similarity"`, another
+            `keras_siamese.miners.Similarity`, or a distance name or
+            `Distance`; `base` is in its units. `mining=True` mines with it
+            too.
+        miner: an optional `keras_siamese.miners.Miner` (or its serialized
+            config), not with `mining=True`: only its pairs count. A pair
+            miner's masks are used as they are; a triplet miner's are the
+            pairs of its triplets, as pytorch-metric-learning turns triplets
+            into pairs. The miner measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -141,8 +165,10 @@ def multi_similarity_loss(
     Raises:
         TypeError: if `mining` is not a bool.
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon`, badly shaped inputs, or only one of `references` and
+            `epsilon`, an unknown distance, both `mining=True` and a
+            `miner`, badly shaped inputs, or only one of `references` and
             `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
 
     Examples:
         >>> import numpy as np
@@ -150,10 +176,16 @@ def multi_similarity_loss(
         >>> labels = np.array([0, 0, 1, 1])
         >>> round(float(multi_similarity_loss(labels, embeddings)), 4)
         0.1566
+        >>> by_distance = multi_similarity_loss(
+        ...     labels, embeddings, base=1.0, distance="euclidean"
+        ... )
+        >>> round(float(by_distance), 4)
+        0.0635
     """
-    alpha, beta, base, mining, epsilon = _check_arguments(
-        alpha, beta, base, mining, epsilon
+    alpha, beta, base, mining, epsilon, miner = _check_arguments(
+        alpha, beta, base, mining, epsilon, miner
     )
+    measure = Measure(distance, "multi_similarity_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -162,14 +194,20 @@ def multi_similarity_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    # A distance d enters as the similarity -d, so its base as -base.
+    similarity = measure.similarity(embeddings, references)
+    base = base if measure.inverted else -base
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(
         similarity, positive, negative, alpha, beta, base, mining, epsilon
     )
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class MultiSimilarityLoss(LabelledEmbeddingLoss):
+class MultiSimilarityLoss(FunctionLoss):
     """Multi-similarity loss: `y_true` labels, `y_pred` embeddings.
 
     Wang et al. 2019: weighs every positive and negative pair of an anchor by
@@ -187,6 +225,10 @@ class MultiSimilarityLoss(LabelledEmbeddingLoss):
         base: the similarity the pairs are measured from, default 0.5.
         mining: mine the informative pairs first, default False.
         epsilon: the miner's margin, default 0.1.
+        distance: `"cosine_similarity"` (default), another similarity, or a
+            distance (see `multi_similarity_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see
+            `multi_similarity_loss`); not with `mining=True`.
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -197,8 +239,9 @@ class MultiSimilarityLoss(LabelledEmbeddingLoss):
 
     Raises:
         TypeError: if `mining` is not a bool (at construction).
-        ValueError: for `alpha` or `beta` not positive or a negative
-            `epsilon` (at construction); for badly shaped inputs or a
+        ValueError: for `alpha` or `beta` not positive, a negative
+            `epsilon`, an unknown distance, or both `mining=True` and a
+            `miner` (at construction); for badly shaped inputs or a
             `sample_weight` (at call).
 
     Examples:
@@ -222,38 +265,29 @@ class MultiSimilarityLoss(LabelledEmbeddingLoss):
         base: float = 0.5,
         mining: bool = False,
         epsilon: float = 0.1,
+        distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "multi_similarity_loss",
         dtype: str | None = None,
     ) -> None:
+        alpha, beta, base, mining, epsilon, miner = _check_arguments(
+            alpha, beta, base, mining, epsilon, miner
+        )
+        measure = Measure(distance, "MultiSimilarityLoss")
         super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+            multi_similarity_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            alpha=alpha,
+            beta=beta,
+            base=base,
+            mining=mining,
+            epsilon=epsilon,
+            distance=measure,
+            miner=miner,
         )
-        self.alpha, self.beta, self.base, self.mining, self.epsilon = _check_arguments(
-            alpha, beta, base, mining, epsilon
-        )
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return multi_similarity_loss(
-            labels,
-            embeddings,
-            alpha=self.alpha,
-            beta=self.beta,
-            base=self.base,
-            mining=self.mining,
-            epsilon=self.epsilon,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "alpha": self.alpha,
-                "beta": self.beta,
-                "base": self.base,
-                "mining": self.mining,
-                "epsilon": self.epsilon,
-            }
-        )
-        return config
+        self.distance = measure.name

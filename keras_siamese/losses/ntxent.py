@@ -10,6 +10,7 @@ from keras import ops
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import Measure
 
 
 def from_similarity(
@@ -44,6 +45,7 @@ def ntxent_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
 ) -> Any:
     """Normalised temperature-scaled cross entropy (NT-Xent, InfoNCE).
 
@@ -55,6 +57,9 @@ def ntxent_loss(
         loss(i, p) = -log(exp(s(i, p) / T)
                           / (exp(s(i, p) / T) + sum_{n in N(i)} exp(s(i, n) / T)))
 
+    With another `distance`, `s(i, j)` is that similarity, or minus that
+    distance (pytorch-metric-learning's `NTXentLoss(distance=...)`). The
+    loss is
     averaged over all positive pairs (0 for a batch without a positive or
     without a negative pair). For SimCLR, give the two augmented views of
     example `k` the label `k`: each view's positive is then the other view and
@@ -80,13 +85,20 @@ def ntxent_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: how rows are compared: `"cosine_similarity"` (default,
+            on L2-normalised rows), `"dot_product_similarity"` (the rows as
+            they are), another `keras_siamese.miners.Similarity`, or a
+            distance name or `Distance` (see `keras_siamese.distances.get`),
+            whose negated values are then the similarities, as
+            pytorch-metric-learning does with a non-inverted distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
-        ValueError: for a temperature that is not positive, badly shaped
-            inputs, or only one of `references` and `reference_labels`.
+        ValueError: for a temperature that is not positive, an unknown
+            distance, badly shaped inputs, or only one of `references` and
+            `reference_labels`.
 
     Examples:
         >>> import numpy as np
@@ -94,8 +106,12 @@ def ntxent_loss(
         >>> pair_ids = np.array([0, 1, 0, 1])
         >>> round(float(ntxent_loss(pair_ids, views, temperature=1.0)), 4)
         0.5514
+        >>> dot = ntxent_loss(pair_ids, views, 1.0, distance="dot_product_similarity")
+        >>> round(float(dot), 4)
+        0.5514
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
+    measure = Measure(distance, "ntxent_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -104,7 +120,7 @@ def ntxent_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    similarity = measure.similarity(embeddings, references)
     return from_similarity(similarity, positive, negative, temperature)
 
 
@@ -121,6 +137,8 @@ class NTXentLoss(FunctionLoss):
 
     Args:
         temperature: `T`, default 0.07.
+        distance: `"cosine_similarity"` (default), another similarity, or a
+            distance (see `ntxent_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -130,9 +148,9 @@ class NTXentLoss(FunctionLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a temperature that is not positive (at
-            construction); for badly shaped inputs or a `sample_weight` (at
-            call).
+        ValueError: for a temperature that is not positive or an unknown
+            distance (at construction); for badly shaped inputs or a
+            `sample_weight` (at call).
 
     Examples:
         >>> import numpy as np
@@ -151,11 +169,13 @@ class NTXentLoss(FunctionLoss):
     def __init__(
         self,
         temperature: float = 0.07,
+        distance: Any = "cosine_similarity",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "ntxent_loss",
         dtype: str | None = None,
     ) -> None:
+        measure = Measure(distance, "NTXentLoss")
         super().__init__(
             ntxent_loss,
             global_batch=global_batch,
@@ -165,4 +185,6 @@ class NTXentLoss(FunctionLoss):
             temperature=check_float(
                 temperature, "temperature", minimum=0.0, inclusive=False
             ),
+            distance=measure,
         )
+        self.distance = measure.name

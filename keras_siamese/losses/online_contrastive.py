@@ -11,8 +11,13 @@ from keras_siamese import distances
 from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
-from keras_siamese.losses.mining import REDUCERS
+from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.losses.mining import REDUCERS as TRIPLET_REDUCERS
+
+#: The triplet loss's reducers, and `"per_anchor"`: each anchor's mean over
+#: its own pairs, then the mean over every anchor (pytorch-metric-learning's
+#: `PerAnchorReducer`, which reduces pairs and not triplets).
+REDUCERS = (*TRIPLET_REDUCERS, "per_anchor")
 
 
 def _check_arguments(
@@ -37,6 +42,11 @@ def _check_miner(miner: Any) -> Any:
 
 
 def _reduce(losses: Any, mask: Any, reducer: str) -> Any:
+    if reducer == "per_anchor":
+        # An anchor without pairs of this kind counts as 0 in the mean.
+        totals = ops.sum(ops.where(mask, losses, 0.0), axis=1)
+        counts = pairs.count(mask, axis=1, dtype=losses.dtype)
+        return ops.mean(totals / ops.maximum(counts, 1.0))
     if reducer == "nonzero_mean":
         mask = ops.logical_and(mask, losses > 0)
     return pairs.masked_mean(losses, mask)
@@ -85,7 +95,10 @@ def online_contrastive_loss(
             count.
         reducer: `"nonzero_mean"` (default), the mean over the pairs with a
             loss above zero (pytorch-metric-learning's `AvgNonZeroReducer`),
-            or `"mean"`, over every pair.
+            `"mean"`, over every pair, or `"per_anchor"`, each anchor's mean
+            over its pairs (0 for an anchor without any), then the mean over
+            every anchor (its `PerAnchorReducer()`; with references it
+            needs no more references than anchors there, not here).
         references: optional embeddings `(M, dim)` to take the pairs'
             second members from instead of the batch.
         reference_labels: labels of `references`, shape `(M,)`.
@@ -107,6 +120,8 @@ def online_contrastive_loss(
         >>> labels = np.array([0, 0, 1, 1])
         >>> float(online_contrastive_loss(labels, embeddings))
         1.875
+        >>> float(online_contrastive_loss(labels, embeddings, reducer="per_anchor"))
+        1.625
     """
     pos_margin, neg_margin, miner, reducer = _check_arguments(
         pos_margin, neg_margin, miner, reducer
@@ -132,7 +147,7 @@ def online_contrastive_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class OnlineContrastiveLoss(LabelledEmbeddingLoss):
+class OnlineContrastiveLoss(FunctionLoss):
     """Contrastive loss of in-batch pairs: `y_true` labels, `y_pred` embeddings.
 
     The labelled form of the contrastive loss with a positive and a negative
@@ -148,7 +163,8 @@ class OnlineContrastiveLoss(LabelledEmbeddingLoss):
         distance: `"euclidean"` (default), another distance name or
             `Distance`, or `"cosine_similarity"` (margins then flip).
         miner: an optional pair miner (or its serialized config).
-        reducer: `"nonzero_mean"` (default) or `"mean"`.
+        reducer: `"nonzero_mean"` (default), `"mean"` or `"per_anchor"`
+            (see `online_contrastive_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica). A no-op on JAX and PyTorch.
@@ -189,37 +205,21 @@ class OnlineContrastiveLoss(LabelledEmbeddingLoss):
         name: str = "online_contrastive_loss",
         dtype: str | None = None,
     ) -> None:
-        super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
-        )
-        self.pos_margin, self.neg_margin, self.miner, self.reducer = _check_arguments(
+        pos_margin, neg_margin, miner, reducer = _check_arguments(
             pos_margin, neg_margin, miner, reducer
         )
-        self._measure = miner_objects.Measure(distance, "OnlineContrastiveLoss")
-        self.distance = self._measure.name
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return online_contrastive_loss(
-            labels,
-            embeddings,
-            pos_margin=self.pos_margin,
-            neg_margin=self.neg_margin,
-            distance=self._measure,
-            miner=self.miner,
-            reducer=self.reducer,
+        measure = miner_objects.Measure(distance, "OnlineContrastiveLoss")
+        super().__init__(
+            online_contrastive_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            pos_margin=pos_margin,
+            neg_margin=neg_margin,
+            distance=measure,
+            miner=miner,
+            reducer=reducer,
         )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "pos_margin": self.pos_margin,
-                "neg_margin": self.neg_margin,
-                "distance": self._measure.serialize("OnlineContrastiveLoss"),
-                "miner": None
-                if self.miner is None
-                else keras.saving.serialize_keras_object(self.miner),
-                "reducer": self.reducer,
-            }
-        )
-        return config
+        # The name, as before; the function gets the measure itself.
+        self.distance = measure.name

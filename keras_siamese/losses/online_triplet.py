@@ -12,7 +12,7 @@ from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_bool, check_choice, check_margin, check_mining
 from keras_siamese.losses import mining as miners
 from keras_siamese.losses import pairs
-from keras_siamese.losses.base import LabelledEmbeddingLoss
+from keras_siamese.losses.base import FunctionLoss
 
 _MINERS = {
     "batch_hard": miners.batch_hard,
@@ -52,6 +52,12 @@ def _check_options(
         raise ValueError(
             "`soft` (softplus without the margin) and `smooth_loss` (softplus "
             "of the margin violation) are two forms of one option: pass one."
+        )
+    if reducer == "per_anchor":
+        raise ValueError(
+            "reducer='per_anchor' averages pair losses per anchor, as "
+            "pytorch-metric-learning's PerAnchorReducer, which has no triplet "
+            "reduction: use it with OnlineContrastiveLoss."
         )
     if reducer is not None:
         reducer = check_choice(reducer, miners.REDUCERS, "reducer")
@@ -250,7 +256,7 @@ def online_triplet_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class OnlineTripletLoss(LabelledEmbeddingLoss):
+class OnlineTripletLoss(FunctionLoss):
     """Triplet loss with in-batch mining: `y_true` labels, `y_pred` embeddings.
 
     Fit an embedding model directly on `(x, class_label)` batches; triplets
@@ -335,42 +341,23 @@ class OnlineTripletLoss(LabelledEmbeddingLoss):
         name: str = "online_triplet_loss",
         dtype: str | None = None,
     ) -> None:
+        mining, miner, soft, smooth_loss, reducer = _check_options(
+            mining, miner, soft, smooth_loss, reducer
+        )
+        measure = miner_objects.Measure(distance, "OnlineTripletLoss")
         super().__init__(
-            global_batch=global_batch, reduction=reduction, name=name, dtype=dtype
+            online_triplet_loss,
+            global_batch=global_batch,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            mining=mining,
+            margin=check_margin(margin),
+            distance=measure,
+            soft=soft,
+            miner=miner,
+            smooth_loss=smooth_loss,
+            reducer=reducer,
         )
-        self.mining, self.miner, self.soft, self.smooth_loss, self.reducer = (
-            _check_options(mining, miner, soft, smooth_loss, reducer)
-        )
-        self.margin = check_margin(margin)
-        self._measure = miner_objects.Measure(distance, "OnlineTripletLoss")
-        self.distance = self._measure.name
-
-    def compute(self, labels: Any, embeddings: Any) -> Any:
-        return online_triplet_loss(
-            labels,
-            embeddings,
-            mining=self.mining,
-            margin=self.margin,
-            distance=self._measure,
-            soft=self.soft,
-            miner=self.miner,
-            smooth_loss=self.smooth_loss,
-            reducer=self.reducer,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "mining": self.mining,
-                "margin": self.margin,
-                "distance": self._measure.serialize("OnlineTripletLoss"),
-                "soft": self.soft,
-                "miner": None
-                if self.miner is None
-                else keras.saving.serialize_keras_object(self.miner),
-                "smooth_loss": self.smooth_loss,
-                "reducer": self.reducer,
-            }
-        )
-        return config
+        # The name, as before; the function gets the measure itself.
+        self.distance = measure.name

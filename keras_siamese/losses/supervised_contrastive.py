@@ -10,6 +10,7 @@ from keras import ops
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
+from keras_siamese.miners.base import Measure
 
 
 def from_similarity(
@@ -43,6 +44,7 @@ def supervised_contrastive_loss(
     references: Any | None = None,
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
+    distance: Any = "cosine_similarity",
 ) -> Any:
     """Supervised contrastive loss (SupCon, Khosla et al. 2020) of one batch.
 
@@ -54,6 +56,9 @@ def supervised_contrastive_loss(
 
         loss(i) = -1/|P(i)| * sum_{p in P(i)} log(
             exp(s(i, p) / T) / sum_{a in A(i)} exp(s(i, a) / T))
+
+    With another `distance`, `s(i, j)` is that similarity, or minus that
+    distance (pytorch-metric-learning's `SupConLoss(distance=...)`).
 
     The batch loss is the mean over the anchors whose loss is above zero
     (an anchor without positives has loss 0 and is not counted), and 0 for a
@@ -80,13 +85,20 @@ def supervised_contrastive_loss(
         reference_mask: optional boolean `(batch, M)`: only the
             anchor-reference pairs where it is true count (cross-batch
             memory leaves out empty slots and the batch's own rows with it).
+        distance: how rows are compared: `"cosine_similarity"` (default,
+            on L2-normalised rows), `"dot_product_similarity"` (the rows as
+            they are), another `keras_siamese.miners.Similarity`, or a
+            distance name or `Distance` (see `keras_siamese.distances.get`),
+            whose negated values are then the similarities, as
+            pytorch-metric-learning does with a non-inverted distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
-        ValueError: for a temperature that is not positive, badly shaped
-            inputs, or only one of `references` and `reference_labels`.
+        ValueError: for a temperature that is not positive, an unknown
+            distance, badly shaped inputs, or only one of `references` and
+            `reference_labels`.
 
     Examples:
         >>> import numpy as np
@@ -94,8 +106,14 @@ def supervised_contrastive_loss(
         >>> labels = np.array([0, 0, 1, 1])
         >>> round(float(supervised_contrastive_loss(labels, embeddings)), 4)
         0.0003
+        >>> euclidean = supervised_contrastive_loss(
+        ...     labels, embeddings, temperature=1.0, distance="euclidean"
+        ... )
+        >>> round(float(euclidean), 4)
+        0.4554
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
+    measure = Measure(distance, "supervised_contrastive_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -104,7 +122,7 @@ def supervised_contrastive_loss(
     if pairs.is_empty(embeddings, references):
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
-    similarity = pairs.cosine_similarity(embeddings, references)
+    similarity = measure.similarity(embeddings, references)
     return from_similarity(similarity, positive, negative, temperature)
 
 
@@ -121,6 +139,8 @@ class SupervisedContrastiveLoss(FunctionLoss):
 
     Args:
         temperature: `T`, default 0.1.
+        distance: `"cosine_similarity"` (default), another similarity, or a
+            distance (see `supervised_contrastive_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -130,9 +150,9 @@ class SupervisedContrastiveLoss(FunctionLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a temperature that is not positive (at
-            construction); for badly shaped inputs or a `sample_weight` (at
-            call).
+        ValueError: for a temperature that is not positive or an unknown
+            distance (at construction); for badly shaped inputs or a
+            `sample_weight` (at call).
 
     Examples:
         >>> import numpy as np
@@ -151,11 +171,13 @@ class SupervisedContrastiveLoss(FunctionLoss):
     def __init__(
         self,
         temperature: float = 0.1,
+        distance: Any = "cosine_similarity",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "supervised_contrastive_loss",
         dtype: str | None = None,
     ) -> None:
+        measure = Measure(distance, "SupervisedContrastiveLoss")
         super().__init__(
             supervised_contrastive_loss,
             global_batch=global_batch,
@@ -165,4 +187,6 @@ class SupervisedContrastiveLoss(FunctionLoss):
             temperature=check_float(
                 temperature, "temperature", minimum=0.0, inclusive=False
             ),
+            distance=measure,
         )
+        self.distance = measure.name

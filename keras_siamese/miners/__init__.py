@@ -7,7 +7,15 @@ from typing import Any
 
 import keras
 
-from keras_siamese.miners.base import SIMILARITIES, Measure, Miner
+from keras_siamese.miners.base import (
+    SIMILARITIES,
+    CosineSimilarity,
+    DotProductSimilarity,
+    Measure,
+    Miner,
+    Similarity,
+    register_similarity,
+)
 from keras_siamese.miners.batch_easy_hard import BatchEasyHardMiner
 from keras_siamese.miners.multi_similarity import MultiSimilarityMiner
 from keras_siamese.miners.pair_margin import PairMarginMiner
@@ -16,12 +24,16 @@ from keras_siamese.miners.triplet_margin import TripletMarginMiner
 __all__ = [
     "SIMILARITIES",
     "BatchEasyHardMiner",
+    "CosineSimilarity",
+    "DotProductSimilarity",
     "Measure",
     "Miner",
     "MultiSimilarityMiner",
     "PairMarginMiner",
+    "Similarity",
     "TripletMarginMiner",
     "get",
+    "register_similarity",
 ]
 
 

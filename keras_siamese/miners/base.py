@@ -32,25 +32,166 @@ from keras_siamese import distances
 from keras_siamese.distances import pairwise_distances
 from keras_siamese.losses import pairs
 
-#: Similarities a miner or loss accepts next to the package's distances.
-SIMILARITIES = ("cosine_similarity",)
+
+class Similarity:
+    """A similarity between embeddings: larger means more similar.
+
+    The counterpart of `keras_siamese.distances.Distance` for measures that
+    grow with similarity (pytorch-metric-learning's "inverted" distances,
+    such as its `CosineSimilarity`). `inverted` says so to the miners and
+    losses that take one (a `Distance` has `inverted = False`): they compare
+    with the negated values, so that a similarity and a distance go through
+    the same code, with margins on pair values flipped (see `Measure`).
+
+    Subclass it to add a similarity: set `name`, implement `pairwise_form`,
+    and `register_similarity` it to name it in a `distance=` argument and to
+    save the objects that use it. Two similarities are equal when they are
+    of the same class and name.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> class NegativeManhattan(Similarity):
+        ...     name = "negative_manhattan"
+        ...
+        ...     def pairwise_form(self, x, y):
+        ...         y = x if y is None else y
+        ...         return -ops.sum(ops.abs(x[:, None, :] - y[None, :, :]), axis=-1)
+        >>> values = NegativeManhattan().pairwise_form(np.array([[0.0], [2.0]]), None)
+        >>> np.asarray(values).tolist()
+        [[-0.0, -2.0], [-2.0, -0.0]]
+    """
+
+    name: str = ""
+    #: Larger values mean more similar (pytorch-metric-learning's `is_inverted`).
+    inverted: bool = True
+
+    def pairwise_form(self, x: Any, y: Any | None) -> Any:
+        """`(n, m)` similarities of the rows of `x` `(n, d)` and `y` `(m, d)`
+        (`keras.ops`); `y=None` compares `x` with itself."""
+        raise NotImplementedError(
+            f"{type(self).__name__} lacks `pairwise_form` (the keras.ops "
+            "all-pairs similarities)."
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Similarity):
+            return NotImplemented
+        return type(self) is type(other) and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name))
+
+    def __repr__(self) -> str:
+        return f"<Similarity {self.name!r} ({type(self).__name__})>"
+
+
+class CosineSimilarity(Similarity):
+    """Cosine similarity of the L2-normalised rows (`1 - cosine distance`).
+
+    pytorch-metric-learning's `CosineSimilarity`; a zero vector has
+    similarity 0 with everything, itself included.
+    """
+
+    name = "cosine_similarity"
+
+    def pairwise_form(self, x: Any, y: Any | None) -> Any:
+        return pairs.cosine_similarity(x, y)
+
+
+class DotProductSimilarity(Similarity):
+    """Dot product of the rows as they are (not normalised).
+
+    pytorch-metric-learning's `DotProductSimilarity(normalize_embeddings=False)`
+    (its default normalises, which is `CosineSimilarity`).
+    """
+
+    name = "dot_product_similarity"
+
+    def pairwise_form(self, x: Any, y: Any | None) -> Any:
+        return ops.matmul(x, ops.transpose(x if y is None else y))
+
+
+_SIMILARITIES: dict[str, Similarity] = {
+    similarity.name: similarity
+    for similarity in (CosineSimilarity(), DotProductSimilarity())
+}
+
+#: The built-in similarities a miner or loss accepts next to the distances.
+SIMILARITIES = tuple(_SIMILARITIES)
+
+
+def register_similarity(
+    similarity: Similarity, *, override: bool = False
+) -> Similarity:
+    """Make a similarity available by its name in every `distance=` argument
+    that takes one (as `keras_siamese.distances.register` for distances).
+
+    Returns:
+        The registered similarity (the one already registered if equal).
+
+    Raises:
+        TypeError: if `similarity` is not a `Similarity` instance with a name.
+        ValueError: if the name is a built-in one or a distance's, or is
+            taken and `override` is false.
+    """
+    if not isinstance(similarity, Similarity) or not (
+        isinstance(similarity.name, str) and similarity.name
+    ):
+        raise TypeError(
+            "`similarity` must be a Similarity instance with a name; got "
+            f"{similarity!r}."
+        )
+    name = similarity.name
+    registered = _SIMILARITIES.get(name)
+    if registered is not None and registered == similarity:
+        return registered
+    if name in SIMILARITIES or name in distances.DISTANCES:
+        raise ValueError(f"The built-in name {name!r} cannot be replaced.")
+    if registered is not None and not override:
+        raise ValueError(
+            f"A similarity named {name!r} is already registered; pass "
+            "`override=True` to replace it."
+        )
+    _SIMILARITIES[name] = similarity
+    return similarity
+
+
+def _resolve(identifier: Any, user: str) -> Any:
+    """The `Similarity` or `Distance` an identifier names."""
+    if isinstance(identifier, Similarity):
+        return identifier
+    if isinstance(identifier, str) and identifier in _SIMILARITIES:
+        return _SIMILARITIES[identifier]
+    try:
+        return distances.get(identifier, needs=("pairwise",), user=user)
+    except ValueError as error:
+        if isinstance(identifier, str):
+            raise ValueError(
+                f"{error} Or a similarity: one of {tuple(_SIMILARITIES)} or a "
+                "Similarity."
+            ) from None
+        raise
 
 
 class Measure:
-    """How a miner or loss compares embeddings: a `Distance` or a similarity.
+    """How a miner or loss compares embeddings: a `Distance` or a `Similarity`.
 
-    `"cosine_similarity"` is a similarity (larger means more similar), as
-    pytorch-metric-learning's `CosineSimilarity`: margins are then given in
-    similarity units and flip as they do there (a positive pair is mined
-    when its similarity is *below* `pos_margin`, for instance). Internally
-    both are handled as one matrix in which smaller means more similar: the
-    distances, or the negated similarities (`matrix`), with margins on pair
-    values negated accordingly (`level`); gaps between two values, such as
-    a triplet margin, need no change.
+    The measure object says which it is (`inverted`: larger means more
+    similar, as pytorch-metric-learning's `is_inverted`). With a similarity
+    such as `"cosine_similarity"`, margins are given in similarity units
+    and flip as they do there (a positive pair is mined when its similarity
+    is *below* `pos_margin`, for instance). Internally both are handled as
+    one matrix in which smaller means more similar: the distances, or the
+    negated similarities (`matrix`), with margins on pair values negated
+    accordingly (`level`); gaps between two values, such as a triplet
+    margin, need no change.
 
     Args:
         identifier: a distance name or `Distance` (see
-            `keras_siamese.distances.get`), or `"cosine_similarity"`.
+            `keras_siamese.distances.get`), a similarity name
+            (`"cosine_similarity"`, `"dot_product_similarity"`, or one given
+            to `register_similarity`) or `Similarity`, or a `Measure`.
         user: who uses it, for error messages.
 
     Raises:
@@ -61,48 +202,52 @@ class Measure:
     def __init__(self, identifier: Any, user: str) -> None:
         if isinstance(identifier, Measure):
             identifier = identifier.identifier
-        self.inverted = isinstance(identifier, str) and identifier in SIMILARITIES
-        if self.inverted:
-            self.distance = None
-            self.name = identifier
-            self.identifier: Any = identifier
-        else:
-            try:
-                self.distance = distances.get(
-                    identifier, needs=("pairwise",), user=user
-                )
-            except ValueError as error:
-                if isinstance(identifier, str):
-                    raise ValueError(f"{error} Or one of {SIMILARITIES}.") from None
-                raise
-            self.name = self.distance.name
-            self.identifier = self.distance
+        self.identifier: Any = _resolve(identifier, user)
+        self.inverted: bool = self.identifier.inverted
+        self.name: str = self.identifier.name
+        #: The `Distance`, or `None` for a similarity.
+        self.distance = None if self.inverted else self.identifier
 
     def matrix(self, embeddings: Any, references: Any | None = None) -> Any:
         """`(B, M)` values in which smaller means more similar."""
         if self.inverted:
-            return -pairs.cosine_similarity(embeddings, references)
+            return -self.identifier.pairwise_form(embeddings, references)
         return pairwise_distances(embeddings, self.distance, references=references)
+
+    def similarity(self, embeddings: Any, references: Any | None = None) -> Any:
+        """`(B, M)` values in which larger means more similar: the
+        similarities, or the negated distances (how pytorch-metric-learning
+        feeds a distance to a loss written on similarities)."""
+        if self.inverted:
+            return self.identifier.pairwise_form(embeddings, references)
+        return -pairwise_distances(embeddings, self.distance, references=references)
 
     def level(self, margin: float) -> float:
         """A margin on pair values, in the units of `matrix`."""
         return -margin if self.inverted else margin
 
     def serialize(self, owner: str) -> str:
-        """The name that saves this measure (see `distances.serialize`)."""
-        if self.inverted:
-            return self.name
-        return distances.serialize(self.distance, owner)
+        """The name that saves this measure (see `distances.serialize`).
+
+        Raises:
+            ValueError: for a similarity not registered under its name.
+        """
+        if not self.inverted:
+            return distances.serialize(self.distance, owner)
+        if _SIMILARITIES.get(self.name) != self.identifier:
+            raise ValueError(
+                f"{owner} uses the similarity {self.name!r} "
+                f"({type(self.identifier).__name__}), which is not registered "
+                "under that name, so it cannot be saved by name: call "
+                "`keras_siamese.miners.register_similarity(...)` on it first."
+            )
+        return self.name
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Measure)
-            and self.inverted == other.inverted
-            and self.distance == other.distance
-        )
+        return isinstance(other, Measure) and self.identifier == other.identifier
 
     def __hash__(self) -> int:
-        return hash((self.inverted, self.name))
+        return hash(self.identifier)
 
 
 class Miner:
@@ -117,7 +262,8 @@ class Miner:
 
     Args:
         distance: a distance name or `Distance` (see
-            `keras_siamese.distances.get`), or `"cosine_similarity"`.
+            `keras_siamese.distances.get`), or a similarity name or
+            `Similarity` (see `Measure`).
     """
 
     #: `"pairs"` or `"triplets"` (see the module documentation).
@@ -184,6 +330,27 @@ class Miner:
     def mine(self, matrix: Any, positive: Any, negative: Any) -> tuple[Any, Any]:
         """The mined `(positive, negative)` masks from the label masks."""
         raise NotImplementedError
+
+    def mine_for(
+        self,
+        measure: Measure,
+        matrix: Any,
+        embeddings: Any,
+        references: Any | None,
+        positive: Any,
+        negative: Any,
+    ) -> tuple[Any, Any]:
+        """The mined masks for a pair loss that measures with `measure`.
+
+        `matrix` is the loss's own smaller-is-nearer matrix, reused when the
+        miner measures alike; otherwise the miner measures the embeddings
+        itself. Either way without gradient. A triplet miner gives the pairs
+        of its triplets, as pytorch-metric-learning turns triplets into
+        pairs for a pair loss.
+        """
+        if self.measure != measure:
+            matrix = self.measure.matrix(embeddings, references)
+        return self.mine(ops.stop_gradient(matrix), positive, negative)
 
     def mine_triplets(self, matrix: Any, positive: Any, negative: Any) -> Any:
         """Dense `(B, M, M)` triplets: every mined positive with every mined

@@ -7,7 +7,9 @@ from typing import Any
 import keras
 
 from keras_siamese._checks import check_float
-from keras_siamese.losses.multi_similarity import mine_pairs
+
+# The module, not the function: the loss module imports the miners in turn.
+from keras_siamese.losses import multi_similarity as loss_module
 from keras_siamese.miners.base import Miner
 
 
@@ -52,7 +54,7 @@ class MultiSimilarityMiner(Miner):
 
     def mine(self, matrix: Any, positive: Any, negative: Any) -> tuple[Any, Any]:
         # `mine_pairs` takes a similarity: larger means more similar.
-        return mine_pairs(-matrix, positive, negative, self.epsilon)
+        return loss_module.mine_pairs(-matrix, positive, negative, self.epsilon)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
