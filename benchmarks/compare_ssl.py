@@ -35,8 +35,11 @@ per batch by the dataset: a random resized crop (40-100% of the area,
 aspect ratio 3/4-4/3) back to 28 x 28, a horizontal flip (p = 0.5) and,
 with p = 0.8, brightness (+-0.2) and contrast (x0.6-1.4) jitter.
 
-**Optimizer**: Adam at `--lr` (1e-3) decaying to 0 with a cosine over the
-run; batches of `--batch-size` (256) images, so 512 views a step.
+**Optimizer**: Adam at `--lr` (1e-3; `--method-lr METHOD=LR` gives a
+method its own) decaying to 0 with a cosine over the run; batches of
+`--batch-size` (256) images, so 512 views a step. BYOL's target momentum
+rises from `--start-momentum` to 1 on a cosine over the run; the default
+0.99 is the model's own, a lower one suits short runs.
 
 Run with
 
@@ -86,13 +89,14 @@ TEMPERATURE = 0.1
 SUPCON_CLASSES = 8
 
 
-def _byol(encoder: Any, steps: int) -> keras.Model:
+def _byol(encoder: Any, steps: int, start_momentum: float = 0.99) -> keras.Model:
     return ks.BYOL(
         encoder,
         momentum_steps=steps,
         projection_hidden_dim=512,
         projection_dim=128,
         prediction_hidden_dim=512,
+        start_momentum=start_momentum,
     )
 
 
@@ -107,7 +111,7 @@ HEADS = {
         ),
         "proj 512-512-512, pred 128-512",
     ),
-    "byol": (_byol, "proj 512-128, pred 512-128, m 0.99 -> 1"),
+    "byol": (_byol, "proj 512-128, pred 512-128"),
     "barlow_twins": (
         lambda encoder, steps: ks.BarlowTwins(
             encoder, projection_hidden_dim=512, projection_dim=512
@@ -129,6 +133,16 @@ HEADS = {
     "supcon": (None, f"labels, {SUPCON_CLASSES} classes a batch, T 0.1"),
 }
 METHODS = list(HEADS)
+
+
+def heads(method: str, args: argparse.Namespace) -> str:
+    """The table's text of a method's heads and of its own settings."""
+    text = HEADS[method][1]
+    if method == "byol":
+        text += f", m {args.start_momentum:g} -> 1"
+    if method in args.method_lr:
+        text += f", lr {args.method_lr[method]:g}"
+    return text
 
 
 def views_dataset(
@@ -159,6 +173,26 @@ def views_dataset(
     )
 
 
+def learning_rate(method: str, args: argparse.Namespace) -> float:
+    """The peak learning rate of `method`: its `--method-lr`, else `--lr`."""
+    return args.method_lr.get(method, args.lr)
+
+
+def method_lr(text: str) -> tuple[str, float]:
+    """Parse a `METHOD=LR` argument of `--method-lr`."""
+    method, _, value = text.partition("=")
+    if method not in METHODS:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {method!r}; expected one of {METHODS}"
+        )
+    try:
+        return method, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD=LR with a number LR; got {text!r}"
+        ) from None
+
+
 def train(
     method: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace, seed: int
 ) -> tuple[keras.Model, dict]:
@@ -166,22 +200,28 @@ def train(
     keras.utils.set_random_seed(seed)
     encoder = cnn_encoder(args.embedding_dim, args.width)
     total = args.epochs * args.steps
-    optimizer = keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(args.lr, total)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate(method, args), total
     )
+    optimizer = keras.optimizers.Adam(schedule)
     make = HEADS[method][0]
     if make is None:
         model = encoder
         model.compile(optimizer=optimizer, loss=ks.SupervisedContrastiveLoss())
     else:
-        model = make(encoder, total)
+        options = {"start_momentum": args.start_momentum} if method == "byol" else {}
+        model = make(encoder, total, **options)
         model.compile(optimizer=optimizer)
     data = views_dataset(x, y, method, args, seed)
     clock = EpochClock()
     start = time.perf_counter()
     history = model.fit(data, epochs=args.epochs, verbose=0, callbacks=[clock])
     later = clock.times[1:] or clock.times
+    settings = {"peak_lr": float(schedule.initial_learning_rate)}
+    if method == "byol":
+        settings["start_momentum"] = model.start_momentum
     return encoder, {
+        **settings,
         "seconds_per_epoch": float(np.median(later)),
         "epoch_seconds": clock.times,
         "train_seconds": time.perf_counter() - start,
@@ -267,7 +307,7 @@ def compare(data: tuple, args: argparse.Namespace) -> dict:
                 mean_std([run["knn_accuracy"] for run in runs]),
                 float(np.mean([run["normalized_std"] for run in runs])),
                 float(np.median([run["seconds_per_epoch"] for run in runs])),
-                HEADS[method][1],
+                heads(method, args),
             ]
         )
     print_table(
@@ -291,6 +331,8 @@ def compare(data: tuple, args: argparse.Namespace) -> dict:
             "embedding_dim": args.embedding_dim,
             "width": args.width,
             "lr": args.lr,
+            "method_lr": args.method_lr,
+            "start_momentum": args.start_momentum,
             "seeds": args.seeds,
             "k": K,
             "temperature": TEMPERATURE,
@@ -327,6 +369,21 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
+        "--method-lr",
+        type=method_lr,
+        nargs="+",
+        default=[],
+        metavar="METHOD=LR",
+        help="a peak learning rate of its own for a method, e.g. byol=3e-3.",
+    )
+    parser.add_argument(
+        "--start-momentum",
+        type=float,
+        default=0.99,
+        help="BYOL's momentum of the target update at step 0 (default: the "
+        "model's own default, 0.99), rising to 1 on a cosine.",
+    )
+    parser.add_argument(
         "--backend-note",
         default=None,
         help="the backend column's text (default: the backend's name).",
@@ -340,6 +397,7 @@ def main() -> None:
     )
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
+    args.method_lr = dict(args.method_lr)
     set_threads(args.threads)
     if args.quick:
         args.train_size, args.test_size = 400, 200

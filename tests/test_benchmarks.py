@@ -586,6 +586,7 @@ def test_compare_ssl_scores_every_method_against_raw_pixels(
             sys.executable,
             str(BENCHMARKS / "compare_ssl.py"),
             *("--data", str(small_mnist), "--quick", "--seeds", "0", "1"),
+            *("--start-momentum", "0.9", "--method-lr", "simclr=0.002"),
         ],
         capture_output=True,
         text=True,
@@ -619,6 +620,12 @@ def test_compare_ssl_scores_every_method_against_raw_pixels(
             assert 0.0 <= run["knn_accuracy"] <= 1.0
             assert 0.0 < run["normalized_std"] < 1.0
             assert run["seconds_per_epoch"] > 0
+            # The learning rate and BYOL's momentum the models were built with.
+            assert run["peak_lr"] == (0.002 if method == "simclr" else 0.001)
+            assert run.get("start_momentum") == (0.9 if method == "byol" else None)
+    heads = {row[1]: row[5] for row in rows}
+    assert heads["byol"].endswith("m 0.9 -> 1")
+    assert heads["simclr"].endswith("lr 0.002")
 
 
 @pytest.mark.slow

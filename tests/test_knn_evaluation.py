@@ -343,6 +343,32 @@ def test_a_given_encoder_and_a_trunk_head_trunk_are_used(data):
     )
 
 
+def test_a_query_encoder_encodes_the_queries_and_encoder_the_references(data):
+    x, y, refs, ref_y = data
+    keras.utils.set_random_seed(0)
+    references_tower = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    # The query tower is the reference tower negated: every cosine flips
+    # sign, so its k-NN accuracy differs from that of one tower for both.
+    query_tower = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    kernel, bias = references_tower.layers[0].get_weights()
+    query_tower.layers[0].set_weights([-kernel, -bias])
+    knn = KNNEvaluation(
+        x, y, refs, ref_y, references_tower, k=10, query_encoder=query_tower
+    )
+    knn.set_model(dense_model())
+    two_towers = knn_accuracy(
+        query_tower.predict(x, verbose=0),
+        y,
+        references_tower.predict(refs, verbose=0),
+        ref_y,
+        k=10,
+    )
+    one_tower = KNNEvaluation(x, y, refs, ref_y, references_tower, k=10)
+    one_tower.set_model(dense_model())
+    assert knn.evaluate() == pytest.approx(two_towers)
+    assert one_tower.evaluate() != pytest.approx(two_towers)
+
+
 def test_callback_arguments_are_checked(data):
     x, y, refs, ref_y = data
     with pytest.raises(ValueError, match="`labels` must be given"):
@@ -361,6 +387,11 @@ def test_callback_arguments_are_checked(data):
         KNNEvaluation(x, y, refs, ref_y, name="")
     with pytest.raises(TypeError, match="`encoder`"):
         KNNEvaluation(x, y, refs, ref_y, encoder=lambda t: t)
+    tower = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    with pytest.raises(TypeError, match="`query_encoder` must be a Keras layer"):
+        KNNEvaluation(x, y, refs, ref_y, tower, query_encoder=lambda t: t)
+    with pytest.raises(ValueError, match="`query_encoder` needs `encoder`"):
+        KNNEvaluation(x, y, refs, ref_y, query_encoder=tower)
     with pytest.raises(TypeError, match="`references` must be an array"):
         KNNEvaluation(x, y, keras.utils.PyDataset(), ref_y)
     with pytest.raises(ValueError, match="`x` must hold arrays with one number"):

@@ -260,7 +260,14 @@ class KNNEvaluation(keras.callbacks.Callback):
     `model.encoder` for the self-supervised models (`SimSiam`, `BYOL`,
     `BarlowTwins`, `VICReg`, `SimCLR`), the model itself for any other. A
     `TrunkHead` is evaluated on its trunk's features, as
-    `RetrievalEvaluation` does. The encoder runs in inference mode.
+    `RetrievalEvaluation` does. The encoder runs in inference mode. For a
+    two-tower model (`DualEncoder`), `query_encoder` encodes `x` while
+    `encoder` (then required) encodes the `references`.
+
+    Unlike `RetrievalEvaluation(encoder, x, labels, ...)`, whose first
+    argument is the encoder, the arguments here begin with the data
+    (`x, labels, references, reference_labels`) and `encoder` comes after
+    them, optional; pass the encoders by keyword to read the same in both.
 
     Args:
         x: validation inputs: an array, or a structure of arrays.
@@ -275,18 +282,22 @@ class KNNEvaluation(keras.callbacks.Callback):
         batch_size: rows embedded per encoder call.
         name: the key of the accuracy in the logs.
         block_bytes: memory budget of one block of scores on the device.
+        query_encoder: the query tower of a two-tower model, which then
+            encodes `x` while `encoder` encodes the `references`; `None`
+            (default): one encoder encodes both.
 
     Attributes:
         history: `{epoch: accuracy}` of every evaluated epoch (1-based).
 
     Raises:
-        TypeError: if `encoder` is given and is not a Keras layer, `x` or
+        TypeError: if `encoder` or `query_encoder` is given and is not a
+            Keras layer, `x` or
             `references` is not an array or a structure of arrays (a
             dataset, say), or an argument has the wrong type.
         ValueError: if labels are missing or their length differs from
             their inputs', there are no references or no validation inputs,
-            `k < 1`, `temperature <= 0`, `every_n_epochs < 1`, or `name` is
-            empty.
+            `k < 1`, `temperature <= 0`, `every_n_epochs < 1`, `name` is
+            empty, or `query_encoder` is given without `encoder`.
 
     Examples:
         >>> import keras, numpy as np
@@ -314,12 +325,19 @@ class KNNEvaluation(keras.callbacks.Callback):
         batch_size: int = 256,
         name: str = "val_knn_accuracy",
         block_bytes: int = DEFAULT_BLOCK_BYTES,
+        query_encoder: keras.layers.Layer | None = None,
     ) -> None:
         super().__init__()
-        if encoder is not None and not isinstance(encoder, keras.layers.Layer):
-            raise TypeError(
-                "`encoder` must be a Keras layer or model; got "
-                f"{type(encoder).__name__}."
+        for argument, layer in (("encoder", encoder), ("query_encoder", query_encoder)):
+            if layer is not None and not isinstance(layer, keras.layers.Layer):
+                raise TypeError(
+                    f"`{argument}` must be a Keras layer or model; got "
+                    f"{type(layer).__name__}."
+                )
+        if query_encoder is not None and encoder is None:
+            raise ValueError(
+                "A `query_encoder` needs `encoder`, the tower that encodes the "
+                "`references`; the trained model is not taken for it."
             )
         count = _count(x, "x")
         if count < 1:
@@ -334,6 +352,7 @@ class KNNEvaluation(keras.callbacks.Callback):
             reference_labels, reference_count, "reference_labels"
         )
         self.encoder = encoder
+        self.query_encoder = query_encoder
         self.k = check_positive_int(k, "k")
         self.temperature = check_float(
             temperature, "temperature", minimum=0.0, inclusive=False
@@ -382,8 +401,11 @@ class KNNEvaluation(keras.callbacks.Callback):
     def evaluate(self) -> float:
         """Embed both sets with the current weights and return the accuracy."""
         encoder = self._encoder()
+        queries = (
+            encoder if self.query_encoder is None else trunk_of(self.query_encoder)
+        )
         return knn_accuracy(
-            check_embeddings(self._embed(encoder, self.x), "the encoder's embeddings"),
+            check_embeddings(self._embed(queries, self.x), "the encoder's embeddings"),
             self.labels,
             check_embeddings(
                 self._embed(encoder, self.references), "the encoder's embeddings"

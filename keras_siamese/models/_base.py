@@ -6,7 +6,9 @@ from typing import Any
 
 import keras
 
+from keras_siamese._checks import check_positive_int
 from keras_siamese._keras_compat import mark_shared
+from keras_siamese.models._heads import mlp_head
 
 
 def check_encoder(encoder: Any, model: str) -> keras.layers.Layer:
@@ -85,3 +87,59 @@ class SelfSupervisedModel(keras.Model):
         config = dict(config)
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         return cls(encoder, **config)
+
+
+class ProjectionModel(SelfSupervisedModel):
+    """An encoder followed by one projection head, its output.
+
+    The head is `mlp_head("projector", ...)` of `projection_layers` Dense
+    layers. Subclasses pass their head's layout and define
+    `default_loss()`; `_config_keys` names the attributes `get_config`
+    saves besides the encoder's.
+    """
+
+    _config_keys: tuple[str, ...] = (
+        "projection_hidden_dim",
+        "projection_dim",
+        "projection_layers",
+    )
+
+    def __init__(
+        self,
+        encoder: Any,
+        projection_hidden_dim: int,
+        projection_dim: int,
+        projection_layers: int,
+        batch_norm: bool = True,
+        output_norm: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, **kwargs)
+        self.projection_hidden_dim = check_positive_int(
+            projection_hidden_dim, "projection_hidden_dim"
+        )
+        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
+        self.projection_layers = check_positive_int(
+            projection_layers, "projection_layers"
+        )
+        if self.projection_layers < 2:
+            raise ValueError(
+                "`projection_layers` must be at least 2 (a hidden layer and the "
+                f"output layer); got {self.projection_layers}."
+            )
+        self.projector = mlp_head(
+            "projector",
+            self.projection_hidden_dim,
+            self.projection_dim,
+            num_layers=self.projection_layers,
+            batch_norm=batch_norm,
+            output_norm=output_norm,
+        )
+
+    def _heads(self, features: Any, training: Any) -> Any:
+        return self.projector(features, training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self._config_keys})
+        return config

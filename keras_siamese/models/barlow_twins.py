@@ -6,14 +6,12 @@ from typing import Any
 
 import keras
 
-from keras_siamese._checks import check_positive_int
 from keras_siamese.losses.barlow_twins import BarlowTwinsLoss
-from keras_siamese.models._base import SelfSupervisedModel
-from keras_siamese.models._heads import mlp_head
+from keras_siamese.models._base import ProjectionModel
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class BarlowTwins(SelfSupervisedModel):
+class BarlowTwins(ProjectionModel):
     """Barlow Twins (Zbontar et al., 2021): decorrelated projections of two views.
 
     The encoder's features go through a projection head of three Dense
@@ -52,6 +50,9 @@ class BarlowTwins(SelfSupervisedModel):
         (10, 6)
     """
 
+    # The head's depth is fixed at 3, so not an argument nor in the config.
+    _config_keys = ("projection_hidden_dim", "projection_dim")
+
     def __init__(
         self,
         encoder: Any,
@@ -59,27 +60,7 @@ class BarlowTwins(SelfSupervisedModel):
         projection_dim: int = 8192,
         **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
-        self.projection_hidden_dim = check_positive_int(
-            projection_hidden_dim, "projection_hidden_dim"
-        )
-        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
-        self.projector = mlp_head(
-            "projector", self.projection_hidden_dim, self.projection_dim, num_layers=3
-        )
-
-    def _heads(self, features: Any, training: Any) -> Any:
-        return self.projector(features, training=training)
+        super().__init__(encoder, projection_hidden_dim, projection_dim, 3, **kwargs)
 
     def default_loss(self) -> keras.losses.Loss:
         return BarlowTwinsLoss()
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "projection_hidden_dim": self.projection_hidden_dim,
-                "projection_dim": self.projection_dim,
-            }
-        )
-        return config

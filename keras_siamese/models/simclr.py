@@ -7,14 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese._checks import check_bool, check_positive_int
+from keras_siamese._checks import check_bool
 from keras_siamese.losses.ntxent import NTXentLoss
-from keras_siamese.models._base import SelfSupervisedModel
-from keras_siamese.models._heads import mlp_head
+from keras_siamese.models._base import ProjectionModel
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class SimCLR(SelfSupervisedModel):
+class SimCLR(ProjectionModel):
     """SimCLR (Chen et al., 2020): contrast each view with the other views.
 
     The encoder's features go through a projection head of
@@ -61,6 +60,8 @@ class SimCLR(SelfSupervisedModel):
         (10, 6)
     """
 
+    _config_keys = (*ProjectionModel._config_keys, "batch_norm")
+
     def __init__(
         self,
         encoder: Any,
@@ -70,31 +71,17 @@ class SimCLR(SelfSupervisedModel):
         batch_norm: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
-        self.projection_hidden_dim = check_positive_int(
-            projection_hidden_dim, "projection_hidden_dim"
+        batch_norm = check_bool(batch_norm, "batch_norm")
+        super().__init__(
+            encoder,
+            projection_hidden_dim,
+            projection_dim,
+            projection_layers,
+            batch_norm=batch_norm,
+            output_norm="affine" if batch_norm else None,
+            **kwargs,
         )
-        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
-        self.projection_layers = check_positive_int(
-            projection_layers, "projection_layers"
-        )
-        if self.projection_layers < 2:
-            raise ValueError(
-                "`projection_layers` must be at least 2 (a hidden layer and the "
-                f"output layer); got {self.projection_layers}."
-            )
-        self.batch_norm = check_bool(batch_norm, "batch_norm")
-        self.projector = mlp_head(
-            "projector",
-            self.projection_hidden_dim,
-            self.projection_dim,
-            num_layers=self.projection_layers,
-            batch_norm=self.batch_norm,
-            output_norm="affine" if self.batch_norm else None,
-        )
-
-    def _heads(self, features: Any, training: Any) -> Any:
-        return self.projector(features, training=training)
+        self.batch_norm = batch_norm
 
     def compute_loss(
         self,
@@ -117,15 +104,3 @@ class SimCLR(SelfSupervisedModel):
 
     def default_loss(self) -> keras.losses.Loss:
         return NTXentLoss(temperature=0.5)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "projection_hidden_dim": self.projection_hidden_dim,
-                "projection_dim": self.projection_dim,
-                "projection_layers": self.projection_layers,
-                "batch_norm": self.batch_norm,
-            }
-        )
-        return config

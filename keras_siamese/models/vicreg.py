@@ -6,14 +6,12 @@ from typing import Any
 
 import keras
 
-from keras_siamese._checks import check_positive_int
 from keras_siamese.losses.vicreg import VICRegLoss
-from keras_siamese.models._base import SelfSupervisedModel
-from keras_siamese.models._heads import mlp_head
+from keras_siamese.models._base import ProjectionModel
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
-class VICReg(SelfSupervisedModel):
+class VICReg(ProjectionModel):
     """VICReg (Bardes et al., 2022): variance, invariance and covariance terms.
 
     The encoder's features go through a projection head of
@@ -64,39 +62,13 @@ class VICReg(SelfSupervisedModel):
         projection_layers: int = 3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
-        self.projection_hidden_dim = check_positive_int(
-            projection_hidden_dim, "projection_hidden_dim"
+        super().__init__(
+            encoder,
+            projection_hidden_dim,
+            projection_dim,
+            projection_layers,
+            **kwargs,
         )
-        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
-        self.projection_layers = check_positive_int(
-            projection_layers, "projection_layers"
-        )
-        if self.projection_layers < 2:
-            raise ValueError(
-                "`projection_layers` must be at least 2 (a hidden layer and the "
-                f"output layer); got {self.projection_layers}."
-            )
-        self.projector = mlp_head(
-            "projector",
-            self.projection_hidden_dim,
-            self.projection_dim,
-            num_layers=self.projection_layers,
-        )
-
-    def _heads(self, features: Any, training: Any) -> Any:
-        return self.projector(features, training=training)
 
     def default_loss(self) -> keras.losses.Loss:
         return VICRegLoss()
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            {
-                "projection_hidden_dim": self.projection_hidden_dim,
-                "projection_dim": self.projection_dim,
-                "projection_layers": self.projection_layers,
-            }
-        )
-        return config
