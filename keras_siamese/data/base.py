@@ -451,6 +451,18 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         Returns:
             `views` augmented copies, one after the other on axis 0; `images`
             itself without an `augment`.
+
+        Examples:
+            >>> import numpy as np
+            >>> from keras_siamese import ClassBalancedDataset
+            >>> x = np.zeros((8, 2), "float32")
+            >>> def shift(images, seed):
+            ...     return images + seed
+            >>> data = ClassBalancedDataset(x, np.arange(8) % 2, 2, 2, seed=0,
+            ...                             augment=shift)
+            >>> images, _ = data[1]
+            >>> bool((data.augment_batch(x[:4], 1, 0) == images).all())
+            True
         """
         epoch = self._epoch if epoch is None else operator.index(epoch)
         if self._augmentation is None:

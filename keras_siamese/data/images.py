@@ -198,6 +198,18 @@ class ImageLoader:
 
         Raises:
             ValueError: naming the first file that cannot be read.
+
+        Examples:
+            >>> import numpy as np, os, tempfile
+            >>> from PIL import Image
+            >>> folder = tempfile.mkdtemp()
+            >>> for name, side in [("a.png", 4), ("b.png", 2)]:
+            ...     pixels = np.full((side, side), 100, "uint8")
+            ...     Image.fromarray(pixels).save(os.path.join(folder, name))
+            >>> paths = [os.path.join(folder, name) for name in ("a.png", "b.png")]
+            >>> batch = ImageLoader(2, "grayscale").load_batch(paths)
+            >>> batch.shape, float(batch.min()), float(batch.max())
+            ((2, 2, 2, 1), 100.0, 100.0)
         """
         decoded = []
         for path in paths:
