@@ -40,6 +40,7 @@ import importlib.util
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -237,6 +238,7 @@ def main() -> None:
                     mine.append(
                         ["from_directory" + suffix, label, image_format, round(rate)]
                     )
+                    print(*mine[-1], file=sys.stderr, flush=True)
                 reference_rate = None
                 if has_tf:
                     reference_rate = tf_data_rate(
@@ -244,6 +246,14 @@ def main() -> None:
                     )
                 elif args.tf_python:
                     reference_rate = tf_data_subprocess(folder, bool(suffix), args)
+                print(
+                    "tf.data",
+                    suffix,
+                    image_format,
+                    reference_rate,
+                    file=sys.stderr,
+                    flush=True,
+                )
                 for row in mine:
                     ratio = "-" if reference_rate is None else row[3] / reference_rate
                     rows.append([*row, ratio if ratio == "-" else round(ratio, 2)])

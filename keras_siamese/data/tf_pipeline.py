@@ -94,11 +94,12 @@ def block_pipeline(dataset: Any) -> Any:
     )
 
 
-def _options(tf: Any) -> Any:
+def _options(tf: Any, optimize: bool = False) -> Any:
     options = tf.data.Options()
     # As Keras' own array pipeline: tf.data's default graph rewrites only add
-    # work here, and a distribution strategy shards by batch.
-    options.experimental_optimization.apply_default_optimizations = False
+    # work to a gather (they help a pipeline of many small per-file steps),
+    # and a distribution strategy shards by batch.
+    options.experimental_optimization.apply_default_optimizations = optimize
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA
     )
@@ -155,36 +156,53 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         augmented = dataset.augment_batch(images, int(index), int(branch), int(epoch))
         return np.asarray(augmented, dtype=dtypes[0].as_numpy_dtype)
 
-    def load(index: Any) -> Any:
+    def rows_of(index: Any) -> tuple:
         epoch, rows, targets = tf.numpy_function(
             draw,
             [index],
             [tf.int64, tf.int64, tf.as_dtype(shapes[-1][1])],
             stateful=True,
         )
+        rows.set_shape([parts, items])
+        return index, epoch, rows, targets
+
+    def files_of(index: Any, epoch: Any, rows: Any, targets: Any) -> Any:
+        return tf.data.Dataset.from_tensor_slices(
+            tf.gather(paths, tf.reshape(rows, [-1]))
+        )
+
+    def assemble(drawn: tuple, images: Any) -> Any:
+        index, epoch, _, targets = drawn
+        images = tf.reshape(images, [parts, items, *loader.shape])
         sides = []
         for side in range(parts):
-            distinct, inverse = tf.unique(rows[side])
-            images = tf.map_fn(
-                decode,
-                tf.gather(paths, distinct),
-                fn_output_signature=tf.TensorSpec(loader.shape, tf.float32),
-            )
-            images = tf.gather(images, inverse)
+            side_images = images[side]
             if dataset.augment is not None:
-                images = tf.numpy_function(
-                    augment, [images, epoch, index, side], dtypes[side], stateful=False
+                side_images = tf.numpy_function(
+                    augment,
+                    [side_images, epoch, index, side],
+                    dtypes[side],
+                    stateful=False,
                 )
-            sides.append(images)
+            sides.append(side_images)
         leaves = [*sides, tf.tile(targets, [dataset.views])]
         for leaf, (shape, _) in zip(leaves, shapes):
             leaf.set_shape(shape)
         return keras.tree.pack_sequence_as(structure, leaves)
 
+    # Python draws the rows of each batch; the files of all batches are read
+    # one by one in parallel (as `image_dataset_from_directory` reads them),
+    # then regrouped into their batches, in order.
+    drawn = tf.data.Dataset.range(len(dataset)).map(rows_of)
+    images = (
+        drawn.flat_map(files_of)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(parts * items)
+    )
     return (
-        tf.data.Dataset.range(len(dataset))
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .with_options(_options(tf))
+        tf.data.Dataset.zip((drawn, images))
+        .map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .with_options(_options(tf, optimize=True))
         .prefetch(tf.data.AUTOTUNE)
     )
 
