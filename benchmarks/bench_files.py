@@ -1,15 +1,24 @@
 """Throughput of reading images from files: images per second.
 
-Writes a folder of PNG files (random pixels, one sub-folder per class) into
-a temporary folder, then reads whole epochs of it:
+Writes a folder of image files (one sub-folder per class) into a temporary
+folder: Fashion-MNIST images (`--data`, an `.npz` with `x_train`,
+`y_train`; 28 x 28 grayscale, read as grayscale) or random RGB pixels, as
+PNG and/or JPEG (`--format`). Then it reads whole epochs of it:
 
 * `from_directory`: `ClassBalancedDataset.from_directory`, read as Keras
   reads a `PyDataset` (`model.predict` with a model that returns its input,
-  so the enqueuer and its `workers` threads are part of the measure);
+  so the enqueuer and its `workers` threads, or processes with
+  `--processes`, are part of the measure; on TensorFlow the dataset's own
+  `tf.data` pipeline, where `workers` does not apply);
 * `from_directory + augment`: the same with a `RandomFlip` + `RandomCrop`
   pipeline, seeded per batch;
-* `image_dataset_from_directory`: Keras' own reader, batched, where
-  TensorFlow is installed (TensorFlow's parallelism, not `workers`).
+* `image_dataset_from_directory`, where TensorFlow is installed: Keras' own
+  reader, batched, and with the same augmentation mapped in `tf.data`
+  (TensorFlow's parallelism, not `workers`). The last column divides each
+  `from_directory` row by the `tf.data` row of the same format and
+  augmentation.
+
+Each number is the median of `--repeats` epochs after a warm-up epoch.
 
 A second table times one training epoch of a small CNN (a `TrunkHead`
 trained with `SupervisedContrastiveLoss`, the same batches) fed from the
@@ -17,7 +26,9 @@ files and from the same images held in memory as an array: the cost of
 reading files while training, as a ratio.
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/bench_files.py --images 2000 --workers 1 4
+    KERAS_BACKEND=jax python benchmarks/bench_files.py \
+        --data fashion_mnist.npz --images 20000 --format png jpeg \
+        --image-size 28 --workers 1 2 --processes
 
 Prints a table and writes `benchmarks/results/bench_files-<backend>.json`.
 """
@@ -26,6 +37,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,14 +54,34 @@ from keras_siamese import ClassBalancedDataset, SupervisedContrastiveLoss
 from keras_siamese.data.images import index_directory
 from keras_siamese.layers import TrunkHead
 
+_SUFFIXES = {"png": "png", "jpeg": "jpg"}
 
-def write_folder(root: Path, images: int, classes: int, size: int) -> None:
+
+def write_folder(
+    root: Path,
+    images: int,
+    classes: int,
+    size: int,
+    image_format: str = "png",
+    data: str | None = None,
+) -> None:
+    """`images` files in class folders: from `data` if given, else random RGB."""
+    suffix = _SUFFIXES[image_format]
+    if data is not None:
+        with np.load(data) as arrays:
+            pixels, labels = arrays["x_train"][:images], arrays["y_train"][:images]
+        if len(pixels) < images:
+            raise SystemExit(f"{data} holds only {len(pixels)} training images.")
     rng = np.random.default_rng(0)
     for index in range(images):
-        folder = root / f"class_{index % classes:03d}"
+        if data is None:
+            label = index % classes
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        else:
+            label, image = int(labels[index]), pixels[index]
+        folder = root / f"class_{label:03d}"
         folder.mkdir(exist_ok=True)
-        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index:06d}.png")
+        Image.fromarray(image).save(folder / f"{index:06d}.{suffix}", quality=90)
 
 
 def small_cnn(shape: tuple[int, int, int]) -> TrunkHead:
@@ -70,32 +105,44 @@ def small_cnn(shape: tuple[int, int, int]) -> TrunkHead:
 
 
 def epoch_seconds(dataset: ClassBalancedDataset, shape: tuple, repeats: int) -> float:
-    """Best wall seconds of one epoch of `small_cnn` (after a warm-up epoch)."""
+    """Median wall seconds of one epoch of `small_cnn` (after a warm-up epoch)."""
     model = small_cnn(shape)
     common.fit_epoch(model, x=dataset)
-    return min(common.fit_epoch(model, x=dataset)[0] for _ in range(repeats))
+    return statistics.median(
+        common.fit_epoch(model, x=dataset)[0] for _ in range(repeats)
+    )
 
 
 def images_per_second(read, count: int, repeats: int) -> float:
-    """Best of `repeats` reads of `count` images (the first read warms up)."""
+    """Median of `repeats` reads of `count` images (the first read warms up)."""
     read()
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         read()
-        best = min(best, time.perf_counter() - start)
-    return count / best
+        seconds.append(time.perf_counter() - start)
+    return count / statistics.median(seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="Fashion-MNIST .npz (default: random RGB)")
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--classes", type=int, default=20)
-    parser.add_argument("--source-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=20, help="random images")
+    parser.add_argument("--source-size", type=int, default=64, help="random images")
     parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument(
+        "--format", nargs="+", choices=sorted(_SUFFIXES), default=["png"]
+    )
     parser.add_argument("--per-class", type=int, default=4, help="K of P x K")
     parser.add_argument("--classes-per-batch", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="also read with `use_multiprocessing=True` for workers > 1",
+    )
+    parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--epoch-workers",
@@ -103,80 +150,132 @@ def main() -> None:
         default=4,
         help="workers of the file-fed training epoch (0: no epoch table)",
     )
+    parser.add_argument(
+        "--epoch-steps", type=int, help="batches of the training epoch (default: all)"
+    )
+    parser.add_argument(
+        "--tf-python",
+        help="a Python with TensorFlow that times the tf.data reader, between "
+        "this script's rows, where this environment has no TensorFlow",
+    )
+    parser.add_argument("--tf-data-folder", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tf-data-augment", action="store_true", help=argparse.SUPPRESS
+    )
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
+    if args.tf_data_folder:
+        # The tf.data reader alone, for a run under another backend.
+        crop = max(1, args.image_size - 4)
+        augment = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(crop, crop)]
+        )
+        rate = tf_data_rate(
+            args.tf_data_folder,
+            (args.image_size, args.image_size),
+            "rgb" if args.data is None else "grayscale",
+            args.classes_per_batch * args.per_class,
+            augment if args.tf_data_augment else None,
+            args,
+        )
+        print(rate)
+        return
     title = common.header("Reading images from files (bench_files.py)")
     size = (args.image_size, args.image_size)
-    crop = max(1, args.image_size - 8)
-    augment = keras.Sequential(
-        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(crop, crop)]
-    )
+    color_mode = "rgb" if args.data is None else "grayscale"
+    channels = 3 if args.data is None else 1
+    crop = max(1, args.image_size - 4)
+    batch = args.classes_per_batch * args.per_class
+
+    def augmentation():
+        return keras.Sequential(
+            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(crop, crop)]
+        )
+
+    settings = [("", {}, (*size, channels))]
+    if not args.no_augment:
+        settings.append(
+            (" + augment", {"augment": augmentation()}, (crop, crop, channels))
+        )
+    readers = [(workers, False) for workers in args.workers]
+    if args.processes:
+        readers += [(workers, True) for workers in args.workers if workers > 1]
+    has_tf = importlib.util.find_spec("tensorflow") is not None
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        write_folder(Path(folder), args.images, args.classes, args.source_size)
-        for name, kwargs, shape in [
-            ("from_directory", {}, (*size, 3)),
-            ("from_directory + augment", {"augment": augment}, (crop, crop, 3)),
-        ]:
-            echo = keras.Sequential([keras.Input(shape), keras.layers.Identity()])
-            for workers in args.workers:
-                dataset = ClassBalancedDataset.from_directory(
-                    folder,
-                    image_size=size,
-                    classes_per_batch=args.classes_per_batch,
-                    samples_per_class=args.per_class,
-                    seed=0,
-                    workers=workers,
-                    **kwargs,
+    epochs = []
+    for image_format in args.format:
+        with tempfile.TemporaryDirectory() as folder:
+            write_folder(
+                Path(folder),
+                args.images,
+                args.classes,
+                args.source_size,
+                image_format,
+                args.data,
+            )
+            for suffix, kwargs, shape in settings:
+                mine = []
+                echo = keras.Sequential([keras.Input(shape), keras.layers.Identity()])
+                for workers, processes in readers:
+                    dataset = ClassBalancedDataset.from_directory(
+                        folder,
+                        image_size=size,
+                        color_mode=color_mode,
+                        classes_per_batch=args.classes_per_batch,
+                        samples_per_class=args.per_class,
+                        seed=0,
+                        workers=workers,
+                        use_multiprocessing=processes,
+                        **kwargs,
+                    )
+                    count = len(dataset) * dataset.batch_size
+
+                    def read(dataset=dataset, echo=echo):
+                        echo.predict(dataset, verbose=0)
+
+                    rate = images_per_second(read, count, args.repeats)
+                    label = f"{workers}p" if processes else str(workers)
+                    mine.append(
+                        ["from_directory" + suffix, label, image_format, round(rate)]
+                    )
+                    print(*mine[-1], file=sys.stderr, flush=True)
+                reference_rate = None
+                if has_tf:
+                    reference_rate = tf_data_rate(
+                        folder, size, color_mode, batch, kwargs.get("augment"), args
+                    )
+                elif args.tf_python:
+                    reference_rate = tf_data_subprocess(folder, bool(suffix), args)
+                print(
+                    "tf.data",
+                    suffix,
+                    image_format,
+                    reference_rate,
+                    file=sys.stderr,
+                    flush=True,
                 )
-                count = len(dataset) * dataset.batch_size
-
-                def read(dataset=dataset, echo=echo):
-                    echo.predict(dataset, verbose=0)
-
-                rate = images_per_second(read, count, args.repeats)
-                rows.append([name, workers, round(rate)])
-        if importlib.util.find_spec("tensorflow") is not None:
-            batch = args.classes_per_batch * args.per_class
-            reference = keras.utils.image_dataset_from_directory(
-                folder, image_size=size, batch_size=batch, verbose=False
-            )
-
-            def read_reference():
-                for _ in reference:
-                    pass
-
-            rate = images_per_second(read_reference, args.images, args.repeats)
-            rows.append(["image_dataset_from_directory", "tf.data", round(rate)])
-        epochs = []
-        if args.epoch_workers:
-            sampler = {
-                "classes_per_batch": args.classes_per_batch,
-                "samples_per_class": args.per_class,
-                "seed": 0,
-            }
-            files = ClassBalancedDataset.from_directory(
-                folder, image_size=size, workers=args.epoch_workers, **sampler
-            )
-            paths, labels, _ = index_directory(folder)
-            pixels = np.stack([files.loader(path) for path in paths])
-            arrays = ClassBalancedDataset(pixels, labels, **sampler)
-            shape = (*size, 3)
-            from_arrays = epoch_seconds(arrays, shape, args.repeats)
-            from_files = epoch_seconds(files, shape, args.repeats)
-            epochs = [
-                ["arrays in memory", 1, round(from_arrays, 3), 1.0],
-                [
-                    "from_directory",
-                    args.epoch_workers,
-                    round(from_files, 3),
-                    round(from_files / from_arrays, 2),
-                ],
-            ]
-    table = common.print_table(["reader", "workers", "images/s"], rows)
+                for row in mine:
+                    ratio = "-" if reference_rate is None else row[3] / reference_rate
+                    rows.append([*row, ratio if ratio == "-" else round(ratio, 2)])
+                if reference_rate is not None:
+                    rows.append(
+                        [
+                            "image_dataset_from_directory" + suffix,
+                            "tf.data",
+                            image_format,
+                            round(reference_rate),
+                            1.0,
+                        ]
+                    )
+            if args.epoch_workers and image_format == args.format[0]:
+                epochs = epoch_rows(folder, size, color_mode, channels, args)
+    table = common.print_table(
+        ["reader", "workers", "format", "images/s", "x tf.data"], rows
+    )
     epoch_table = ""
     if epochs:
-        print(f"\nOne training epoch of a small CNN ({len(files)} batches):")
+        print(f"\nOne training epoch of a small CNN ({epochs[0][-1]} batches):")
+        epochs = [row[:-1] for row in epochs]
         epoch_table = common.print_table(
             ["fed from", "workers", "epoch s", "x arrays"], epochs
         )
@@ -192,6 +291,80 @@ def main() -> None:
         },
         enabled=not args.no_json,
     )
+
+
+def tf_data_rate(folder, size, color_mode, batch, augment, args) -> float:
+    """images/s of `image_dataset_from_directory` (+ `augment` in `tf.data`)."""
+    import tensorflow as tf
+
+    reference = keras.utils.image_dataset_from_directory(
+        folder,
+        image_size=size,
+        color_mode=color_mode,
+        batch_size=batch,
+        seed=0,
+        verbose=False,
+    )
+    if augment is not None:
+        reference = reference.map(
+            lambda images, labels: (augment(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).prefetch(tf.data.AUTOTUNE)
+
+    def read_reference():
+        for _ in reference:
+            pass
+
+    return images_per_second(read_reference, args.images, args.repeats)
+
+
+def tf_data_subprocess(folder: str, augment: bool, args) -> float:
+    """`tf_data_rate` measured by `args.tf_python` on the TensorFlow backend."""
+    command = [args.tf_python, __file__, "--tf-data-folder", folder]
+    for flag in ("images", "image_size", "classes_per_batch", "per_class", "repeats"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.data:
+        command += ["--data", args.data]
+    if augment:
+        command.append("--tf-data-augment")
+    environment = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run(
+        command, env=environment, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def epoch_rows(folder, size, color_mode, channels, args) -> list:
+    """Training-epoch seconds fed from arrays and from the files, and ratio."""
+    sampler = {
+        "classes_per_batch": args.classes_per_batch,
+        "samples_per_class": args.per_class,
+        "steps_per_epoch": args.epoch_steps,
+        "seed": 0,
+    }
+    files = ClassBalancedDataset.from_directory(
+        folder,
+        image_size=size,
+        color_mode=color_mode,
+        workers=args.epoch_workers,
+        **sampler,
+    )
+    paths, labels, _ = index_directory(folder)
+    pixels = files.loader.load_batch(paths)
+    arrays = ClassBalancedDataset(pixels, labels, **sampler)
+    shape = (*size, channels)
+    from_arrays = epoch_seconds(arrays, shape, args.repeats)
+    from_files = epoch_seconds(files, shape, args.repeats)
+    return [
+        ["arrays in memory", 1, round(from_arrays, 3), 1.0, len(files)],
+        [
+            "from_directory",
+            args.epoch_workers,
+            round(from_files, 3),
+            round(from_files / from_arrays, 2),
+            len(files),
+        ],
+    ]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ resize).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -18,7 +19,11 @@ from hypothesis import strategies as st
 
 from keras_siamese import ClassBalancedDataset, PairDataset, TripletDataset
 from keras_siamese.data import ImageLoader
-from keras_siamese.data.images import index_directory, resize
+from keras_siamese.data.images import (
+    center_crop_to_aspect_ratio,
+    index_directory,
+    resize,
+)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -238,9 +243,82 @@ def test_resize_equals_tf_image_resize_to_the_bit(
         0, 256, (height, width, 3), dtype=np.uint8
     )
     for method in ("bilinear", "nearest", "bicubic", "area"):
-        theirs = tf.image.resize(pixels, (out_height, out_width), method=method)
-        mine = resize(pixels, (out_height, out_width), method)
-        np.testing.assert_array_equal(mine, theirs.numpy().astype(np.float32))
+        # The given size, and the image's own (which skips the arithmetic).
+        for size in [(out_height, out_width), (height, width)]:
+            theirs = tf.image.resize(pixels, size, method=method)
+            mine = resize(pixels, size, method)
+            np.testing.assert_array_equal(mine, theirs.numpy().astype(np.float32))
+
+
+@given(
+    height=st.integers(1, 20),
+    width=st.integers(1, 20),
+    out_height=st.integers(1, 24),
+    out_width=st.integers(1, 24),
+    batch=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_batched_resize_equals_resizing_each_image(
+    height, width, out_height, out_width, batch, seed
+):
+    pixels = np.random.default_rng(seed).integers(
+        0, 256, (batch, height, width, 2), dtype=np.uint8
+    )
+    for method in ("bilinear", "nearest", "bicubic", "area"):
+        together = resize(pixels, (out_height, out_width), method)
+        assert together.shape == (batch, out_height, out_width, 2)
+        assert together.dtype == np.float32
+        for image, resized in zip(pixels, together):
+            np.testing.assert_array_equal(
+                resized, resize(image, (out_height, out_width), method)
+            )
+        # At its own size an image comes back as it is, in float32.
+        np.testing.assert_array_equal(
+            resize(pixels, (height, width), method), pixels.astype(np.float32)
+        )
+
+
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
+@pytest.mark.parametrize("crop", [False, True])
+def test_load_batch_equals_loading_each_file(tmp_path, color_mode, crop):
+    write_folder(tmp_path, classes=("a", "b"), per_class=3)
+    # Two files of the loader's size, which are not resized.
+    for k in range(2):
+        pixels = np.random.default_rng(k).integers(0, 256, (9, 7, 3), np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "a" / f"same{k}.png")
+    paths, _, _ = index_directory(tmp_path)
+    mode = {"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[color_mode]
+    for interpolation in ("bilinear", "nearest", "bicubic", "area"):
+        loader = ImageLoader((9, 7), color_mode, interpolation, crop)
+        batch = loader.load_batch(paths)
+        assert batch.shape == (len(paths), *loader.shape)
+        for path, image in zip(paths, batch):
+            with Image.open(path) as source:
+                decoded = np.asarray(source.convert(mode))
+            decoded = decoded.reshape(*decoded.shape[:2], -1)
+            if crop:
+                decoded = center_crop_to_aspect_ratio(decoded, (9, 7))
+            np.testing.assert_array_equal(image, resize(decoded, (9, 7), interpolation))
+            np.testing.assert_array_equal(image, loader(path))
+
+
+def test_batches_are_the_same_whatever_the_threads(tmp_path):
+    write_folder(tmp_path, classes=("a", "b", "c"), per_class=3)
+    make = lambda: ClassBalancedDataset.from_directory(  # noqa: E731
+        tmp_path, image_size=(8, 6), classes_per_batch=2, samples_per_class=3,
+        seed=5, steps_per_epoch=8,
+    )  # fmt: skip
+    alone, shared = make(), make()
+    alone.set_epoch(2)
+    shared.set_epoch(2)
+    expected = [alone[index] for index in range(len(alone))]
+    # The batches read at once by four threads, in another order.
+    order = [7, 3, 0, 5, 1, 6, 2, 4] * 2
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(shared.__getitem__, order))
+    for index, (images, labels) in zip(order, got):
+        np.testing.assert_array_equal(images, expected[index][0])
+        np.testing.assert_array_equal(labels, expected[index][1])
 
 
 def test_crop_to_aspect_ratio_takes_the_centred_crop(tmp_path):

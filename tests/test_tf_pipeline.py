@@ -18,7 +18,8 @@ from keras_siamese import (
     SiameseWrapper,
     TripletDataset,
 )
-from keras_siamese.data import base
+from keras_siamese.data import base, tf_pipeline
+from keras_siamese.data import images as image_files
 
 tf = pytest.importorskip("tensorflow")
 
@@ -159,5 +160,142 @@ def test_a_corrupt_file_is_named_by_the_pipeline(tmp_path):
     # Batch 0 may or may not hold the file (it is read for the element spec,
     # where the ValueError comes as it is); TensorFlow wraps the others.
     with pytest.raises((ValueError, tf.errors.OpError), match=r"zz\.png"):
+        for _ in dataset.as_tf_dataset():
+            pass
+
+
+def write_images(root, seed=0):
+    """PNG in every 8-bit colour type, palette PNG, JPEG, GIF and BMP files."""
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for name in ("a", "b", "c"):
+        (root / name).mkdir()
+        for k in range(3):
+            height, width = rng.integers(4, 20, 2)
+            pixels = image.fromarray(
+                rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA"
+            )
+            for mode in ("L", "LA", "RGB", "RGBA"):
+                pixels.convert(mode).save(root / name / f"{k}{mode}.png")
+            pixels.convert("RGB").convert("P").save(root / name / f"{k}P.png")
+            pixels.convert("RGB").save(root / name / f"{k}.jpg", quality=90)
+            pixels.convert("L").save(root / name / f"{k}L.jpeg", quality=90)
+            pixels.convert("RGB").convert("P").save(root / name / f"{k}.gif")
+            pixels.convert("RGB").save(root / name / f"{k}.bmp")
+    # Files of the loader's size exactly, which are not resized.
+    for k in range(2):
+        pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        image.fromarray(pixels).save(root / "a" / f"same{k}.png")
+    return root
+
+
+def image_dataset(kind, root, **kwargs):
+    common = {"image_size": (6, 5), "seed": 4, "steps_per_epoch": 4, **kwargs}
+    if kind == "pairs":
+        return PairDataset.from_directory(root, batch_size=6, **common)
+    if kind == "triplets":
+        return TripletDataset.from_directory(root, batch_size=6, **common)
+    return ClassBalancedDataset.from_directory(root, 3, 3, **common)
+
+
+@pytest.mark.parametrize(
+    "kind, color_mode, interpolation, crop",
+    [
+        ("pairs", "rgb", "bilinear", False),
+        ("triplets", "grayscale", "bicubic", True),
+        ("balanced", "rgba", "area", False),
+        ("balanced", "grayscale", "nearest", False),
+        ("balanced", "rgb", "bicubic", True),
+    ],
+)
+def test_image_files_are_decoded_by_tensorflow_to_the_pixels_of_getitem(
+    kind, color_mode, interpolation, crop, tmp_path, monkeypatch
+):
+    write_images(tmp_path)
+    dataset = image_dataset(
+        kind,
+        tmp_path,
+        color_mode=color_mode,
+        interpolation=interpolation,
+        crop_to_aspect_ratio=crop,
+    )
+    assert dataset.batches_are_image_files and not dataset.batches_are_rows
+    pipeline = dataset.as_tf_dataset()
+    by_pillow = []
+
+    def decode_image(path, mode):
+        by_pillow.append(path)
+        return image_files.decode_image(path, mode)
+
+    for epoch in (0, 3):
+        dataset.set_epoch(epoch)
+        expected = [dataset[index] for index in range(len(dataset))]
+        # The pipeline reads the files itself: `__getitem__` is not called,
+        # and only GIF, BMP and palette PNG files are left to Pillow.
+        with monkeypatch.context() as patch:
+            patch.setattr(base.SampledDataset, "__getitem__", refuse_getitem)
+            patch.setattr(tf_pipeline, "decode_image", decode_image)
+            batches = list(pipeline)
+        assert by_pillow and all(
+            path.endswith((".gif", ".bmp", "P.png")) for path in by_pillow
+        )
+        assert len(batches) == len(expected)
+        for (inputs, targets), (want, want_targets) in zip(batches, expected):
+            for tensor, array in zip(leaves(inputs), leaves(want)):
+                assert tensor.dtype == tf.float32 and tensor.shape == array.shape
+                np.testing.assert_array_equal(tensor.numpy(), array)
+            np.testing.assert_array_equal(targets.numpy(), want_targets)
+
+
+def refuse_getitem(self, index):
+    raise AssertionError("the pipeline read a batch through __getitem__")
+
+
+def test_image_files_pipeline_augments_with_the_seeds_of_getitem(tmp_path):
+    write_images(tmp_path)
+    augment = keras.Sequential(
+        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(4, 3)]
+    )
+    for views in (1, 2):
+        dataset = image_dataset("balanced", tmp_path, augment=augment, views=views)
+        assert dataset.batches_are_image_files
+        pipeline = dataset.as_tf_dataset()
+        dataset.set_epoch(2)
+        for index, (images, labels) in enumerate(pipeline):
+            want, want_labels = dataset[index]
+            assert images.shape == (views * 9, 4, 3, 3)
+            np.testing.assert_array_equal(images.numpy(), want)
+            np.testing.assert_array_equal(labels.numpy(), want_labels)
+
+
+def test_an_overridden_getitem_is_what_the_image_files_pipeline_reads(tmp_path):
+    write_images(tmp_path)
+
+    class Brighter(ClassBalancedDataset):
+        def __getitem__(self, index):
+            images, labels = super().__getitem__(index)
+            return images + 1, labels
+
+    dataset = Brighter.from_directory(
+        tmp_path, 3, 3, image_size=(6, 5), seed=0, steps_per_epoch=3
+    )
+    assert not dataset.batches_are_image_files
+    assert_same_epoch(dataset, dataset.as_tf_dataset())
+
+
+@pytest.mark.parametrize("name, cut", [("cut.png", 2), ("cut.jpg", 2), ("zz.png", 0)])
+def test_a_truncated_or_corrupt_file_is_named_by_the_image_files_pipeline(
+    tmp_path, name, cut
+):
+    write_images(tmp_path)
+    source = tmp_path / "a" / ("0RGB.png" if name.endswith("png") else "0.jpg")
+    data = source.read_bytes()
+    bad = tmp_path / "b" / name
+    bad.write_bytes(data[: len(data) // cut] if cut else b"\x89PNG not an image")
+    dataset = ClassBalancedDataset.from_directory(
+        tmp_path, 3, 3, image_size=(6, 5), seed=0, steps_per_epoch=60
+    )
+    pattern = name.replace(".", r"\.")
+    with pytest.raises((ValueError, tf.errors.OpError), match=pattern):
         for _ in dataset.as_tf_dataset():
             pass

@@ -222,12 +222,27 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
 
         False when files are read, batches are augmented, or a subclass
         overrides `__getitem__`: then a batch exists only as `__getitem__`
-        makes it, and the TensorFlow pipeline calls `__getitem__` too.
+        makes it, and the TensorFlow pipeline calls `__getitem__` too (or,
+        for `batches_are_image_files`, reads the files as it does).
         """
         return (
             self.loader is None
             and self._augmentation is None
             and type(self).__getitem__ is SampledDataset.__getitem__
+        )
+
+    @property
+    def batches_are_image_files(self) -> bool:
+        """Whether each batch is images an `ImageLoader` reads, then augmented.
+
+        Then the TensorFlow pipeline reads and decodes the files itself, with
+        TensorFlow's kernels, to the same pixels; False when a subclass
+        overrides `__getitem__`.
+        """
+        return (
+            isinstance(self.loader, ImageLoader)
+            and type(self).__getitem__ is SampledDataset.__getitem__
+            and type(self)._gather is SampledDataset._gather
         )
 
     @property
@@ -415,7 +430,44 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
     def _gather(self, rows: np.ndarray) -> Any:
         if self.loader is None:
             return gather(self._x, rows)
+        if isinstance(self.loader, ImageLoader):
+            # Each distinct file read once, the batch resized at once.
+            distinct, inverse = np.unique(rows, return_inverse=True)
+            images = self.loader.load_batch([self._x[row] for row in distinct.tolist()])
+            return images[inverse.reshape(-1)]
         return load_files(self._x, rows, self.loader)
+
+    def augment_batch(
+        self, images: np.ndarray, index: int, branch: int, epoch: int | None = None
+    ) -> np.ndarray:
+        """The augmented views of input `branch` of batch `index`, as `self[index]`.
+
+        Args:
+            images: that input's images, before augmentation.
+            index: the batch index.
+            branch: the input (0 for the first side of a pair).
+            epoch: the epoch; defaults to the current one.
+
+        Returns:
+            `views` augmented copies, one after the other on axis 0; `images`
+            itself without an `augment`.
+
+        Examples:
+            >>> import numpy as np
+            >>> from keras_siamese import ClassBalancedDataset
+            >>> x = np.zeros((8, 2), "float32")
+            >>> def shift(images, seed):
+            ...     return images + seed
+            >>> data = ClassBalancedDataset(x, np.arange(8) % 2, 2, 2, seed=0,
+            ...                             augment=shift)
+            >>> images, _ = data[1]
+            >>> bool((data.augment_batch(x[:4], 1, 0) == images).all())
+            True
+        """
+        epoch = self._epoch if epoch is None else operator.index(epoch)
+        if self._augmentation is None:
+            return images
+        return self._augment(images, epoch, batch_index(index, len(self)), branch)
 
     def _augment(self, images: np.ndarray, epoch: int, index: int, branch: int) -> Any:
         """`views` augmented copies of one input's batch, one after the other."""

@@ -187,10 +187,44 @@ class ImageLoader:
         return (*self.image_size, _COLOR_MODES[self.color_mode][1])
 
     def __call__(self, path: Any) -> np.ndarray:
-        pixels = decode_image(path, self.color_mode)
-        if self.crop_to_aspect_ratio:
-            pixels = center_crop_to_aspect_ratio(pixels, self.image_size)
-        return resize(pixels, self.image_size, self.interpolation)
+        return self.load_batch([path])[0]
+
+    def load_batch(self, paths: Sequence[Any]) -> np.ndarray:
+        """The images of several files, stacked: `(len(paths), *shape)`.
+
+        The pixels are those of calling the loader on each path: images of
+        one source size are resized together, and not at all when that size
+        is `image_size` already.
+
+        Raises:
+            ValueError: naming the first file that cannot be read.
+
+        Examples:
+            >>> import numpy as np, os, tempfile
+            >>> from PIL import Image
+            >>> folder = tempfile.mkdtemp()
+            >>> for name, side in [("a.png", 4), ("b.png", 2)]:
+            ...     pixels = np.full((side, side), 100, "uint8")
+            ...     Image.fromarray(pixels).save(os.path.join(folder, name))
+            >>> paths = [os.path.join(folder, name) for name in ("a.png", "b.png")]
+            >>> batch = ImageLoader(2, "grayscale").load_batch(paths)
+            >>> batch.shape, float(batch.min()), float(batch.max())
+            ((2, 2, 2, 1), 100.0, 100.0)
+        """
+        decoded = []
+        for path in paths:
+            pixels = decode_image(path, self.color_mode)
+            if self.crop_to_aspect_ratio:
+                pixels = center_crop_to_aspect_ratio(pixels, self.image_size)
+            decoded.append(pixels)
+        result = np.empty((len(decoded), *self.shape), np.float32)
+        by_shape: dict = {}
+        for position, pixels in enumerate(decoded):
+            by_shape.setdefault(pixels.shape, []).append(position)
+        for positions in by_shape.values():
+            images = np.stack([decoded[position] for position in positions])
+            result[positions] = resize(images, self.image_size, self.interpolation)
+        return result
 
     def get_config(self) -> dict:
         return {
@@ -243,19 +277,26 @@ def center_crop_to_aspect_ratio(pixels: np.ndarray, size: Sequence[int]) -> np.n
 
 
 def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.ndarray:
-    """Resize `(height, width, channels)` pixels to float32 as `tf.image.resize`.
+    """Resize `(..., height, width, channels)` pixels to float32 as `tf.image.resize`.
 
     TensorFlow's kernels (`ResizeBilinear`, `ResizeNearestNeighbor` and
     `ResizeBicubic` with half-pixel centres, `ResizeArea`) in float32,
-    operation for operation, so the results agree to the last bit.
+    operation for operation, so the results agree to the last bit. Leading
+    axes are a batch: each image is resized as it would be alone. An image
+    already of `size` is returned as float32 pixels, which every kernel
+    gives at scale 1.
     """
-    height, width = pixels.shape[:2]
+    height, width = pixels.shape[-3:-1]
     out_height, out_width = size
     values = pixels.astype(np.float32)
+    if (height, width) == (out_height, out_width):
+        return values
     if interpolation == "nearest":
         rows = _nearest(height, out_height)
         columns = _nearest(width, out_width)
-        return np.ascontiguousarray(values[rows][:, columns])
+        return np.ascontiguousarray(
+            np.take(np.take(values, rows, axis=-3), columns, axis=-2)
+        )
     if interpolation == "bicubic":
         return _bicubic(values, size)
     if interpolation == "area":
@@ -263,11 +304,11 @@ def resize(pixels: np.ndarray, size: Sequence[int], interpolation: str) -> np.nd
     # Along the width first, on every input row, then along the height: each
     # output pixel goes through TensorFlow's three lerps in the same order.
     left, right, x_lerp = _bilinear(width, out_width)
-    lefts = np.take(values, left, axis=1)
-    across = lefts + (np.take(values, right, axis=1) - lefts) * x_lerp[:, None]
+    lefts = np.take(values, left, axis=-2)
+    across = lefts + (np.take(values, right, axis=-2) - lefts) * x_lerp[:, None]
     top, bottom, y_lerp = _bilinear(height, out_height)
-    tops = np.take(across, top, axis=0)
-    return tops + (np.take(across, bottom, axis=0) - tops) * y_lerp[:, None, None]
+    tops = np.take(across, top, axis=-3)
+    return tops + (np.take(across, bottom, axis=-3) - tops) * y_lerp[:, None, None]
 
 
 def _cubic_table() -> np.ndarray:
@@ -316,15 +357,15 @@ def _cubic(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 def _bicubic(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
     # Along the height first, then the width, each a left-to-right sum of
     # four products: TensorFlow's order.
-    rows, row_weights = _cubic(values.shape[0], size[0])
-    columns, column_weights = _cubic(values.shape[1], size[1])
+    rows, row_weights = _cubic(values.shape[-3], size[0])
+    columns, column_weights = _cubic(values.shape[-2], size[1])
     down = [
-        np.take(values, rows[:, k], axis=0) * row_weights[:, k, None, None]
+        np.take(values, rows[:, k], axis=-3) * row_weights[:, k, None, None]
         for k in range(4)
     ]
     across = ((down[0] + down[1]) + down[2]) + down[3]
     parts = [
-        np.take(across, columns[:, k], axis=1) * column_weights[None, :, k, None]
+        np.take(across, columns[:, k], axis=-2) * column_weights[None, :, k, None]
         for k in range(4)
     ]
     return ((parts[0] + parts[1]) + parts[2]) + parts[3]
@@ -356,21 +397,20 @@ def _area(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
     # TensorFlow sums each input row's covered cells first (the first and
     # last scaled, those between added as they are), then the rows, each
     # scaled, in order; padding terms add exact zeros.
-    rows, row_weights = _area_cells(values.shape[0], size[0])
-    columns, column_weights = _area_cells(values.shape[1], size[1])
-    across = np.take(values, columns[:, 0], axis=1) * column_weights[:, 0, None]
+    height, width = values.shape[-3:-1]
+    rows, row_weights = _area_cells(height, size[0])
+    columns, column_weights = _area_cells(width, size[1])
+    across = np.take(values, columns[:, 0], axis=-2) * column_weights[:, 0, None]
     for k in range(1, columns.shape[1]):
-        term = np.take(values, columns[:, k], axis=1)
+        term = np.take(values, columns[:, k], axis=-2)
         weight = column_weights[:, k, None]
         across = across + np.where(weight == 1, term, term * weight)
-    total = np.zeros((size[0], size[1], values.shape[2]), np.float32)
+    total = np.zeros((*values.shape[:-3], *size, values.shape[-1]), np.float32)
     for k in range(rows.shape[1]):
         total = (
-            total + np.take(across, rows[:, k], axis=0) * row_weights[:, k, None, None]
+            total + np.take(across, rows[:, k], axis=-3) * row_weights[:, k, None, None]
         )
-    scale = np.float32(
-        1.0 / float(_scale(values.shape[0], size[0]) * _scale(values.shape[1], size[1]))
-    )
+    scale = np.float32(1.0 / float(_scale(height, size[0]) * _scale(width, size[1])))
     return total * scale
 
 

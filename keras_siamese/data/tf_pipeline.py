@@ -4,7 +4,10 @@ Keras feeds a `keras.utils.PyDataset` to a TensorFlow model through
 `tf.data.Dataset.from_generator`, one Python call per batch. The pipeline
 here calls Python once per block of batches, for the block's row indices, and
 gathers the rows in the graph (benchmarks/README.md, "Data path", compares
-the two). It uses only the public interface of `SampledDataset`.
+the two). It uses only the public interface of `SampledDataset`. A dataset
+that reads image files with an `ImageLoader` has its files read, decoded and
+resized by TensorFlow's kernels in the pipeline, to the pixels the loader
+gives.
 
 TensorFlow is imported only when a pipeline is built, never at import.
 """
@@ -12,12 +15,17 @@ TensorFlow is imported only when a pipeline is built, never at import.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_siamese.data.images import decode_image
 from keras_siamese.data.sampling import gather
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def block_pipeline(dataset: Any) -> Any:
@@ -42,6 +50,8 @@ def block_pipeline(dataset: Any) -> Any:
         epoch when it reaches the block.
     """
     tf = importlib.import_module("tensorflow")
+    if dataset.batches_are_image_files:
+        return image_files_pipeline(tf, dataset)
     if not dataset.batches_are_rows:
         return batch_pipeline(tf, dataset)
     parts, items = dataset.num_branches, dataset.batch_size
@@ -84,15 +94,213 @@ def block_pipeline(dataset: Any) -> Any:
     )
 
 
-def _options(tf: Any) -> Any:
+def _options(tf: Any, optimize: bool = False) -> Any:
     options = tf.data.Options()
     # As Keras' own array pipeline: tf.data's default graph rewrites only add
-    # work here, and a distribution strategy shards by batch.
-    options.experimental_optimization.apply_default_optimizations = False
+    # work to a gather (they help a pipeline of many small per-file steps),
+    # and a distribution strategy shards by batch.
+    options.experimental_optimization.apply_default_optimizations = optimize
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA
     )
     return options
+
+
+def _batch_spec(dataset: Any) -> tuple:
+    """The structure of a batch, and the shape and dtype of each leaf.
+
+    From one batch, made once per dataset (not once per `fit`, `evaluate` or
+    `predict` call).
+    """
+    spec = dataset.cache.get("tf_batch_spec")
+    if spec is None:
+        batch = dataset[0]
+        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
+        skeleton = keras.tree.map_structure(lambda _: None, batch)
+        spec = (skeleton, [(leaf.shape, leaf.dtype) for leaf in leaves])
+        dataset.cache["tf_batch_spec"] = spec
+    return spec
+
+
+def image_files_pipeline(tf: Any, dataset: Any) -> Any:
+    """A `tf.data.Dataset` of a dataset that reads images with an `ImageLoader`.
+
+    Python draws each batch's rows (the dataset's own draw); TensorFlow reads,
+    decodes (PNG and JPEG), crops and resizes the files, batches in
+    parallel. The pixels are the loader's: PNG of 8 bits per channel as
+    libpng gives them, JPEG with the accurate integer DCT (Pillow's), colour
+    to grayscale with Pillow's weights. Other files (GIF, BMP, palette or
+    16-bit PNG, and any file that does not look whole) are decoded by the
+    loader itself, which names a file it cannot read. The augmentation, if
+    any, runs on each decoded batch with the seeds of `__getitem__`.
+    """
+    loader = dataset.loader
+    structure, shapes = _batch_spec(dataset)
+    dtypes = [tf.as_dtype(dtype) for _, dtype in shapes]
+    parts, items = dataset.num_branches, dataset.batch_size
+    paths = dataset.cache.get("tf_paths")
+    if paths is None:
+        paths = tf.constant([os.fsencode(path) for path in dataset.x])
+        dataset.cache["tf_paths"] = paths
+    decode = _decoder(tf, loader)
+
+    def draw(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        epoch = dataset.epoch
+        block, offset = divmod(int(index), dataset.batches_per_block)
+        rows, targets = dataset.block_rows(block, epoch)
+        start = offset * items
+        rows = rows[:, start : start + items].astype(np.int64)
+        return np.int64(epoch), rows, targets[start : start + items]
+
+    def augment(images: np.ndarray, epoch: Any, index: Any, branch: Any) -> Any:
+        augmented = dataset.augment_batch(images, int(index), int(branch), int(epoch))
+        return np.asarray(augmented, dtype=dtypes[0].as_numpy_dtype)
+
+    def rows_of(index: Any) -> tuple:
+        epoch, rows, targets = tf.numpy_function(
+            draw,
+            [index],
+            [tf.int64, tf.int64, tf.as_dtype(shapes[-1][1])],
+            stateful=True,
+        )
+        rows.set_shape([parts, items])
+        return index, epoch, rows, targets
+
+    def files_of(index: Any, epoch: Any, rows: Any, targets: Any) -> Any:
+        return tf.data.Dataset.from_tensor_slices(
+            tf.gather(paths, tf.reshape(rows, [-1]))
+        )
+
+    def assemble(drawn: tuple, images: Any) -> Any:
+        index, epoch, _, targets = drawn
+        images = tf.reshape(images, [parts, items, *loader.shape])
+        sides = []
+        for side in range(parts):
+            side_images = images[side]
+            if dataset.augment is not None:
+                side_images = tf.numpy_function(
+                    augment,
+                    [side_images, epoch, index, side],
+                    dtypes[side],
+                    stateful=False,
+                )
+            sides.append(side_images)
+        leaves = [*sides, tf.tile(targets, [dataset.views])]
+        for leaf, (shape, _) in zip(leaves, shapes):
+            leaf.set_shape(shape)
+        return keras.tree.pack_sequence_as(structure, leaves)
+
+    # Python draws the rows of each batch; the files of all batches are read
+    # one by one in parallel (as `image_dataset_from_directory` reads them),
+    # then regrouped into their batches, in order.
+    drawn = tf.data.Dataset.range(len(dataset)).map(rows_of)
+    images = (
+        drawn.flat_map(files_of)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(parts * items)
+    )
+    return (
+        tf.data.Dataset.zip((drawn, images))
+        .map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .with_options(_options(tf, optimize=True))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _decoder(tf: Any, loader: Any) -> Any:
+    """A graph function from a file path to the loader's float32 pixels."""
+    height, width = loader.image_size
+    color_mode = loader.color_mode
+    channels = loader.shape[-1]
+    # Colour to grayscale with Pillow's integer weights: the decoders' own
+    # conversions (libpng's sRGB weights, libjpeg's luma plane) differ.
+    decoded_channels = 4 if channels == 4 else 3
+
+    def to_mode(pixels: Any) -> Any:
+        if channels == 4 and pixels.shape[-1] == 3:
+            opaque = tf.fill(tf.shape(pixels[..., :1]), tf.constant(255, tf.uint8))
+            return tf.concat([pixels, opaque], axis=-1)
+        if channels != 1:
+            return pixels
+        weighted = tf.cast(pixels, tf.int32) * tf.constant([19595, 38470, 7471])
+        luma = tf.bitwise.right_shift(
+            tf.reduce_sum(weighted, -1, keepdims=True) + 0x8000, 16
+        )
+        return tf.cast(luma, tf.uint8)
+
+    def with_pillow(path: np.ndarray) -> np.ndarray:
+        return decode_image(os.fsdecode(path), color_mode)
+
+    def read(path: Any) -> Any:
+        contents = tf.io.read_file(path)
+        # Fixed-length head and tail, padded, so that short files compare too.
+        head = tf.strings.substr(tf.strings.join([contents, "\0" * 26]), 0, 26)
+        size = tf.strings.length(contents)
+        tail = tf.strings.substr(contents, tf.maximum(size - 12, 0), 12)
+        is_png = (
+            tf.equal(tf.strings.substr(head, 0, 8), _PNG_SIGNATURE)
+            & tf.equal(tf.strings.substr(head, 12, 4), b"IHDR")
+            # 8 bits per channel; grey, RGB, grey + alpha or RGBA (no palette).
+            & tf.equal(tf.strings.substr(head, 24, 1), b"\x08")
+            & tf.reduce_any(
+                tf.equal(tf.strings.substr(head, 25, 1), [b"\0", b"\2", b"\4", b"\6"])
+            )
+            & tf.equal(tail, _PNG_END)
+        )
+        is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff") & tf.equal(
+            tf.strings.substr(tail, 10, 2), b"\xff\xd9"
+        )
+
+        def png() -> Any:
+            return to_mode(tf.io.decode_png(contents, channels=decoded_channels))
+
+        def jpeg() -> Any:
+            pixels = tf.io.decode_jpeg(
+                contents, channels=3, dct_method="INTEGER_ACCURATE"
+            )
+            return to_mode(pixels)
+
+        def other() -> Any:
+            pixels = tf.numpy_function(with_pillow, [path], tf.uint8, stateful=False)
+            return tf.ensure_shape(pixels, [None, None, channels])
+
+        pixels = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, other))
+        pixels.set_shape([None, None, channels])
+        if loader.crop_to_aspect_ratio:
+            pixels = _center_crop(tf, pixels, loader.image_size)
+        shape = tf.shape(pixels)
+        same = tf.equal(shape[0], height) & tf.equal(shape[1], width)
+        return tf.cond(
+            same,
+            lambda: tf.cast(pixels, tf.float32),
+            lambda: tf.cast(
+                tf.image.resize(pixels, (height, width), loader.interpolation),
+                tf.float32,
+            ),
+        )
+
+    return read
+
+
+def _center_crop(tf: Any, pixels: Any, size: tuple) -> Any:
+    """`images.center_crop_to_aspect_ratio` in the graph."""
+    target_height, target_width = size
+    shape = tf.shape(pixels, out_type=tf.int64)
+    height, width = shape[0], shape[1]
+
+    def whole(numerator: Any, denominator: int) -> Any:
+        ratio = tf.cast(numerator, tf.float64) / float(denominator)
+        return tf.cast(tf.floor(ratio), tf.int64)
+
+    crop_height = tf.maximum(
+        tf.minimum(height, whole(width * target_height, target_width)), 1
+    )
+    crop_width = tf.maximum(
+        tf.minimum(width, whole(height * target_width, target_height)), 1
+    )
+    top = whole(height - crop_height, 2)
+    left = whole(width - crop_width, 2)
+    return pixels[top : top + crop_height, left : left + crop_width]
 
 
 def batch_pipeline(tf: Any, dataset: Any) -> Any:
@@ -103,16 +311,7 @@ def batch_pipeline(tf: Any, dataset: Any) -> Any:
     of `__getitem__` on every backend. Batches are made in parallel, in
     order; the element spec comes from one batch, made at the first call.
     """
-    # The structure, shapes and dtypes of a batch, from one batch made once
-    # per dataset (not once per `fit`, `evaluate` or `predict` call).
-    spec = dataset.cache.get("tf_batch_spec")
-    if spec is None:
-        batch = dataset[0]
-        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
-        skeleton = keras.tree.map_structure(lambda _: None, batch)
-        spec = (skeleton, [(leaf.shape, leaf.dtype) for leaf in leaves])
-        dataset.cache["tf_batch_spec"] = spec
-    structure, shapes = spec
+    structure, shapes = _batch_spec(dataset)
     dtypes = [tf.as_dtype(dtype) for _, dtype in shapes]
 
     def make(index: np.ndarray) -> list:
