@@ -9,6 +9,7 @@ tables are checked for their rows, not their numbers.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -456,10 +457,125 @@ def test_compare_losses_cnn_random_shift_moves_whole_images() -> None:
     np.testing.assert_array_equal(script.RandomShift(2)(images, seed=5), shifted)
 
 
+def test_compare_losses_cnn_random_flip_mirrors_about_half() -> None:
+    script = _import_benchmark("compare_losses_cnn")
+    rng = np.random.default_rng(1)
+    images = rng.random((200, 6, 6, 1)).astype(np.float32)
+    flipped = script.RandomFlip()(images, seed=7)
+    mirrored = [np.array_equal(a, b[:, ::-1]) for a, b in zip(images, flipped)]
+    kept = [np.array_equal(a, b) for a, b in zip(images, flipped)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # one or the other
+    assert 60 < sum(mirrored) < 140
+    np.testing.assert_array_equal(script.RandomFlip()(images, seed=7), flipped)
+    # After an inner augmentation: its output, mirrored or not.
+    shifted = script.RandomShift(1)(images, seed=7)
+    both = script.RandomFlip(script.RandomShift(1))(images, seed=7)
+    for a, b in zip(shifted, both):
+        assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)
+
+
+@pytest.mark.parametrize("kind", ["center", "standardize", "pca"])
+def test_compare_losses_cnn_trunk_transform_is_fitted_on_the_given_features(
+    kind: str,
+) -> None:
+    script = _import_benchmark("compare_losses_cnn")
+    rng = np.random.default_rng(2)
+    mixing = rng.standard_normal((6, 6))
+    fit = rng.standard_normal((500, 6)) @ mixing + rng.standard_normal(6)
+    fit[:, 2] = 3.0  # a feature that never varies (a dead unit)
+    other = rng.standard_normal((40, 6))
+    transform = script.fit_transform(fit, kind, 4)
+    mapped = transform(fit)
+    if kind == "pca":
+        # Whitened: the 4 leading axes, uncorrelated with unit variance.
+        assert mapped.shape == (500, 4)
+        np.testing.assert_allclose(np.cov(mapped.T, bias=True), np.eye(4), atol=1e-8)
+        values = np.linalg.eigvalsh(np.cov(fit.T, bias=True))[::-1]
+        kept = np.sum(np.var(mapped * np.sqrt(values[:4]), axis=0))
+        assert kept == pytest.approx(np.sum(values[:4]))
+    else:
+        np.testing.assert_allclose(mapped.mean(axis=0), 0.0, atol=1e-9)
+        if kind == "standardize":
+            expected = np.where(np.arange(6) == 2, 0.0, 1.0)
+            np.testing.assert_allclose(mapped.std(axis=0), expected, atol=1e-9)
+        else:
+            np.testing.assert_allclose(mapped, fit - fit.mean(axis=0))
+    # Other rows get the map fitted on `fit`, not their own statistics.
+    np.testing.assert_allclose(
+        transform(other)[:3], transform(np.concatenate([other[:3], fit]))[:3]
+    )
+    assert script.fit_transform(fit, "none", 4)(other) is other
+
+
+@pytest.mark.parametrize(
+    ("features", "blocks", "width", "size"),
+    [
+        ("flatten", 2, 1, 7 * 7 * 32),
+        ("flatten", 3, 2, 3 * 3 * 128),
+        ("pooled", 2, 1, 16 + 32 + 7 * 7 * 32),
+        ("pooled-norm", 3, 1, 16 + 32 + 64 + 3 * 3 * 64),
+    ],
+)
+def test_compare_losses_cnn_encoder_variants(
+    features: str, blocks: int, width: int, size: int
+) -> None:
+    import argparse
+
+    script = _import_benchmark("compare_losses_cnn")
+    args = argparse.Namespace(
+        features=features, blocks=blocks, width=width, embedding_dim=8
+    )
+    encoder = script.build_encoder(args)
+    images = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
+    trunk = script.trunk_of(encoder)
+    values = keras.ops.convert_to_numpy(trunk(images))
+    assert values.shape == (3, size)
+    assert keras.ops.convert_to_numpy(encoder(images)).shape == (3, 8)
+    if features == "pooled-norm":
+        # Each part (a pool per block, then the flattened maps) has unit length.
+        edges = np.cumsum([0, 16, 32, 64, 3 * 3 * 64])
+        for start, stop in itertools.pairwise(edges):
+            norms = np.linalg.norm(values[:, start:stop], axis=1)
+            np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
+
+
+def test_compare_losses_cnn_instance_term_adds_supcon_on_instance_labels() -> None:
+    import keras_siamese as ks
+
+    script = _import_benchmark("compare_losses_cnn")
+    rng = np.random.default_rng(4)
+    y = np.tile(np.array([0, 0, 1, 1, 2, 2]), 2)  # two views of 6 examples
+    z = rng.standard_normal((12, 5)).astype(np.float32)
+    base = ks.CircleLoss()
+    combined = script.with_instance_term(base, 0.5, 2)
+    instance = np.tile(np.arange(6), 2)
+    expected = float(base(y, z)) + 0.5 * float(
+        ks.SupervisedContrastiveLoss()(instance, z)
+    )
+    got = float(keras.ops.convert_to_numpy(combined(y, z)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got != pytest.approx(float(base(y, z)), rel=1e-3)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["mnist", "fashion"])
+@pytest.mark.parametrize(
+    ("protocol", "levers"),
+    [
+        ("mnist", ()),
+        # The levers' code paths: another trunk, flips, two views with the
+        # instance term, a whitened trunk.
+        (
+            "fashion",
+            (
+                *("--features", "pooled-norm", "--blocks", "3", "--flip"),
+                *("--views", "2", "--instance-weight", "0.5"),
+                *("--trunk-transform", "pca", "--pca-dim", "8"),
+            ),
+        ),
+    ],
+)
 def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
-    tmp_path: Path, small_mnist: Path, protocol: str
+    tmp_path: Path, small_mnist: Path, protocol: str, levers: tuple
 ) -> None:
     results = tmp_path / "results"
     done = subprocess.run(
@@ -467,7 +583,7 @@ def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
             sys.executable,
             str(BENCHMARKS / "compare_losses_cnn.py"),
             *("--protocol", protocol, "--data", str(small_mnist), "--smoke"),
-            *("--seeds", "0", "1", "--losses", "supcon", "arcface"),
+            *("--seeds", "0", "1", "--losses", "supcon", "arcface", *levers),
         ],
         capture_output=True,
         text=True,
@@ -500,6 +616,9 @@ def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
     assert record["protocol"]["eval_classes"] == unseen
     assert record["protocol"]["one_shot_ways"] == min(5, len(unseen))
     assert f"{len(unseen)}-way 1-shot" in done.stdout
+    if levers:
+        assert record["protocol"]["trunk_transform"] == "pca"
+        assert record["protocol"]["views"] == 2
     for entry in record["losses"].values():
         assert [run["seed"] for run in entry["runs"]] == [0, 1]
         for run in entry["runs"]:
