@@ -122,8 +122,10 @@ def ref_supcon(
     reference_labels=None,
     temperature=0.1,
     distance="cosine_similarity",
+    masks=None,
 ):
     s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
+    positives, negatives = restrict(positives, negatives, masks)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -144,8 +146,10 @@ def ref_ntxent(
     reference_labels=None,
     temperature=0.07,
     distance="cosine_similarity",
+    masks=None,
 ):
     s, positives, negatives = np_pairs(labels, x, refs, reference_labels, distance)
+    positives, negatives = restrict(positives, negatives, masks)
     if not any(positives) or not any(negatives) or no_pml_pairs(positives, negatives):
         return 0.0
     losses = []
@@ -838,8 +842,8 @@ SAVED_CONFIGS = [
 NEW_DEFAULTS = {
     "multi_similarity_loss": {"distance": "cosine_similarity", "miner": None},
     "circle_loss": {"distance": "cosine_similarity", "miner": None},
-    "supervised_contrastive_loss": {"distance": "cosine_similarity"},
-    "ntxent_loss": {"distance": "cosine_similarity"},
+    "supervised_contrastive_loss": {"distance": "cosine_similarity", "miner": None},
+    "ntxent_loss": {"distance": "cosine_similarity", "miner": None},
 }
 
 
@@ -969,12 +973,16 @@ PAIR_LOSS_MINERS = {
 }
 
 
-@pytest.mark.parametrize("name", ["multi_similarity", "circle"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "multi_similarity", "circle"])
 @pytest.mark.parametrize("miner_name", sorted(PAIR_LOSS_MINERS))
 @few_examples()
 @given(data=labelled_batches(grid=False))
 def test_a_miner_restricts_the_pairs_as_the_numpy_reference(name, miner_name, data):
     labels, x, refs, reference_labels = data
+    if name == "ntxent" and miner_name.startswith("triplet"):
+        with pytest.raises(ValueError, match="pair miner"):
+            LOSSES[name][0](labels, x, miner=PAIR_LOSS_MINERS[miner_name]())
+        return
     function, reference, _ = LOSSES[name]
     miner = PAIR_LOSS_MINERS[miner_name]()
     refs_kwargs = _references(refs, reference_labels)
@@ -997,22 +1005,30 @@ def test_the_multi_similarity_miner_equals_mining_inside_the_loss(data, epsilon)
     assert float(to_numpy(inside)) == float(to_numpy(fed))
 
 
-@pytest.mark.parametrize("loss_class", [MultiSimilarityLoss, CircleLoss])
+@pytest.mark.parametrize(
+    "loss_class",
+    [SupervisedContrastiveLoss, NTXentLoss, MultiSimilarityLoss, CircleLoss],
+)
 def test_a_miner_is_saved_and_reloaded_and_checked(loss_class):
-    loss = loss_class(miner=TripletMarginMiner(0.3, "hard"))
+    if loss_class is NTXentLoss:
+        miner = PairMarginMiner(0.3, 0.9)
+        with pytest.raises(ValueError, match="pair miner"):
+            loss_class(miner=TripletMarginMiner(0.3, "hard"))
+    else:
+        miner = TripletMarginMiner(0.3, "hard")
+    loss = loss_class(miner=miner)
     config = loss.get_config()
-    assert config["miner"]["class_name"] == "TripletMarginMiner"
+    assert config["miner"]["class_name"] == type(miner).__name__
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(loss)
     )
     assert restored.get_config() == config
-    assert restored.miner.type_of_triplets == "hard"
+    assert restored.miner.get_config() == miner.get_config()
     with pytest.raises(TypeError, match="miner"):
         loss_class(miner="semihard")
     with pytest.raises(TypeError, match="miner"):
-        LOSSES[loss_class().name.removesuffix("_loss")][0](
-            np.zeros(2), np.zeros((2, 2), "float32"), miner=3
-        )
+        function = next(f for f, _, c in LOSSES.values() if c is loss_class)
+        function(np.zeros(2), np.zeros((2, 2), "float32"), miner=3)
     if loss_class is MultiSimilarityLoss:
         with pytest.raises(ValueError, match="either"):
             MultiSimilarityLoss(mining=True, miner=MultiSimilarityMiner())

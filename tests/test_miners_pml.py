@@ -123,6 +123,8 @@ LOSSES = {
     # miner measuring with the Euclidean distance sees what PML's sees.
     "multi_similarity": (_labelled(multi_similarity_loss), True),
     "circle": (_labelled(circle_loss), True),
+    "supcon": (_labelled(supervised_contrastive_loss), True),
+    "ntxent": (_labelled(ntxent_loss), True),
     "contrastive_per_anchor": (_contrastive(reducer="per_anchor"), True),
 }
 

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
@@ -37,6 +38,18 @@ def from_similarity(
     return ops.where(valid, loss, 0.0)
 
 
+def _check_miner(miner: Any) -> Any:
+    miner = miner_objects.get(miner)
+    if miner is not None and miner.kind == "triplets":
+        raise ValueError(
+            "NT-Xent takes a pair miner (PairMarginMiner, MultiSimilarityMiner, "
+            f"BatchEasyHardMiner); got the triplet miner {type(miner).__name__}. "
+            "Its softmax would count a pair once per triplet holding it, as "
+            "pytorch-metric-learning does, not once."
+        )
+    return miner
+
+
 @keras.saving.register_keras_serializable(package="keras_siamese")
 def ntxent_loss(
     labels: Any,
@@ -46,6 +59,7 @@ def ntxent_loss(
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Normalised temperature-scaled cross entropy (NT-Xent, InfoNCE).
 
@@ -91,6 +105,10 @@ def ntxent_loss(
             distance name or `Distance` (see `keras_siamese.distances.get`),
             whose negated values are then the similarities, as
             pytorch-metric-learning does with a non-inverted distance.
+        miner: an optional pair miner (`PairMarginMiner`,
+            `MultiSimilarityMiner`, `BatchEasyHardMiner`, or its serialized
+            config): only its pairs count, as positives and in the
+            denominator. The miner measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -99,6 +117,8 @@ def ntxent_loss(
         ValueError: for a temperature that is not positive, an unknown
             distance, badly shaped inputs, or only one of `references` and
             `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
+        ValueError: for a triplet miner.
 
     Examples:
         >>> import numpy as np
@@ -112,6 +132,7 @@ def ntxent_loss(
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
     measure = Measure(distance, "ntxent_loss")
+    miner = _check_miner(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -121,6 +142,10 @@ def ntxent_loss(
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
     similarity = measure.similarity(embeddings, references)
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(similarity, positive, negative, temperature)
 
 
@@ -139,6 +164,7 @@ class NTXentLoss(FunctionLoss):
         temperature: `T`, default 0.07.
         distance: `"cosine_similarity"` (default), another similarity, or a
             distance (see `ntxent_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see `ntxent_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -151,6 +177,8 @@ class NTXentLoss(FunctionLoss):
         ValueError: for a temperature that is not positive or an unknown
             distance (at construction); for badly shaped inputs or a
             `sample_weight` (at call).
+        TypeError: if `miner` is not a `Miner` (at construction).
+        ValueError: for a triplet miner (at construction).
 
     Examples:
         >>> import numpy as np
@@ -170,6 +198,7 @@ class NTXentLoss(FunctionLoss):
         self,
         temperature: float = 0.07,
         distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "ntxent_loss",
@@ -186,5 +215,6 @@ class NTXentLoss(FunctionLoss):
                 temperature, "temperature", minimum=0.0, inclusive=False
             ),
             distance=measure,
+            miner=_check_miner(miner),
         )
         self.distance = measure.name

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
@@ -45,6 +46,7 @@ def supervised_contrastive_loss(
     reference_labels: Any | None = None,
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
+    miner: Any = None,
 ) -> Any:
     """Supervised contrastive loss (SupCon, Khosla et al. 2020) of one batch.
 
@@ -91,6 +93,12 @@ def supervised_contrastive_loss(
             distance name or `Distance` (see `keras_siamese.distances.get`),
             whose negated values are then the similarities, as
             pytorch-metric-learning does with a non-inverted distance.
+        miner: an optional `keras_siamese.miners.Miner` (or its serialized
+            config): only its pairs count, as positives and in the
+            denominator. A pair miner's masks are used as they are; a
+            triplet miner's are the pairs of its triplets, as
+            pytorch-metric-learning turns triplets into pairs. The miner
+            measures with its own distance.
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -99,6 +107,7 @@ def supervised_contrastive_loss(
         ValueError: for a temperature that is not positive, an unknown
             distance, badly shaped inputs, or only one of `references` and
             `reference_labels`.
+        TypeError: if `miner` is not a `Miner`.
 
     Examples:
         >>> import numpy as np
@@ -114,6 +123,7 @@ def supervised_contrastive_loss(
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
     measure = Measure(distance, "supervised_contrastive_loss")
+    miner = miner_objects.get(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
         pairs.labelled_inputs(
             labels, embeddings, references, reference_labels, reference_mask
@@ -123,6 +133,10 @@ def supervised_contrastive_loss(
         return pairs.zero_loss(embeddings, references)
     positive, negative = pairs.label_masks(labels, reference_labels, reference_mask)
     similarity = measure.similarity(embeddings, references)
+    if miner is not None:
+        positive, negative = miner.mine_for(
+            measure, -similarity, embeddings, references, positive, negative
+        )
     return from_similarity(similarity, positive, negative, temperature)
 
 
@@ -141,6 +155,7 @@ class SupervisedContrastiveLoss(FunctionLoss):
         temperature: `T`, default 0.1.
         distance: `"cosine_similarity"` (default), another similarity, or a
             distance (see `supervised_contrastive_loss`).
+        miner: an optional `keras_siamese.miners.Miner` (see `supervised_contrastive_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -153,6 +168,7 @@ class SupervisedContrastiveLoss(FunctionLoss):
         ValueError: for a temperature that is not positive or an unknown
             distance (at construction); for badly shaped inputs or a
             `sample_weight` (at call).
+        TypeError: if `miner` is not a `Miner` (at construction).
 
     Examples:
         >>> import numpy as np
@@ -172,6 +188,7 @@ class SupervisedContrastiveLoss(FunctionLoss):
         self,
         temperature: float = 0.1,
         distance: Any = "cosine_similarity",
+        miner: Any = None,
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "supervised_contrastive_loss",
@@ -188,5 +205,6 @@ class SupervisedContrastiveLoss(FunctionLoss):
                 temperature, "temperature", minimum=0.0, inclusive=False
             ),
             distance=measure,
+            miner=miner_objects.get(miner),
         )
         self.distance = measure.name
