@@ -840,10 +840,22 @@ SAVED_CONFIGS = [
 ]
 # Arguments added since, written back with their defaults.
 NEW_DEFAULTS = {
-    "multi_similarity_loss": {"distance": "cosine_similarity", "miner": None},
-    "circle_loss": {"distance": "cosine_similarity", "miner": None},
-    "supervised_contrastive_loss": {"distance": "cosine_similarity", "miner": None},
-    "ntxent_loss": {"distance": "cosine_similarity", "miner": None},
+    "multi_similarity_loss": {
+        "distance": "cosine_similarity",
+        "miner": None,
+        "reducer": "mean",
+    },
+    "circle_loss": {
+        "distance": "cosine_similarity",
+        "miner": None,
+        "reducer": "nonzero_mean",
+    },
+    "supervised_contrastive_loss": {
+        "distance": "cosine_similarity",
+        "miner": None,
+        "reducer": "nonzero_mean",
+    },
+    "ntxent_loss": {"distance": "cosine_similarity", "miner": None, "reducer": "mean"},
 }
 
 

@@ -21,8 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_siamese import (
+    CircleLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
     OnlineContrastiveLoss,
     OnlineTripletLoss,
+    SupervisedContrastiveLoss,
     online_contrastive_loss,
     online_triplet_loss,
 )
@@ -416,6 +420,10 @@ def test_contrastive_loss_flips_the_margins_for_a_similarity():
             ValueError,
             "pos_margin",
         ),
+        (lambda: SupervisedContrastiveLoss(reducer="sum"), ValueError, "reducer"),
+        (lambda: NTXentLoss(reducer="median"), ValueError, "reducer"),
+        (lambda: MultiSimilarityLoss(reducer=None), ValueError, "reducer"),
+        (lambda: CircleLoss(reducer="per_pair"), ValueError, "reducer"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(make, error, words):

@@ -126,6 +126,18 @@ LOSSES = {
     "supcon": (_labelled(supervised_contrastive_loss), True),
     "ntxent": (_labelled(ntxent_loss), True),
     "contrastive_per_anchor": (_contrastive(reducer="per_anchor"), True),
+    "supcon_mean": (_labelled(supervised_contrastive_loss, reducer="mean"), True),
+    "supcon_per_anchor": (
+        _labelled(supervised_contrastive_loss, reducer="per_anchor"),
+        True,
+    ),
+    "ntxent_nonzero": (_labelled(ntxent_loss, reducer="nonzero_mean"), True),
+    "ntxent_per_anchor": (_labelled(ntxent_loss, reducer="per_anchor"), True),
+    "multi_similarity_nonzero": (
+        _labelled(multi_similarity_loss, reducer="nonzero_mean"),
+        True,
+    ),
+    "circle_mean": (_labelled(circle_loss, reducer="mean"), True),
 }
 
 

@@ -8,16 +8,17 @@ import keras
 from keras import ops
 
 from keras_siamese import miners as miner_objects
-from keras_siamese._checks import check_float
+from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
 from keras_siamese.miners.base import CosineSimilarity, Measure
 
 
-def _check_arguments(m: Any, gamma: Any) -> tuple[float, float]:
+def _check_arguments(m: Any, gamma: Any, reducer: Any) -> tuple[float, float, str]:
     return (
         check_float(m, "m", minimum=0.0),
         check_float(gamma, "gamma", minimum=0.0, inclusive=False),
+        check_choice(reducer, pairs.REDUCERS, "reducer"),
     )
 
 
@@ -33,7 +34,12 @@ def _check_distance(distance: Any, user: str) -> Measure:
 
 
 def from_similarity(
-    similarity: Any, positive: Any, negative: Any, m: float, gamma: float
+    similarity: Any,
+    positive: Any,
+    negative: Any,
+    m: float,
+    gamma: float,
+    reducer: str = "nonzero_mean",
 ) -> Any:
     """The loss from a `(B, M)` similarity matrix and its pair masks.
 
@@ -49,7 +55,7 @@ def from_similarity(
     )
     both = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
     losses = ops.where(both, ops.softplus(total), 0.0)
-    loss = pairs.mean_of_positive(losses)
+    loss = pairs.reduce_anchors(losses, reducer)
     return ops.where(pairs.has_pairs(positive, negative), loss, 0.0)
 
 
@@ -64,6 +70,7 @@ def circle_loss(
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
     miner: Any = None,
+    reducer: str = "nonzero_mean",
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair-based form, of one batch.
 
@@ -108,13 +115,18 @@ def circle_loss(
             they are; a triplet miner's are the pairs of its triplets, as
             pytorch-metric-learning turns triplets into pairs. The miner
             measures with its own distance.
+        reducer: how the anchors' losses become the batch loss:
+            `"nonzero_mean"` (default), over the anchors whose loss is above
+            zero (`AvgNonZeroReducer`); `"mean"`, over every anchor
+            (`MeanReducer`); `"per_anchor"`, the same as `"mean"` (one loss
+            per anchor already, as `PerAnchorReducer` leaves it).
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
         ValueError: for a negative `m`, a `gamma` that is not positive, any
-            other `distance`, badly shaped inputs, or only one of
+            other `distance`, an unknown reducer, badly shaped inputs, or only one of
             `references` and `reference_labels`.
         TypeError: if `miner` is not a `Miner`.
 
@@ -125,7 +137,7 @@ def circle_loss(
         >>> round(float(circle_loss(labels, embeddings, gamma=1.0)), 4)
         1.2127
     """
-    m, gamma = _check_arguments(m, gamma)
+    m, gamma, reducer = _check_arguments(m, gamma, reducer)
     measure = _check_distance(distance, "circle_loss")
     miner = miner_objects.get(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
@@ -141,7 +153,7 @@ def circle_loss(
         positive, negative = miner.mine_for(
             measure, -similarity, embeddings, references, positive, negative
         )
-    return from_similarity(similarity, positive, negative, m, gamma)
+    return from_similarity(similarity, positive, negative, m, gamma, reducer)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -161,6 +173,8 @@ class CircleLoss(FunctionLoss):
         distance: `"cosine_similarity"`, the only measure (see
             `circle_loss`).
         miner: an optional `keras_siamese.miners.Miner` (see `circle_loss`).
+        reducer: `"nonzero_mean"` (default), `"mean"` or `"per_anchor"`
+            (see `circle_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -171,7 +185,8 @@ class CircleLoss(FunctionLoss):
 
     Raises:
         ValueError: for a negative `m`, a `gamma` that is not positive or
-            another distance than `"cosine_similarity"` (at construction);
+            another distance than `"cosine_similarity"`, or an unknown
+            reducer (at construction);
             for badly shaped inputs or a `sample_weight` (at call).
         TypeError: if `miner` is not a `Miner` (at construction).
 
@@ -202,12 +217,13 @@ class CircleLoss(FunctionLoss):
         gamma: float = 80.0,
         distance: Any = "cosine_similarity",
         miner: Any = None,
+        reducer: str = "nonzero_mean",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "circle_loss",
         dtype: str | None = None,
     ) -> None:
-        m, gamma = _check_arguments(m, gamma)
+        m, gamma, reducer = _check_arguments(m, gamma, reducer)
         measure = _check_distance(distance, "CircleLoss")
         super().__init__(
             circle_loss,
@@ -219,5 +235,6 @@ class CircleLoss(FunctionLoss):
             gamma=gamma,
             distance=measure,
             miner=miner_objects.get(miner),
+            reducer=reducer,
         )
         self.distance = measure.name

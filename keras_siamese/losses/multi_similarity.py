@@ -8,15 +8,21 @@ import keras
 from keras import ops
 
 from keras_siamese import miners as miner_objects
-from keras_siamese._checks import check_bool, check_float
+from keras_siamese._checks import check_bool, check_choice, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
 from keras_siamese.miners.base import Measure
 
 
 def _check_arguments(
-    alpha: Any, beta: Any, base: Any, mining: Any, epsilon: Any, miner: Any = None
-) -> tuple[float, float, float, bool, float, Any]:
+    alpha: Any,
+    beta: Any,
+    base: Any,
+    mining: Any,
+    epsilon: Any,
+    miner: Any = None,
+    reducer: Any = "mean",
+) -> tuple[float, float, float, bool, float, Any, str]:
     mining = check_bool(mining, "mining")
     miner = miner_objects.get(miner)
     if mining and miner is not None:
@@ -31,6 +37,7 @@ def _check_arguments(
         mining,
         check_float(epsilon, "epsilon", minimum=0.0),
         miner,
+        check_choice(reducer, pairs.REDUCERS, "reducer"),
     )
 
 
@@ -74,6 +81,7 @@ def from_similarity(
     base: float,
     mining: bool = False,
     epsilon: float = 0.1,
+    reducer: str = "mean",
 ) -> Any:
     """The loss from a `(B, M)` similarity matrix and its pair masks.
 
@@ -83,7 +91,7 @@ def from_similarity(
         positive, negative = mine_pairs(similarity, positive, negative, epsilon)
     pulled = pairs.masked_logsumexp(alpha * (base - similarity), positive, add_one=True)
     pushed = pairs.masked_logsumexp(beta * (similarity - base), negative, add_one=True)
-    loss = ops.mean(pulled / alpha + pushed / beta)
+    loss = pairs.reduce_anchors(pulled / alpha + pushed / beta, reducer)
     return ops.where(pairs.has_pairs(positive, negative), loss, 0.0)
 
 
@@ -101,6 +109,7 @@ def multi_similarity_loss(
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
     miner: Any = None,
+    reducer: str = "mean",
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019) of one batch.
 
@@ -116,7 +125,8 @@ def multi_similarity_loss(
     `base - d`, as pytorch-metric-learning's `MultiSimilarityLoss(distance=
     ...)`), and the batch loss is the mean over **all** anchors: an anchor without
     positives still pays for its negatives (and one without negatives for
-    its positives). A batch without any pair has loss 0. These are the
+    its positives); `reducer="nonzero_mean"` averages over the anchors whose
+    loss is above zero instead. A batch without any pair has loss 0. These are the
     numbers and the reduction (`MeanReducer`) of pytorch-metric-learning's
     `MultiSimilarityLoss()`.
 
@@ -158,6 +168,11 @@ def multi_similarity_loss(
             miner's masks are used as they are; a triplet miner's are the
             pairs of its triplets, as pytorch-metric-learning turns triplets
             into pairs. The miner measures with its own distance.
+        reducer: how the anchors' losses become the batch loss: `"mean"`
+            (default), over every anchor (`MeanReducer`); `"nonzero_mean"`,
+            over the anchors whose loss is above zero (`AvgNonZeroReducer`);
+            `"per_anchor"`, the same as `"mean"` (one loss per anchor
+            already, as `PerAnchorReducer` leaves it).
 
     Returns:
         A scalar, float32 for half-precision embeddings.
@@ -165,9 +180,9 @@ def multi_similarity_loss(
     Raises:
         TypeError: if `mining` is not a bool.
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon`, an unknown distance, both `mining=True` and a
-            `miner`, badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+            `epsilon`, an unknown distance or reducer, both `mining=True`
+            and a `miner`, badly shaped inputs, or only one of `references`
+            and `reference_labels`.
         TypeError: if `miner` is not a `Miner`.
 
     Examples:
@@ -182,8 +197,8 @@ def multi_similarity_loss(
         >>> round(float(by_distance), 4)
         0.0635
     """
-    alpha, beta, base, mining, epsilon, miner = _check_arguments(
-        alpha, beta, base, mining, epsilon, miner
+    alpha, beta, base, mining, epsilon, miner, reducer = _check_arguments(
+        alpha, beta, base, mining, epsilon, miner, reducer
     )
     measure = Measure(distance, "multi_similarity_loss")
     labels, embeddings, references, reference_labels, reference_mask = (
@@ -202,7 +217,7 @@ def multi_similarity_loss(
             measure, -similarity, embeddings, references, positive, negative
         )
     return from_similarity(
-        similarity, positive, negative, alpha, beta, base, mining, epsilon
+        similarity, positive, negative, alpha, beta, base, mining, epsilon, reducer
     )
 
 
@@ -229,6 +244,8 @@ class MultiSimilarityLoss(FunctionLoss):
             distance (see `multi_similarity_loss`).
         miner: an optional `keras_siamese.miners.Miner` (see
             `multi_similarity_loss`); not with `mining=True`.
+        reducer: `"mean"` (default), `"nonzero_mean"` or `"per_anchor"`
+            (see `multi_similarity_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -240,8 +257,8 @@ class MultiSimilarityLoss(FunctionLoss):
     Raises:
         TypeError: if `mining` is not a bool (at construction).
         ValueError: for `alpha` or `beta` not positive, a negative
-            `epsilon`, an unknown distance, or both `mining=True` and a
-            `miner` (at construction); for badly shaped inputs or a
+            `epsilon`, an unknown distance or reducer, or both `mining=True`
+            and a `miner` (at construction); for badly shaped inputs or a
             `sample_weight` (at call).
 
     Examples:
@@ -267,13 +284,14 @@ class MultiSimilarityLoss(FunctionLoss):
         epsilon: float = 0.1,
         distance: Any = "cosine_similarity",
         miner: Any = None,
+        reducer: str = "mean",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "multi_similarity_loss",
         dtype: str | None = None,
     ) -> None:
-        alpha, beta, base, mining, epsilon, miner = _check_arguments(
-            alpha, beta, base, mining, epsilon, miner
+        alpha, beta, base, mining, epsilon, miner, reducer = _check_arguments(
+            alpha, beta, base, mining, epsilon, miner, reducer
         )
         measure = Measure(distance, "MultiSimilarityLoss")
         super().__init__(
@@ -289,5 +307,6 @@ class MultiSimilarityLoss(FunctionLoss):
             epsilon=epsilon,
             distance=measure,
             miner=miner,
+            reducer=reducer,
         )
         self.distance = measure.name

@@ -8,14 +8,18 @@ import keras
 from keras import ops
 
 from keras_siamese import miners as miner_objects
-from keras_siamese._checks import check_float
+from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
 from keras_siamese.miners.base import Measure
 
 
 def from_similarity(
-    similarity: Any, positive: Any, negative: Any, temperature: float
+    similarity: Any,
+    positive: Any,
+    negative: Any,
+    temperature: float,
+    reducer: str = "mean",
 ) -> Any:
     """The loss from a `(B, M)` similarity matrix and its pair masks.
 
@@ -30,9 +34,7 @@ def from_similarity(
     # still count in the mean, as in pytorch-metric-learning.
     counted = ops.logical_and(positive, has_negative)
     per_pair = ops.where(counted, ops.softplus(negatives - logits), 0.0)
-    loss = ops.sum(per_pair) / ops.maximum(
-        pairs.count(positive, dtype=logits.dtype), 1.0
-    )
+    loss = pairs.reduce_pairs(per_pair, positive, reducer)
     valid = ops.logical_and(ops.any(positive), ops.any(negative))
     valid = ops.logical_and(valid, pairs.has_pairs(positive, negative))
     return ops.where(valid, loss, 0.0)
@@ -60,6 +62,7 @@ def ntxent_loss(
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
     miner: Any = None,
+    reducer: str = "mean",
 ) -> Any:
     """Normalised temperature-scaled cross entropy (NT-Xent, InfoNCE).
 
@@ -109,16 +112,22 @@ def ntxent_loss(
             `MultiSimilarityMiner`, `BatchEasyHardMiner`, or its serialized
             config): only its pairs count, as positives and in the
             denominator. The miner measures with its own distance.
+        reducer: how the positive pairs' losses become the batch loss:
+            `"mean"` (default), the mean over every positive pair
+            (`MeanReducer`); `"nonzero_mean"`, over the pairs whose loss is
+            above zero (`AvgNonZeroReducer`); `"per_anchor"`, each anchor's
+            mean over its positive pairs, then the mean over every anchor,
+            an anchor without positive pairs counting as 0
+            (`PerAnchorReducer`).
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
         ValueError: for a temperature that is not positive, an unknown
-            distance, badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+            distance or reducer, a triplet miner, badly shaped inputs, or
+            only one of `references` and `reference_labels`.
         TypeError: if `miner` is not a `Miner`.
-        ValueError: for a triplet miner.
 
     Examples:
         >>> import numpy as np
@@ -131,6 +140,7 @@ def ntxent_loss(
         0.5514
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
+    reducer = check_choice(reducer, pairs.REDUCERS, "reducer")
     measure = Measure(distance, "ntxent_loss")
     miner = _check_miner(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
@@ -146,7 +156,7 @@ def ntxent_loss(
         positive, negative = miner.mine_for(
             measure, -similarity, embeddings, references, positive, negative
         )
-    return from_similarity(similarity, positive, negative, temperature)
+    return from_similarity(similarity, positive, negative, temperature, reducer)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -164,7 +174,9 @@ class NTXentLoss(FunctionLoss):
         temperature: `T`, default 0.07.
         distance: `"cosine_similarity"` (default), another similarity, or a
             distance (see `ntxent_loss`).
-        miner: an optional `keras_siamese.miners.Miner` (see `ntxent_loss`).
+        miner: an optional pair miner (see `ntxent_loss`).
+        reducer: `"mean"` (default), `"nonzero_mean"` or `"per_anchor"`
+            (see `ntxent_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -174,11 +186,10 @@ class NTXentLoss(FunctionLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a temperature that is not positive or an unknown
-            distance (at construction); for badly shaped inputs or a
-            `sample_weight` (at call).
+        ValueError: for a temperature that is not positive, an unknown
+            distance or reducer, or a triplet miner (at construction); for
+            badly shaped inputs or a `sample_weight` (at call).
         TypeError: if `miner` is not a `Miner` (at construction).
-        ValueError: for a triplet miner (at construction).
 
     Examples:
         >>> import numpy as np
@@ -199,6 +210,7 @@ class NTXentLoss(FunctionLoss):
         temperature: float = 0.07,
         distance: Any = "cosine_similarity",
         miner: Any = None,
+        reducer: str = "mean",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "ntxent_loss",
@@ -216,5 +228,6 @@ class NTXentLoss(FunctionLoss):
             ),
             distance=measure,
             miner=_check_miner(miner),
+            reducer=check_choice(reducer, pairs.REDUCERS, "reducer"),
         )
         self.distance = measure.name

@@ -12,12 +12,6 @@ from keras_siamese import miners as miner_objects
 from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
-from keras_siamese.losses.mining import REDUCERS as TRIPLET_REDUCERS
-
-#: The triplet loss's reducers, and `"per_anchor"`: each anchor's mean over
-#: its own pairs, then the mean over every anchor (pytorch-metric-learning's
-#: `PerAnchorReducer`, which reduces pairs and not triplets).
-REDUCERS = (*TRIPLET_REDUCERS, "per_anchor")
 
 
 def _check_arguments(
@@ -27,7 +21,7 @@ def _check_arguments(
         check_float(pos_margin, "pos_margin"),
         check_float(neg_margin, "neg_margin"),
         _check_miner(miner_objects.get(miner)),
-        check_choice(reducer, REDUCERS, "reducer"),
+        check_choice(reducer, pairs.REDUCERS, "reducer"),
     )
 
 
@@ -39,17 +33,6 @@ def _check_miner(miner: Any) -> Any:
             "OnlineTripletLoss."
         )
     return miner
-
-
-def _reduce(losses: Any, mask: Any, reducer: str) -> Any:
-    if reducer == "per_anchor":
-        # An anchor without pairs of this kind counts as 0 in the mean.
-        totals = ops.sum(ops.where(mask, losses, 0.0), axis=1)
-        counts = pairs.count(mask, axis=1, dtype=losses.dtype)
-        return ops.mean(totals / ops.maximum(counts, 1.0))
-    if reducer == "nonzero_mean":
-        mask = ops.logical_and(mask, losses > 0)
-    return pairs.masked_mean(losses, mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -142,7 +125,9 @@ def online_contrastive_loss(
         positive, negative = miner.mine(ops.stop_gradient(mined), positive, negative)
     pulled = ops.relu(matrix - measure.level(pos_margin))
     pushed = ops.relu(measure.level(neg_margin) - matrix)
-    loss = _reduce(pulled, positive, reducer) + _reduce(pushed, negative, reducer)
+    loss = pairs.reduce_pairs(pulled, positive, reducer) + pairs.reduce_pairs(
+        pushed, negative, reducer
+    )
     return ops.where(pairs.has_pairs(positive, negative), loss, 0.0)
 
 

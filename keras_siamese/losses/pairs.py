@@ -74,6 +74,40 @@ def mean_of_positive(values: Any) -> Any:
     return masked_mean(values, values > 0)
 
 
+#: How a loss's terms become the batch loss, as pytorch-metric-learning's
+#: reducers: `"mean"` over every term (`MeanReducer`), `"nonzero_mean"` over
+#: the terms above zero (`AvgNonZeroReducer`), `"per_anchor"` each anchor's
+#: mean over its own pairs, then the mean over every anchor
+#: (`PerAnchorReducer`; for a loss with one term per anchor, the mean).
+REDUCERS = ("nonzero_mean", "mean", "per_anchor")
+
+
+def reduce_anchors(losses: Any, reducer: str) -> Any:
+    """The batch loss from one loss per anchor, shape `(B,)`, by `reducer`.
+
+    PML's `PerAnchorReducer` passes such losses to its inner `MeanReducer`,
+    so `"per_anchor"` is the mean here too.
+    """
+    if reducer == "nonzero_mean":
+        return mean_of_positive(losses)
+    return ops.mean(losses)
+
+
+def reduce_pairs(losses: Any, mask: Any, reducer: str) -> Any:
+    """The batch loss from one loss per pair `(B, M)` where `mask` holds.
+
+    An anchor without pairs counts as 0 in the `"per_anchor"` mean, as
+    pytorch-metric-learning's `PerAnchorReducer` counts it.
+    """
+    if reducer == "per_anchor":
+        totals = ops.sum(ops.where(mask, losses, 0.0), axis=1)
+        counts = count(mask, axis=1, dtype=losses.dtype)
+        return ops.mean(totals / ops.maximum(counts, 1.0))
+    if reducer == "nonzero_mean":
+        mask = ops.logical_and(mask, losses > 0)
+    return masked_mean(losses, mask)
+
+
 def masked_logsumexp(x: Any, mask: Any, axis: int = 1, add_one: bool = False) -> Any:
     """`log(sum(exp(x)))` over the entries where `mask` holds, along `axis`.
 

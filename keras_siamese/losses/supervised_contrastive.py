@@ -8,14 +8,18 @@ import keras
 from keras import ops
 
 from keras_siamese import miners as miner_objects
-from keras_siamese._checks import check_float
+from keras_siamese._checks import check_choice, check_float
 from keras_siamese.losses import pairs
 from keras_siamese.losses.base import FunctionLoss
 from keras_siamese.miners.base import Measure
 
 
 def from_similarity(
-    similarity: Any, positive: Any, negative: Any, temperature: float
+    similarity: Any,
+    positive: Any,
+    negative: Any,
+    temperature: float,
+    reducer: str = "nonzero_mean",
 ) -> Any:
     """The loss from a `(B, M)` similarity matrix and its pair masks.
 
@@ -31,7 +35,7 @@ def from_similarity(
     positives = pairs.count(positive, axis=1, dtype=logits.dtype)
     total = ops.sum(ops.where(positive, log_prob, 0.0), axis=1)
     losses = -total / ops.maximum(positives, 1.0)
-    loss = pairs.mean_of_positive(losses)
+    loss = pairs.reduce_anchors(losses, reducer)
     valid = ops.logical_and(ops.any(positive), ops.any(negative))
     valid = ops.logical_and(valid, pairs.has_pairs(positive, negative))
     return ops.where(valid, loss, 0.0)
@@ -47,6 +51,7 @@ def supervised_contrastive_loss(
     reference_mask: Any | None = None,
     distance: Any = "cosine_similarity",
     miner: Any = None,
+    reducer: str = "nonzero_mean",
 ) -> Any:
     """Supervised contrastive loss (SupCon, Khosla et al. 2020) of one batch.
 
@@ -63,10 +68,11 @@ def supervised_contrastive_loss(
     distance (pytorch-metric-learning's `SupConLoss(distance=...)`).
 
     The batch loss is the mean over the anchors whose loss is above zero
-    (an anchor without positives has loss 0 and is not counted), and 0 for a
-    batch without any positive pair or without any negative pair. These are
-    the numbers and the reduction of pytorch-metric-learning's `SupConLoss()`
-    with its defaults (cosine similarity, `AvgNonZeroReducer`).
+    (an anchor without positives has loss 0 and is not counted; `reducer=
+    "mean"` counts every anchor), and 0 for a batch without any positive
+    pair or without any negative pair. These are the numbers and the
+    reduction of pytorch-metric-learning's `SupConLoss()` with its defaults
+    (cosine similarity, `AvgNonZeroReducer`).
 
     With `references`, every row of the batch is an anchor and its positives
     and negatives are the references (a reference equal to the anchor is a
@@ -99,14 +105,20 @@ def supervised_contrastive_loss(
             triplet miner's are the pairs of its triplets, as
             pytorch-metric-learning turns triplets into pairs. The miner
             measures with its own distance.
+        reducer: how the anchors' losses become the batch loss:
+            `"nonzero_mean"` (default), the mean over the anchors whose loss
+            is above zero (`AvgNonZeroReducer`); `"mean"`, over every anchor
+            (`MeanReducer`); `"per_anchor"`, the same as `"mean"` (the loss
+            is already one number per anchor, as `PerAnchorReducer` leaves
+            it).
 
     Returns:
         A scalar, float32 for half-precision embeddings.
 
     Raises:
         ValueError: for a temperature that is not positive, an unknown
-            distance, badly shaped inputs, or only one of `references` and
-            `reference_labels`.
+            distance or reducer, badly shaped inputs, or only one of
+            `references` and `reference_labels`.
         TypeError: if `miner` is not a `Miner`.
 
     Examples:
@@ -122,6 +134,7 @@ def supervised_contrastive_loss(
         0.4554
     """
     temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=False)
+    reducer = check_choice(reducer, pairs.REDUCERS, "reducer")
     measure = Measure(distance, "supervised_contrastive_loss")
     miner = miner_objects.get(miner)
     labels, embeddings, references, reference_labels, reference_mask = (
@@ -137,7 +150,7 @@ def supervised_contrastive_loss(
         positive, negative = miner.mine_for(
             measure, -similarity, embeddings, references, positive, negative
         )
-    return from_similarity(similarity, positive, negative, temperature)
+    return from_similarity(similarity, positive, negative, temperature, reducer)
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -156,6 +169,8 @@ class SupervisedContrastiveLoss(FunctionLoss):
         distance: `"cosine_similarity"` (default), another similarity, or a
             distance (see `supervised_contrastive_loss`).
         miner: an optional `keras_siamese.miners.Miner` (see `supervised_contrastive_loss`).
+        reducer: `"nonzero_mean"` (default), `"mean"` or `"per_anchor"`
+            (see `supervised_contrastive_loss`).
         global_batch: under a `tf.distribute` strategy with several replicas,
             compute the loss over the global batch (all-gathered from every
             replica) instead of each replica's slice. A no-op on JAX (whose
@@ -165,9 +180,9 @@ class SupervisedContrastiveLoss(FunctionLoss):
         dtype: dtype of the computation; defaults to `keras.backend.floatx()`.
 
     Raises:
-        ValueError: for a temperature that is not positive or an unknown
-            distance (at construction); for badly shaped inputs or a
-            `sample_weight` (at call).
+        ValueError: for a temperature that is not positive, an unknown
+            distance or reducer (at construction); for badly shaped inputs or
+            a `sample_weight` (at call).
         TypeError: if `miner` is not a `Miner` (at construction).
 
     Examples:
@@ -189,6 +204,7 @@ class SupervisedContrastiveLoss(FunctionLoss):
         temperature: float = 0.1,
         distance: Any = "cosine_similarity",
         miner: Any = None,
+        reducer: str = "nonzero_mean",
         global_batch: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "supervised_contrastive_loss",
@@ -206,5 +222,6 @@ class SupervisedContrastiveLoss(FunctionLoss):
             ),
             distance=measure,
             miner=miner_objects.get(miner),
+            reducer=check_choice(reducer, pairs.REDUCERS, "reducer"),
         )
         self.distance = measure.name
