@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -119,3 +121,16 @@ def few_examples() -> settings:
     examples, at least 4, so that the parameters together get about the
     profile's budget."""
     return settings(max_examples=max(4, settings.default.max_examples // 3))
+
+
+@st.composite
+def tied_corpus(draw: Any, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`(queries, corpus)`: up to 6 queries and `min_rows..12` corpus rows
+    of 1 to 3 small integer coordinates, so that many distances tie."""
+    dim = draw(st.integers(1, 3))
+    m = draw(st.integers(min_rows, 12))
+    n = draw(st.integers(1, 6))
+    coordinates = st.integers(-3, 3).map(float)
+    corpus = draw(hnp.arrays("float32", (m, dim), elements=coordinates))
+    queries = draw(hnp.arrays("float32", (n, dim), elements=coordinates))
+    return queries, corpus

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from keras_siamese import EmbeddingIndex, mine_hard_negatives
 from keras_siamese.retrieval import mine_hard_negatives as exported
+from tests.helpers import tied_corpus
 
 
 def reference(queries, corpus, positives, k, distance="euclidean"):
@@ -37,13 +37,8 @@ def reference(queries, corpus, positives, k, distance="euclidean"):
 
 @st.composite
 def problems(draw):
-    dim = draw(st.integers(1, 3))
-    m = draw(st.integers(2, 12))
-    n = draw(st.integers(1, 6))
-    # Small integer coordinates: many tied distances.
-    coordinates = st.integers(-3, 3).map(float)
-    corpus = draw(hnp.arrays("float32", (m, dim), elements=coordinates))
-    queries = draw(hnp.arrays("float32", (n, dim), elements=coordinates))
+    queries, corpus = draw(tied_corpus(min_rows=2))
+    n, m = len(queries), len(corpus)
     positives = [
         draw(st.sets(st.integers(0, m - 1), min_size=0, max_size=m - 1))
         for _ in range(n)

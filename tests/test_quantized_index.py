@@ -385,7 +385,7 @@ def test_truncate_dim_composes_with_quantization(quantization):
         (
             {"quantization": "int8", "rescore": 0},
             ValueError,
-            "`rescore` must be at least 1",
+            "`rescore` must be a positive integer",
         ),
         ({"quantization": "int8", "rescore": 2**16 + 1}, ValueError, "`rescore`"),
         ({"quantization": "int8", "rescore": 2.0}, TypeError, "`rescore`"),

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from keras_siamese import EmbeddingIndex, ranking_metrics
 from keras_siamese.retrieval import RANKING_METRICS
 from keras_siamese.retrieval import ranking_metrics as exported
+from tests.helpers import tied_corpus
 
 
 def reference(queries, corpus, relevant, ks, distance="euclidean"):
@@ -50,13 +50,8 @@ def reference(queries, corpus, relevant, ks, distance="euclidean"):
 
 @st.composite
 def problems(draw):
-    dim = draw(st.integers(1, 3))
-    m = draw(st.integers(1, 12))
-    n = draw(st.integers(1, 6))
-    # Small integer coordinates: many tied distances.
-    coordinates = st.integers(-3, 3).map(float)
-    corpus = draw(hnp.arrays("float32", (m, dim), elements=coordinates))
-    queries = draw(hnp.arrays("float32", (n, dim), elements=coordinates))
+    queries, corpus = draw(tied_corpus())
+    n, m = len(queries), len(corpus)
     relevant = [
         draw(st.sets(st.integers(0, m - 1), min_size=1, max_size=m)) for _ in range(n)
     ]

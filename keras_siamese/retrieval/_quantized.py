@@ -158,12 +158,6 @@ class Quantizer:
                 f"quantization={kind!r} searches with the distances "
                 f"{SUPPORTED[kind]} ({why}); got distance={distance!r}."
             )
-        if isinstance(rescore, bool):
-            raise TypeError(f"`rescore` must be an integer; got {rescore!r}.")
-        if isinstance(rescore, (int, np.integer)) and rescore < 1:
-            raise ValueError(
-                f"`rescore` must be at least 1 (candidates per neighbour); got {rescore}."
-            )
         rescore = check_positive_int(rescore, "rescore")
         if rescore > MAX_RESCORE:
             raise ValueError(f"`rescore` must be at most {MAX_RESCORE}; got {rescore}.")
@@ -278,11 +272,7 @@ class Quantizer:
                     scores = np.take_along_axis(scores, keep, axis=1)
                 else:
                     keep = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-                merged = np.concatenate([best[part], scores], axis=1)
-                merged_rows = np.concatenate([rows[part], keep + start], axis=1)
-                chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
-                best[part] = np.take_along_axis(merged, chosen, axis=1)
-                rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)
+                _merge_best(best, rows, part, scores, keep + start)
         return rows
 
     def _decoded_candidates(
@@ -306,12 +296,28 @@ class Quantizer:
             prepared = _search.PreparedGallery(decoded, distance, block_bytes)
             depth = min(width, len(decoded))
             for part, found, indices in _search.search_blocks(prepared, queries, depth):
-                merged = np.concatenate([best[part], found], axis=1)
-                merged_rows = np.concatenate([rows[part], indices + start], axis=1)
-                chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
-                best[part] = np.take_along_axis(merged, chosen, axis=1)
-                rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)
+                _merge_best(best, rows, part, found, indices + start)
         return rows
+
+
+def _merge_best(
+    best: np.ndarray,
+    rows: np.ndarray,
+    part: Any,
+    scores: np.ndarray,
+    found: np.ndarray,
+) -> None:
+    """Keep, in `best[part]` / `rows[part]`, the smallest of them and `scores`.
+
+    Each query's kept places (`best.shape[1]` of them) are the smallest
+    scores among those it holds and the new ones, with their rows `found`.
+    """
+    width = best.shape[1]
+    merged = np.concatenate([best[part], scores], axis=1)
+    merged_rows = np.concatenate([rows[part], found], axis=1)
+    chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
+    best[part] = np.take_along_axis(merged, chosen, axis=1)
+    rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)
 
 
 class MappedRows:

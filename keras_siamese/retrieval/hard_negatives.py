@@ -9,9 +9,9 @@ import keras
 import numpy as np
 
 from keras_siamese import distances as _distances
-from keras_siamese._checks import check_embeddings, check_positive_int
+from keras_siamese._checks import check_positive_int
+from keras_siamese.retrieval._corpus import corpus_index
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
-from keras_siamese.retrieval.index import EmbeddingIndex
 
 # Neighbour indices held per search call: queries are searched in chunks
 # of about this many `(query, neighbour)` entries.
@@ -129,30 +129,10 @@ def mine_hard_negatives(
         [[0, 2], [2, 1]]
     """
     k = check_positive_int(k, "k")
-    if isinstance(corpus, EmbeddingIndex):
-        index = corpus
-        if distance is not None:
-            given = _distances.get(
-                distance, needs=("search",), user="mine_hard_negatives"
-            )
-            if given != index.distance_object:
-                raise ValueError(
-                    f"`distance` {given.name!r} differs from the index's "
-                    f"{index.distance!r}; leave it out to use the index's."
-                )
-    else:
-        rows = check_embeddings(corpus, "corpus")
-        index = EmbeddingIndex(
-            "euclidean" if distance is None else distance, block_bytes=block_bytes
-        )
-        index.add(rows)
+    index, queries = corpus_index(
+        queries, corpus, distance, block_bytes, "mine_hard_negatives"
+    )
     size = len(index)
-    if size == 0:
-        raise ValueError("The corpus is empty.")
-    if index.truncate_dim is None:
-        queries = check_embeddings(queries, "queries", dim=index.dim)
-    else:  # the index keeps a prefix; its `search` cuts the queries alike
-        queries = check_embeddings(queries, "queries")
     sets = _positive_sets(positives, len(queries), size)
     counts = np.array([len(ids) for ids in sets], dtype=np.int64)
     if len(counts) and size - counts.max() < k:

@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from keras_siamese import distances as _distances
-from keras_siamese._checks import check_embeddings
+from keras_siamese.retrieval._corpus import corpus_index
 from keras_siamese.retrieval._search import DEFAULT_BLOCK_BYTES
-from keras_siamese.retrieval.index import EmbeddingIndex
 
 #: The families of `ranking_metrics`; each gives one value per `k`, named
 #: `<family>_at_<k>`.
@@ -149,28 +148,10 @@ def ranking_metrics(
         (0.8155, 0.75)
     """
     ks = _check_ks(k)
-    if isinstance(corpus, EmbeddingIndex):
-        index = corpus
-        if distance is not None:
-            given = _distances.get(distance, needs=("search",), user="ranking_metrics")
-            if given != index.distance_object:
-                raise ValueError(
-                    f"`distance` {given.name!r} differs from the index's "
-                    f"{index.distance!r}; leave it out to use the index's."
-                )
-    else:
-        rows = check_embeddings(corpus, "corpus")
-        index = EmbeddingIndex(
-            "euclidean" if distance is None else distance, block_bytes=block_bytes
-        )
-        index.add(rows)
+    index, queries = corpus_index(
+        queries, corpus, distance, block_bytes, "ranking_metrics"
+    )
     size = len(index)
-    if size == 0:
-        raise ValueError("The corpus is empty.")
-    if index.truncate_dim is None:
-        queries = check_embeddings(queries, "queries", dim=index.dim)
-    else:  # the index keeps a prefix; its `search` cuts the queries alike
-        queries = check_embeddings(queries, "queries")
     keys, counts = _relevance_keys(relevant, len(queries), size)
     depth = min(max(ks), size)
     ranks = np.arange(1, depth + 1)
