@@ -36,6 +36,15 @@ import keras
 RESULTS_DIR = Path(
     os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
 )
+# The shared data folder beside the repository (or beside its parent folder).
+DATASETS = next(
+    (
+        parent / "shared" / "datasets"
+        for parent in Path(__file__).resolve().parents[1:4]
+        if (parent / "shared" / "datasets").is_dir()
+    ),
+    Path("shared") / "datasets",
+)
 MNIST_SHAPE = (28, 28)
 MNIST_TRAIN = 60000
 MNIST_TEST = 10000

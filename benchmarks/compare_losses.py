@@ -56,12 +56,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from _common import (
+    DATASETS,
     EpochClock,
     header,
     load_mnist,
@@ -72,9 +72,7 @@ from _common import (
 
 import keras_siamese as ks
 
-DEFAULT_MNIST = (
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist.npz"
-)
+DEFAULT_MNIST = DATASETS / "mnist.npz"
 SEEN = (0, 1, 2, 3, 4, 5)
 UNSEEN = (6, 7, 8, 9)
 LEARNING_RATE = 1e-3

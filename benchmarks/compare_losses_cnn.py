@@ -70,12 +70,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from _common import (
+    DATASETS,
     EpochClock,
     RandomShift,
     cnn_encoder,
@@ -91,15 +91,6 @@ from compare_losses import RECIPES
 import keras_siamese as ks
 from keras_siamese.layers import TrunkHead, trunk_of
 
-# The shared data folder beside the repository (or beside its parent folder).
-DATASETS = next(
-    (
-        parent / "shared" / "datasets"
-        for parent in Path(__file__).resolve().parents[1:4]
-        if (parent / "shared" / "datasets").is_dir()
-    ),
-    Path("shared") / "datasets",
-)
 # name: (file under DATASETS, training classes, evaluation classes)
 PROTOCOLS = {
     "mnist": ("mnist.npz", (0, 1, 2, 3, 4, 5), (6, 7, 8, 9)),

@@ -53,12 +53,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from _common import (
+    DATASETS,
     EpochClock,
     ViewAugment,
     cnn_encoder,
@@ -74,15 +74,6 @@ from _common import (
 import keras_siamese as ks
 from keras_siamese import knn_accuracy
 
-# The shared data folder beside the repository (or beside its parent folder).
-DATASETS = next(
-    (
-        parent / "shared" / "datasets"
-        for parent in Path(__file__).resolve().parents[1:4]
-        if (parent / "shared" / "datasets").is_dir()
-    ),
-    Path("shared") / "datasets",
-)
 DEFAULT_DATA = DATASETS / "fashion_mnist.npz"
 K = 200
 TEMPERATURE = 0.1

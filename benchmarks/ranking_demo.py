@@ -54,11 +54,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 from _common import (
+    DATASETS,
     ViewAugment,
     cnn_encoder,
     header,
@@ -76,15 +76,6 @@ from keras_siamese import (
     ranking_metrics,
 )
 
-# The shared data folder beside the repository (or beside its parent folder).
-DATASETS = next(
-    (
-        parent / "shared" / "datasets"
-        for parent in Path(__file__).resolve().parents[1:4]
-        if (parent / "shared" / "datasets").is_dir()
-    ),
-    Path("shared") / "datasets",
-)
 DEFAULT_DATA = DATASETS / "fashion_mnist.npz"
 KS = (1, 10, 100)
 COLUMNS = (

@@ -23,19 +23,34 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_script(name: str, *args: str, cwd: Path) -> str:
-    """Run `benchmarks/<name>` with `args`; return its output, failing on error."""
+def run_script(name: str, *args: str, cwd: Path, results: Path | None = None) -> str:
+    """Run `benchmarks/<name>` with `args`; return its output, failing on error.
+
+    With `results`, the script writes its JSON there (`BENCH_RESULTS_DIR`).
+    """
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    if results is not None:
+        env["BENCH_RESULTS_DIR"] = str(results)
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / name), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        env=env,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def table_rows(output: str, prefixes: str | tuple[str, ...]) -> list[list[str]]:
+    """The cells of the Markdown table rows of `output` that start with `prefixes`."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in output.splitlines()
+        if line.startswith(prefixes)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +157,7 @@ def test_mnist_collapse_runs_every_kind_of_recipe(
         "--no-json",
         cwd=tmp_path,
     )
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     assert [row[1:3] for row in rows] == [
         ["10 x 2", recipe] for recipe in ("hard", "hard_unit", "hard_xbm")
     ]
@@ -334,33 +345,17 @@ def test_compare_losses_scores_each_kind_of_loss_on_unseen_digits(
     tmp_path: Path, small_mnist: Path
 ) -> None:
     results = tmp_path / "results"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "compare_losses.py"),
-            *("--data", str(small_mnist), "--smoke", "--seeds", "0"),
-            # One loss of each kind: pairs, labelled, proxies (both
-            # initialisations), cross-batch memory.
-            *("--losses", "contrastive", "supcon", "arcface", "proxy_anchor"),
-            "xbm_multi_similarity",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_script(
+        "compare_losses.py",
+        *("--data", str(small_mnist), "--smoke", "--seeds", "0"),
+        # One loss of each kind: pairs, labelled, proxies (both
+        # initialisations), cross-batch memory.
+        *("--losses", "contrastive", "supcon", "arcface", "proxy_anchor"),
+        "xbm_multi_similarity",
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "KERAS_BACKEND": keras.backend.backend(),
-            "BENCH_RESULTS_DIR": str(results),
-        },
-        timeout=600,
-        check=False,
+        results=results,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in done.stdout.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     record = json.loads(
         (results / f"compare_losses-{keras.backend.backend()}.json").read_text()
     )
@@ -396,11 +391,7 @@ def test_compare_losses_full_trains_on_every_digit(
         *("--data", str(small_mnist), "--smoke", "--full", "--no-json"),
         cwd=tmp_path,
     )
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     assert [row[1] for row in rows] == ["circle"]
     assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
     assert "all ten digits: 200 training images, 100 test images" in out
@@ -578,30 +569,14 @@ def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
     tmp_path: Path, small_mnist: Path, protocol: str, levers: tuple
 ) -> None:
     results = tmp_path / "results"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "compare_losses_cnn.py"),
-            *("--protocol", protocol, "--data", str(small_mnist), "--smoke"),
-            *("--seeds", "0", "1", "--losses", "supcon", "arcface", *levers),
-        ],
-        capture_output=True,
-        text=True,
+    out = run_script(
+        "compare_losses_cnn.py",
+        *("--protocol", protocol, "--data", str(small_mnist), "--smoke"),
+        *("--seeds", "0", "1", "--losses", "supcon", "arcface", *levers),
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "KERAS_BACKEND": keras.backend.backend(),
-            "BENCH_RESULTS_DIR": str(results),
-        },
-        timeout=600,
-        check=False,
+        results=results,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in done.stdout.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     assert [row[1] for row in rows] == [
         "(raw pixels, no training)",
         "(untrained CNN)",
@@ -615,7 +590,7 @@ def test_compare_losses_cnn_scores_trunk_and_head_on_unseen_classes(
     unseen = {"mnist": [6, 7, 8, 9], "fashion": [0, 1, 2, 3, 4]}[protocol]
     assert record["protocol"]["eval_classes"] == unseen
     assert record["protocol"]["one_shot_ways"] == min(5, len(unseen))
-    assert f"{len(unseen)}-way 1-shot" in done.stdout
+    assert f"{len(unseen)}-way 1-shot" in out
     if levers:
         assert record["protocol"]["trunk_transform"] == "pca"
         assert record["protocol"]["views"] == 2
@@ -636,11 +611,7 @@ def test_compare_losses_cnn_full_trains_on_every_digit(
         *("--data", str(small_mnist), "--smoke", "--full", "--no-json"),
         cwd=tmp_path,
     )
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     assert [row[1] for row in rows] == ["circle"]
     assert all(0.0 <= float(row[4]) <= 100.0 for row in rows)
     assert "all ten digits: 200 training images, 100 test images" in out
@@ -700,30 +671,14 @@ def test_compare_ssl_scores_every_method_against_raw_pixels(
     tmp_path: Path, small_mnist: Path
 ) -> None:
     results = tmp_path / "results"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "compare_ssl.py"),
-            *("--data", str(small_mnist), "--quick", "--seeds", "0", "1"),
-            *("--start-momentum", "0.9", "--method-lr", "simclr=0.002"),
-        ],
-        capture_output=True,
-        text=True,
+    out = run_script(
+        "compare_ssl.py",
+        *("--data", str(small_mnist), "--quick", "--seeds", "0", "1"),
+        *("--start-momentum", "0.9", "--method-lr", "simclr=0.002"),
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "KERAS_BACKEND": keras.backend.backend(),
-            "BENCH_RESULTS_DIR": str(results),
-        },
-        timeout=600,
-        check=False,
+        results=results,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in done.stdout.splitlines()
-        if line.startswith(f"| {keras.backend.backend()} ")
-    ]
+    rows = table_rows(out, f"| {keras.backend.backend()} ")
     methods = ["simsiam", "byol", "barlow_twins", "vicreg", "simclr", "supcon"]
     assert [row[1] for row in rows] == ["(raw pixels)", *methods]
     assert 0.0 <= float(rows[0][2]) <= 100.0
@@ -756,11 +711,7 @@ def test_bench_ssl_times_keras_and_lightly_on_the_same_views(tmp_path: Path) -> 
     if lightly_reference.root() is None:
         pytest.skip("lightly is not installed")
     out = run_script("bench_ssl.py", "--quick", "--no-json", cwd=tmp_path)
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith(("| simsiam", "| byol"))
-    ]
+    rows = table_rows(out, ("| simsiam", "| byol"))
     assert [row[0] for row in rows] == ["simsiam", "byol"]
     for row in rows:
         keras_ms, first_ms, lightly_ms = (float(cell) for cell in row[2:5])
@@ -774,31 +725,15 @@ def test_ranking_demo_scores_every_row_with_the_ranking_metrics(
     tmp_path: Path, small_mnist: Path
 ) -> None:
     results = tmp_path / "results"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "ranking_demo.py"),
-            *("--data", str(small_mnist), "--train-size", "48", "--gallery", "30"),
-            *("--epochs", "1", "--mined-epochs", "1", "--batch-size", "16"),
-            *("--seeds", "0", "1"),
-        ],
-        capture_output=True,
-        text=True,
+    out = run_script(
+        "ranking_demo.py",
+        *("--data", str(small_mnist), "--train-size", "48", "--gallery", "30"),
+        *("--epochs", "1", "--mined-epochs", "1", "--batch-size", "16"),
+        *("--seeds", "0", "1"),
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "KERAS_BACKEND": keras.backend.backend(),
-            "BENCH_RESULTS_DIR": str(results),
-        },
-        timeout=600,
-        check=False,
+        results=results,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in done.stdout.splitlines()
-        if line.startswith(("| raw", "| untrained", "| MNRL"))
-    ]
+    rows = table_rows(out, ("| raw", "| untrained", "| MNRL"))
     names = [
         "raw pixels",
         "untrained encoder",
