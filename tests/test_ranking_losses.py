@@ -662,13 +662,15 @@ def test_tf_mirrored_strategy_global_batch_equals_one_device():
 
 
 @pytest.mark.parametrize(
-    ("cls", "name", "temperature"),
+    ("cls", "name", "temperature", "reducer"),
     [
-        (NTXentLoss, "ntxent_loss", 0.07),
-        (SupervisedContrastiveLoss, "supervised_contrastive_loss", 0.1),
+        (NTXentLoss, "ntxent_loss", 0.07, "mean"),
+        (SupervisedContrastiveLoss, "supervised_contrastive_loss", 0.1, "nonzero_mean"),
     ],
 )
-def test_function_losses_keep_their_configs_and_attributes(cls, name, temperature):
+def test_function_losses_keep_their_configs_and_attributes(
+    cls, name, temperature, reducer
+):
     # The config written before the losses shared `FunctionLoss`, key by key.
     saved = {
         "name": name,
@@ -679,7 +681,7 @@ def test_function_losses_keep_their_configs_and_attributes(cls, name, temperatur
     }
     loss = cls.from_config(saved)
     # Arguments added since are written after them, at their defaults.
-    added = {"distance": "cosine_similarity", "miner": None}
+    added = {"distance": "cosine_similarity", "miner": None, "reducer": reducer}
     assert loss.get_config() == {**saved, **added}
     assert list(loss.get_config()) == [*saved, *added]
     assert loss.temperature == 0.5 and loss.global_batch is True
