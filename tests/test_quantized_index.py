@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -156,6 +157,55 @@ def test_rescored_top_k_is_exact_when_the_candidates_hold_it(data, kind, k, resc
             )
     if k * rescore >= len(gallery):  # the candidates are every row
         assert_matches_brute_force(distances, indices, reference, k)
+
+
+@pytest.mark.parametrize("hits", [0.0, 2.0])
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data(), width=st.integers(1, 8))
+def test_candidates_are_the_nearest_by_the_codes_across_tiles(data, width, kind, hits):
+    """Tiles of a few rows (binary) and chunks of a few rows (int8): the
+    candidates merged across them are still the `width` nearest by the codes,
+    whether each tile's nearest are selected first (`hits` 0) or only the
+    distances below the worst kept are merged (`hits` 2)."""
+    quantization, distance = kind
+    dim = data.draw(st.integers(1, 10), label="dim")
+    count = data.draw(st.integers(width, 40), label="count")
+    gallery = data.draw(
+        hnp.arrays(np.float32, (count, dim), elements=small_floats), label="gallery"
+    )
+    queries = data.draw(
+        hnp.arrays(
+            np.float32, (data.draw(st.integers(1, 12)), dim), elements=small_floats
+        ),
+        label="queries",
+    )
+    index = EmbeddingIndex(distance, quantization=quantization)
+    index.add(gallery)
+    with (
+        mock.patch.object(_quantized, "_BINARY_TILE_ROWS", 1),
+        mock.patch.object(_quantized, "_BINARY_BLOCK", 3),
+        mock.patch.object(_quantized, "_DECODED_CHUNK_ELEMENTS", 1),
+        mock.patch.object(_quantized, "_HITS_FRACTION", hits),
+    ):
+        rows = index._quantizer.candidates(queries, index.codes, width)
+    if quantization == "int8":
+        decoded = _quantized.int8_decode(index.codes, index.int8_ranges)
+        by_codes = brute_force(queries, decoded, distance)
+    else:
+        by_codes = (
+            ((queries[:, None, :] > 0) != (gallery[None, :, :] > 0))
+            .sum(axis=-1)
+            .astype(np.float64)
+        )
+    assert rows.shape == (len(queries), width)
+    for row in range(len(queries)):
+        assert len(set(rows[row].tolist())) == width
+        np.testing.assert_allclose(
+            np.sort(by_codes[row, rows[row]]),
+            np.sort(by_codes[row])[:width],
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @pytest.mark.parametrize(("quantization", "distance"), KINDS)

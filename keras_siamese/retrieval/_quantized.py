@@ -41,6 +41,9 @@ _ENCODE_ROWS = 2**15
 # Binary search: gallery rows per tile, and Hamming distances per block.
 _BINARY_TILE_ROWS = 2**16
 _BINARY_BLOCK = 2**20
+# Below this fraction of a block's distances beating the rows' worst kept,
+# only those are merged; above it, each row's nearest are selected first.
+_HITS_FRACTION = 0.25
 # int8 search: codes decoded to float32 at once (64 MiB).
 _DECODED_CHUNK_ELEMENTS = 2**24
 
@@ -79,9 +82,17 @@ def int8_codes(embeddings: np.ndarray, ranges: np.ndarray) -> np.ndarray:
 
 
 def int8_decode(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """The float32 values the int8 codes stand for."""
+    """The float32 values the int8 codes stand for: `low + step * (code + 128)`.
+
+    Computed as `code * step + (low + 128 step)` in float32 (the offset in
+    float64 first), in place: one float32 array, no float64 temporaries.
+    """
     steps = _steps(ranges)
-    return (ranges[0] + steps * (codes.astype(np.float64) + 128.0)).astype(np.float32)
+    offset = (ranges[0] + 128.0 * steps).astype(np.float32)
+    values = codes.astype(np.float32)
+    values *= steps.astype(np.float32)
+    values += offset
+    return values
 
 
 def binary_codes(embeddings: np.ndarray) -> np.ndarray:
@@ -267,6 +278,14 @@ class Quantizer:
             for first in range(0, n, query_step):
                 part = slice(first, first + query_step)
                 scores = hamming(bits[part], tile)
+                # Once a query holds `width` candidates, only distances below
+                # its worst can enter: after the first tile, a few per row.
+                hit_rows, hit_columns = np.nonzero(
+                    scores < best[part].max(axis=1)[:, None]
+                )
+                if hit_rows.size < _HITS_FRACTION * scores.size:
+                    _merge_hits(best, rows, part, scores, hit_rows, hit_columns, start)
+                    continue
                 if scores.shape[1] > width:
                     keep = np.argpartition(scores, width - 1, axis=1)[:, :width]
                     scores = np.take_along_axis(scores, keep, axis=1)
@@ -318,6 +337,33 @@ def _merge_best(
     chosen = np.argpartition(merged, width - 1, axis=1)[:, :width]
     best[part] = np.take_along_axis(merged, chosen, axis=1)
     rows[part] = np.take_along_axis(merged_rows, chosen, axis=1)
+
+
+def _merge_hits(
+    best: np.ndarray,
+    rows: np.ndarray,
+    part: slice,
+    scores: np.ndarray,
+    hit_rows: np.ndarray,
+    hit_columns: np.ndarray,
+    start: int,
+) -> None:
+    """`_merge_best` of the entries `(hit_rows, hit_columns)` of `scores` only.
+
+    `hit_rows` is non-decreasing (as `np.nonzero` gives it); each row's hits
+    are laid out in a row of their own, padded with scores no candidate has.
+    """
+    if hit_rows.size == 0:
+        return
+    per_row = np.bincount(hit_rows, minlength=len(scores))
+    place = np.arange(hit_rows.size) - (np.cumsum(per_row) - per_row)[hit_rows]
+    values = np.full(
+        (len(scores), int(per_row.max())), np.iinfo(best.dtype).max, best.dtype
+    )
+    found = np.full(values.shape, -1, dtype=np.int64)
+    values[hit_rows, place] = scores[hit_rows, hit_columns]
+    found[hit_rows, place] = hit_columns + start
+    _merge_best(best, rows, part, values, found)
 
 
 class MappedRows:
