@@ -126,8 +126,8 @@ def circle_loss(
 
     Raises:
         ValueError: for a negative `m`, a `gamma` that is not positive, any
-            other `distance`, an unknown reducer, badly shaped inputs, or only one of
-            `references` and `reference_labels`.
+            other `distance`, an unknown reducer, badly shaped inputs, or
+            only one of `references` and `reference_labels`.
         TypeError: if `miner` is not a `Miner`.
 
     Examples:

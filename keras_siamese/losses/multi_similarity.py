@@ -126,9 +126,9 @@ def multi_similarity_loss(
     ...)`), and the batch loss is the mean over **all** anchors: an anchor without
     positives still pays for its negatives (and one without negatives for
     its positives); `reducer="nonzero_mean"` averages over the anchors whose
-    loss is above zero instead. A batch without any pair has loss 0. These are the
-    numbers and the reduction (`MeanReducer`) of pytorch-metric-learning's
-    `MultiSimilarityLoss()`.
+    loss is above zero instead. A batch without any pair has loss 0. These
+    are the numbers and the reduction (`MeanReducer`) of
+    pytorch-metric-learning's `MultiSimilarityLoss()`.
 
     With `mining=True`, the pairs are first chosen by the paper's pair
     mining, pytorch-metric-learning's `MultiSimilarityMiner(epsilon)`: a

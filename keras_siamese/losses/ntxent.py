@@ -76,9 +76,8 @@ def ntxent_loss(
 
     With another `distance`, `s(i, j)` is that similarity, or minus that
     distance (pytorch-metric-learning's `NTXentLoss(distance=...)`). The
-    loss is
-    averaged over all positive pairs (0 for a batch without a positive or
-    without a negative pair). For SimCLR, give the two augmented views of
+    loss is averaged over all positive pairs (by default; see `reducer`), 0
+    for a batch without a positive or without a negative pair. For SimCLR, give the two augmented views of
     example `k` the label `k`: each view's positive is then the other view and
     its negatives the other `2N - 2` views. With one positive per anchor this
     is also the multiple-negatives ranking loss with in-batch negatives.
