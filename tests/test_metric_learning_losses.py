@@ -403,7 +403,14 @@ def test_invariant_to_row_order_label_names_and_scale(name, data, seed, scale):
         lambda e: function(labels[order], e), x[order]
     )
     np.testing.assert_allclose(permuted, value, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(permuted_grad, grad[order], rtol=1e-4, atol=1e-5)
+    # Each row's gradient is exact up to float32 round-off of its own largest
+    # component (a row near zero has components of 1e5 beside ones of 1e-4,
+    # whose sign the summation order may then flip).
+    want = grad[order]
+    row_scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1.0)
+    assert np.all(
+        np.abs(permuted_grad - want) <= 1e-4 * np.abs(want) + 1e-5 * row_scale
+    )
     renamed = rng.permutation(BATCH)[labels] * 7 + 3
     assert loss_value(name, renamed, x) == pytest.approx(float(value), rel=1e-6)
     # Cosine similarity ignores the norm of the embeddings (zero rows stay 0).
