@@ -111,6 +111,19 @@ def test_popcount_table_counts_bits():
     assert _quantized.popcount(words).tolist() == [0, 1, 64, 8]
 
 
+def distances_by_codes(index, queries, gallery):
+    """NumPy reference: each query's distance to every row as the codes see it
+    (to the decoded int8 rows, or the Hamming distance of the sign bits)."""
+    if index.quantization == "int8":
+        decoded = _quantized.int8_decode(index.codes, index.int8_ranges)
+        return brute_force(queries, decoded, index.distance)
+    return (
+        ((queries[:, None, :] > 0) != (gallery[None, :, :] > 0))
+        .sum(axis=-1)
+        .astype(np.float64)
+    )
+
+
 # -- rescored search against exact search ----------------------------------------
 
 
@@ -188,15 +201,7 @@ def test_candidates_are_the_nearest_by_the_codes_across_tiles(data, width, kind,
         mock.patch.object(_quantized, "_HITS_FRACTION", hits),
     ):
         rows = index._quantizer.candidates(queries, index.codes, width)
-    if quantization == "int8":
-        decoded = _quantized.int8_decode(index.codes, index.int8_ranges)
-        by_codes = brute_force(queries, decoded, distance)
-    else:
-        by_codes = (
-            ((queries[:, None, :] > 0) != (gallery[None, :, :] > 0))
-            .sum(axis=-1)
-            .astype(np.float64)
-        )
+    by_codes = distances_by_codes(index, queries, gallery)
     assert rows.shape == (len(queries), width)
     for row in range(len(queries)):
         assert len(set(rows[row].tolist())) == width
@@ -239,15 +244,7 @@ def test_without_floats_the_distances_are_measured_on_the_codes(quantization, di
     index = EmbeddingIndex(distance, quantization=quantization, keep_float=None)
     index.add(gallery)
     distances, indices = index.search(queries, k=5)
-    if quantization == "int8":
-        decoded = _quantized.int8_decode(index.codes, index.int8_ranges)
-        reference = brute_force(queries, decoded, distance)
-    else:
-        reference = (
-            ((queries[:, None, :] > 0) != (gallery[None, :, :] > 0))
-            .sum(axis=-1)
-            .astype(np.float64)
-        )
+    reference = distances_by_codes(index, queries, gallery)
     np.testing.assert_allclose(
         distances, np.take_along_axis(reference, indices, axis=1), rtol=1e-4, atol=1e-5
     )
