@@ -105,24 +105,47 @@ def small_cnn(shape: tuple[int, int, int]) -> TrunkHead:
     return model
 
 
-def epoch_seconds(dataset: ClassBalancedDataset, shape: tuple, repeats: int) -> float:
-    """Median wall seconds of one epoch of `small_cnn` (after a warm-up epoch)."""
-    model = small_cnn(shape)
-    common.fit_epoch(model, x=dataset)
-    return statistics.median(
-        common.fit_epoch(model, x=dataset)[0] for _ in range(repeats)
-    )
+def epoch_seconds(datasets: list, shape: tuple, repeats: int) -> list[float]:
+    """Median wall seconds of one epoch of `small_cnn` on each dataset.
+
+    A model per dataset, a warm-up epoch each, then the epochs of the
+    datasets in turn, `repeats` rounds: a change of the machine's speed
+    falls on all of them alike.
+    """
+    models = [small_cnn(shape) for _ in datasets]
+    for model, dataset in zip(models, datasets):
+        common.fit_epoch(model, x=dataset)
+    seconds = [[] for _ in datasets]
+    for _ in range(repeats):
+        for model, dataset, times in zip(models, datasets, seconds):
+            times.append(common.fit_epoch(model, x=dataset)[0])
+    return [statistics.median(times) for times in seconds]
 
 
 def images_per_second(read, count: int, repeats: int) -> float:
     """Median of `repeats` reads of `count` images (the first read warms up)."""
-    read()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved_rates({"": (read, count)}, repeats)[""]
+
+
+def interleaved_rates(reads: dict, repeats: int) -> dict:
+    """Images per second of each `name: (read, count)`, read in turn.
+
+    Each reader reads once to warm up, then all read one after the other,
+    `repeats` rounds; the median of each. Side by side in every round, so
+    that the ratios hold while the machine's speed changes.
+    """
+    for read, _ in reads.values():
         read()
-        seconds.append(time.perf_counter() - start)
-    return count / statistics.median(seconds)
+    seconds = {name: [] for name in reads}
+    for _ in range(repeats):
+        for name, (read, _) in reads.items():
+            start = time.perf_counter()
+            read()
+            seconds[name].append(time.perf_counter() - start)
+    return {
+        name: count / statistics.median(seconds[name])
+        for name, (_, count) in reads.items()
+    }
 
 
 def main() -> None:
@@ -171,15 +194,14 @@ def main() -> None:
         augment = keras.Sequential(
             [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(crop, crop)]
         )
-        rate = tf_data_rate(
+        read = tf_data_reader(
             args.tf_data_folder,
             (args.image_size, args.image_size),
             "rgb" if args.data is None else "grayscale",
             args.classes_per_batch * args.per_class,
             augment if args.tf_data_augment else None,
-            args,
         )
-        print(rate)
+        print(images_per_second(read, args.images, args.repeats))
         return
     title = common.header("Reading images from files (bench_files.py)")
     size = (args.image_size, args.image_size)
@@ -216,6 +238,7 @@ def main() -> None:
             )
             for suffix, kwargs, shape in settings:
                 mine = []
+                reads = {}
                 echo = keras.Sequential([keras.Input(shape), keras.layers.Identity()])
                 for workers, processes in readers:
                     dataset = ClassBalancedDataset.from_directory(
@@ -229,24 +252,28 @@ def main() -> None:
                         use_multiprocessing=processes,
                         **kwargs,
                     )
-                    count = len(dataset) * dataset.batch_size
 
                     def read(dataset=dataset, echo=echo):
                         echo.predict(dataset, verbose=0)
 
-                    rate = images_per_second(read, count, args.repeats)
                     label = f"{workers}p" if processes else str(workers)
+                    reads[label] = (read, len(dataset) * dataset.batch_size)
+                if has_tf:
+                    reads["tf.data"] = (
+                        tf_data_reader(
+                            folder, size, color_mode, batch, kwargs.get("augment")
+                        ),
+                        args.images,
+                    )
+                rates = interleaved_rates(reads, args.repeats)
+                reference_rate = rates.pop("tf.data", None)
+                if reference_rate is None and args.tf_python:
+                    reference_rate = tf_data_subprocess(folder, bool(suffix), args)
+                for label, rate in rates.items():
                     mine.append(
                         ["from_directory" + suffix, label, image_format, round(rate)]
                     )
                     print(*mine[-1], file=sys.stderr, flush=True)
-                reference_rate = None
-                if has_tf:
-                    reference_rate = tf_data_rate(
-                        folder, size, color_mode, batch, kwargs.get("augment"), args
-                    )
-                elif args.tf_python:
-                    reference_rate = tf_data_subprocess(folder, bool(suffix), args)
                 print(
                     "tf.data",
                     suffix,
@@ -294,8 +321,8 @@ def main() -> None:
     )
 
 
-def tf_data_rate(folder, size, color_mode, batch, augment, args) -> float:
-    """images/s of `image_dataset_from_directory` (+ `augment` in `tf.data`)."""
+def tf_data_reader(folder, size, color_mode, batch, augment):
+    """A read of `image_dataset_from_directory` (+ `augment` in `tf.data`)."""
     import tensorflow as tf
 
     reference = keras.utils.image_dataset_from_directory(
@@ -320,7 +347,7 @@ def tf_data_rate(folder, size, color_mode, batch, augment, args) -> float:
     def read_reference():
         echo.predict(reference, verbose=0)
 
-    return images_per_second(read_reference, args.images, args.repeats)
+    return read_reference
 
 
 def tf_data_subprocess(folder: str, augment: bool, args) -> float:
@@ -358,8 +385,7 @@ def epoch_rows(folder, size, color_mode, channels, args) -> list:
     pixels = files.loader.load_batch(paths)
     arrays = ClassBalancedDataset(pixels, labels, **sampler)
     shape = (*size, channels)
-    from_arrays = epoch_seconds(arrays, shape, args.repeats)
-    from_files = epoch_seconds(files, shape, args.repeats)
+    from_arrays, from_files = epoch_seconds([arrays, files], shape, args.repeats)
     return [
         ["arrays in memory", 1, round(from_arrays, 3), 1.0, len(files)],
         [

@@ -265,3 +265,21 @@ def test_single_example_classes_with_views_give_simclr_batches():
         ClassBalancedDataset(X, ids, 6, 1, seed=0)
     with pytest.raises(ValueError, match="only one"):
         ClassBalancedDataset(X, ids, 6, 2, seed=0)
+
+
+def test_tensor_seeds_draw_what_a_seed_generator_draws():
+    from keras_siamese.data.augment import TensorSeeds, seed_dtype
+
+    for seed in (1, 12345, 2**31 - 1):
+        generator = keras.random.SeedGenerator(seed)
+        seeds = TensorSeeds(keras.ops.convert_to_tensor(seed, "int32"), seed_dtype())
+        for _ in range(3):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(seeds.next()),
+                keras.ops.convert_to_numpy(generator.next()),
+            )
+        # Random numbers drawn with either are the same.
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(keras.random.uniform((4,), seed=seeds)),
+            keras.ops.convert_to_numpy(keras.random.uniform((4,), seed=generator)),
+        )

@@ -251,21 +251,148 @@ def refuse_getitem(self, index):
     raise AssertionError("the pipeline read a batch through __getitem__")
 
 
-def test_image_files_pipeline_augments_with_the_seeds_of_getitem(tmp_path):
+def refuse_augment_batch(self, *args, **kwargs):
+    raise AssertionError("the pipeline augmented a batch in Python")
+
+
+def test_image_files_pipeline_augments_with_the_seeds_of_getitem(tmp_path, monkeypatch):
     write_images(tmp_path)
     augment = keras.Sequential(
-        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomCrop(4, 3)]
+        [
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.RandomCrop(4, 3),
+            keras.layers.RandomRotation(0.2),
+            keras.layers.RandomContrast(0.3),
+        ]
     )
     for views in (1, 2):
         dataset = image_dataset("balanced", tmp_path, augment=augment, views=views)
         assert dataset.batches_are_image_files
         pipeline = dataset.as_tf_dataset()
         dataset.set_epoch(2)
-        for index, (images, labels) in enumerate(pipeline):
+        with monkeypatch.context() as patch:
+            if ON_TENSORFLOW:
+                # Keras layers run in the graph, with the same numbers.
+                patch.setattr(
+                    base.SampledDataset, "augment_batch", refuse_augment_batch
+                )
+            batches = list(pipeline)
+        assert len(batches) == len(dataset)
+        for index, (images, labels) in enumerate(batches):
             want, want_labels = dataset[index]
             assert images.shape == (views * 9, 4, 3, 3)
             np.testing.assert_array_equal(images.numpy(), want)
             np.testing.assert_array_equal(labels.numpy(), want_labels)
+
+
+def test_an_overridden_augment_batch_is_what_the_image_files_pipeline_runs(
+    tmp_path,
+):
+    write_images(tmp_path)
+
+    class Negated(ClassBalancedDataset):
+        def augment_batch(self, images, index, branch, epoch=None):
+            return -super().augment_batch(images, index, branch, epoch)
+
+    dataset = Negated.from_directory(
+        tmp_path,
+        3,
+        3,
+        image_size=(6, 5),
+        seed=0,
+        steps_per_epoch=3,
+        augment=keras.layers.RandomFlip("horizontal"),
+    )
+    assert dataset.batches_are_image_files
+    for index, (images, _) in enumerate(dataset.as_tf_dataset()):
+        plain, _ = dataset[index]
+        # `__getitem__` does not call `augment_batch`: the pipeline does.
+        np.testing.assert_array_equal(images.numpy(), -plain)
+
+
+def test_the_pipeline_is_built_once_and_follows_the_epoch(tmp_path):
+    write_images(tmp_path)
+    dataset = image_dataset("balanced", tmp_path, color_mode="grayscale")
+    pipeline = dataset.as_tf_dataset()
+    assert dataset.as_tf_dataset() is pipeline
+    for epoch in (1, 5):
+        dataset.set_epoch(epoch)
+        for index, (images, labels) in enumerate(pipeline):
+            want, want_labels = dataset[index]
+            np.testing.assert_array_equal(images.numpy(), want)
+            np.testing.assert_array_equal(labels.numpy(), want_labels)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_file_kind_follows_the_format_and_mode_pillow_finds(tmp_path, channels):
+    image = pytest.importorskip("PIL.Image")
+    write_images(tmp_path)
+    whole = sorted(tmp_path.glob("*/*"))
+    data = whole[0].read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    jpeg = (tmp_path / "a" / "0.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:-2])
+    for path in whole:
+        with image.open(path) as opened:
+            form, mode = opened.format, opened.mode
+        if form == "PNG" and mode in ("L", "LA", "RGB", "RGBA"):
+            grey = channels == 1 and mode == "L"
+            want = tf_pipeline._GREY_PNG if grey else tf_pipeline._COLOUR_PNG
+        elif form == "JPEG":
+            grey = channels == 1 and mode == "L"
+            want = tf_pipeline._GREY_JPEG if grey else tf_pipeline._JPEG
+        else:
+            want = tf_pipeline._OTHER
+        assert tf_pipeline.file_kind(str(path), channels) == want, path
+    for name in ("cut.png", "cut.jpg", "missing.png"):
+        kind = tf_pipeline.file_kind(str(tmp_path / name), channels)
+        assert kind == tf_pipeline._OTHER
+
+
+def write_fast_images(root, color_mode):
+    """Only files one decoder reads exactly for `color_mode`."""
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    modes = {
+        "grayscale": [("L", "png"), ("L", "jpeg")],
+        "rgb": [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")]
+        + [("RGB", "jpeg"), ("L", "jpeg")],
+        "rgba": [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")],
+    }[color_mode]
+    for name in ("a", "b", "c"):
+        (root / name).mkdir()
+        for k in range(3):
+            height, width = rng.integers(4, 20, 2)
+            pixels = image.fromarray(
+                rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA"
+            )
+            for mode, suffix in modes:
+                pixels.convert(mode).save(root / name / f"{k}{mode}.{suffix}")
+
+
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
+def test_blocks_of_exactly_decodable_files_skip_the_per_file_conditional(
+    tmp_path, color_mode, monkeypatch
+):
+    write_fast_images(tmp_path, color_mode)
+    decoders = tf_pipeline._decoders
+
+    def without_mixed(tf_module, loader):
+        _, fast, kinds = decoders(tf_module, loader)
+
+        def refuse(path, kind):
+            tf.debugging.assert_equal(kind, -1, "the per-file conditional ran")
+            return fast(path)
+
+        return refuse, fast, kinds
+
+    monkeypatch.setattr(tf_pipeline, "_decoders", without_mixed)
+    dataset = image_dataset("triplets", tmp_path, color_mode=color_mode)
+    for index, (inputs, targets) in enumerate(dataset.as_tf_dataset()):
+        want, want_targets = dataset[index]
+        for tensor, array in zip(leaves(inputs), leaves(want)):
+            np.testing.assert_array_equal(tensor.numpy(), array)
+        np.testing.assert_array_equal(targets.numpy(), want_targets)
 
 
 def test_an_overridden_getitem_is_what_the_image_files_pipeline_reads(tmp_path):

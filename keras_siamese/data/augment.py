@@ -53,6 +53,40 @@ def _is_image_preprocessing(layer: Any) -> bool:
     )
 
 
+class TensorSeeds(keras.random.SeedGenerator):
+    """The seeds of `keras.random.SeedGenerator(seed)` for a seed tensor.
+
+    A seed generator draws `[seed, 0]`, `[seed, 1]`, ... from a variable;
+    this one counts its draws in Python while a graph is traced, so that a
+    graph without variables (a `tf.data` function) draws the same seeds.
+
+    Args:
+        seed: a scalar integer tensor.
+        dtype: the dtype of the seeds, `seed_dtype()`.
+    """
+
+    def __init__(self, seed: Any, dtype: str) -> None:
+        # No `super().__init__()`: it would create the state variable.
+        self.name = "tensor_seeds"
+        self._seed = seed
+        self._dtype = dtype
+        self._draws = 0
+
+    def next(self, ordered: bool = True) -> Any:
+        seed = keras.ops.cast(self._seed, self._dtype)
+        draw = keras.ops.convert_to_tensor(self._draws, self._dtype)
+        self._draws += 1
+        return keras.ops.stack([seed, draw])
+
+
+def seed_dtype() -> str:
+    """The dtype of a `keras.random.SeedGenerator`'s state on this backend.
+
+    Creates a variable: call it outside graph functions.
+    """
+    return keras.backend.standardize_dtype(keras.random.SeedGenerator(1).state.dtype)
+
+
 class Augmentation:
     """A seeded augmentation: a Keras preprocessing pipeline or a callable.
 
@@ -99,11 +133,35 @@ class Augmentation:
                 result = self._run_layers(images, seed)
         return np.asarray(keras.ops.convert_to_numpy(result))
 
-    def _run_layers(self, images: np.ndarray, seed: int) -> Any:
+    @property
+    def runs_in_graph(self) -> bool:
+        """Whether `in_graph` can run it: it is Keras layers, not a callable."""
+        return self._layers is not None
+
+    def in_graph(self, images: Any, seed: Any, seed_dtype: str) -> Any:
+        """The augmented batch inside a graph function, for a seed tensor.
+
+        The same numbers as `self(images, seed)` for the same seed value: the
+        layers draw from `TensorSeeds`, which gives the seeds a
+        `keras.random.SeedGenerator(seed)` gives, without a variable (a
+        `tf.data` function cannot create one).
+
+        Args:
+            images: a batch tensor.
+            seed: a scalar integer tensor, the batch's seed.
+            seed_dtype: the dtype of a seed generator's state, from
+                `seed_dtype()` called outside the graph.
+        """
+        return self._run_layers(images, TensorSeeds(seed, seed_dtype))
+
+    def _run_layers(self, images: np.ndarray, seed: Any) -> Any:
         result = images
         # One generator per batch: each random layer draws from it in turn,
         # so the layers get different numbers from one seed.
-        generator = keras.random.SeedGenerator(seed)
+        if isinstance(seed, keras.random.SeedGenerator):
+            generator = seed
+        else:
+            generator = keras.random.SeedGenerator(seed)
         for layer in self._layers:
             if _is_image_preprocessing(layer):
                 transformation = layer.get_random_transformation(

@@ -571,7 +571,14 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
             >>> bool((left.numpy() == pairs[0][0][0]).all())
             True
         """
-        return block_pipeline(self)
+        # Built once per dataset: its functions read the dataset's epoch
+        # when they run, and tracing them again for every `fit`, `evaluate`
+        # or `predict` call costs about as much as reading a small epoch.
+        pipeline = self._cache.get("tf_pipeline")
+        if pipeline is None:
+            pipeline = block_pipeline(self)
+            self._cache["tf_pipeline"] = pipeline
+        return pipeline
 
     # What Keras' TensorFlow trainer asks of a `DataAdapter` beyond the
     # `PyDataset` methods (`num_batches`, `on_epoch_begin`, `on_epoch_end`).

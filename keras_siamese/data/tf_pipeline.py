@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_siamese.data.augment import Augmentation, batch_seed, seed_dtype
 from keras_siamese.data.images import decode_image
 from keras_siamese.data.sampling import gather
 
@@ -131,26 +132,62 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
     libpng gives them, JPEG with the accurate integer DCT (Pillow's), colour
     to grayscale with Pillow's weights. Other files (GIF, BMP, palette or
     16-bit PNG, and any file that does not look whole) are decoded by the
-    loader itself, which names a file it cannot read. The augmentation, if
-    any, runs on each decoded batch with the seeds of `__getitem__`.
+    loader itself, which names a file it cannot read. Which is which is
+    found from each file's first and last bytes, by Python, the first time
+    a batch holds the file (`file_kind`), and kept for later epochs.
+
+    The augmentation, if any, runs on each decoded batch with the seeds of
+    `__getitem__`: a Keras layer pipeline in the graph, when the backend is
+    TensorFlow (the same numbers as `__getitem__`'s eager layers), anything
+    else through `augment_batch` in Python.
     """
     loader = dataset.loader
     structure, shapes = _batch_spec(dataset)
     dtypes = [tf.as_dtype(dtype) for _, dtype in shapes]
-    parts, items = dataset.num_branches, dataset.batch_size
+    parts, items, views = dataset.num_branches, dataset.batch_size, dataset.views
     paths = dataset.cache.get("tf_paths")
     if paths is None:
         paths = tf.constant([os.fsencode(path) for path in dataset.x])
         dataset.cache["tf_paths"] = paths
-    decode = _decoder(tf, loader)
+        # -1: not looked at yet.
+        dataset.cache["tf_file_kinds"] = np.full(len(dataset.x), -1, np.int32)
+    kinds = dataset.cache["tf_file_kinds"]
+    channels = loader.shape[-1]
+    decode, fast_decode, fast_kinds = _decoders(tf, loader)
+    in_graph = _graph_augmentation(dataset)
+    if in_graph is not None:
+        seed_type = seed_dtype()
 
-    def draw(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def draw(block: np.ndarray) -> tuple:
+        block = int(block)
         epoch = dataset.epoch
-        block, offset = divmod(int(index), dataset.batches_per_block)
         rows, targets = dataset.block_rows(block, epoch)
-        start = offset * items
-        rows = rows[:, start : start + items].astype(np.int64)
-        return np.int64(epoch), rows, targets[start : start + items]
+        first = block * dataset.batches_per_block
+        batches = np.arange(first, first + len(targets) // items)
+        # Batch after batch, each batch input after input: the order in
+        # which `assemble` takes the files back.
+        rows = rows.astype(np.int64).reshape(parts, len(batches), items)
+        rows = rows.transpose(1, 0, 2).reshape(-1)
+        unseen = np.unique(rows[kinds[rows] < 0])
+        for row in unseen.tolist():
+            kinds[row] = file_kind(dataset.x[row], channels)
+        block_kinds = kinds[rows]
+        seeds = np.zeros((len(batches), parts, views), np.int64)
+        if in_graph is not None:
+            for (batch, side, view), _ in np.ndenumerate(seeds):
+                index = int(batches[batch])
+                seeds[batch, side, view] = batch_seed(
+                    dataset.seed, epoch, index, side, view
+                )
+        return (
+            np.int64(epoch),
+            rows,
+            block_kinds,
+            np.isin(block_kinds, fast_kinds).all(),
+            batches,
+            targets.reshape(len(batches), items),
+            seeds,
+        )
 
     def augment(images: np.ndarray, epoch: Any, index: Any, branch: Any) -> Any:
         augmented = dataset.augment_batch(images, int(index), int(branch), int(epoch))
@@ -158,62 +195,191 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
 
     count = parts * items
 
-    def files_of(index: Any) -> tuple:
-        epoch, rows, targets = tf.numpy_function(
-            draw,
-            [index],
-            [tf.int64, tf.int64, tf.as_dtype(shapes[-1][1])],
-            stateful=True,
-        )
-        files = tf.gather(paths, tf.reshape(rows, [count]))
-        # Each file carries its batch's index, epoch and targets, so that the
-        # batch is whole again after the files are read one by one.
-        return (
-            files,
-            tf.fill([count], index),
-            tf.fill([count], epoch),
-            tf.repeat(tf.expand_dims(targets, 0), count, axis=0),
-        )
-
-    def read(path: Any, index: Any, epoch: Any, targets: Any) -> tuple:
-        return decode(path), index, epoch, targets
-
-    def assemble(images: Any, index: Any, epoch: Any, targets: Any) -> Any:
-        index, epoch, targets = index[0], epoch[0], targets[0]
+    def assemble(images: Any, index: Any, epoch: Any, targets: Any, seeds: Any) -> Any:
         images = tf.reshape(images, [parts, items, *loader.shape])
         sides = []
         for side in range(parts):
             side_images = images[side]
-            if dataset.augment is not None:
+            if in_graph is not None:
+                side_images = tf.concat(
+                    [
+                        in_graph.in_graph(side_images, seeds[side, view], seed_type)
+                        for view in range(views)
+                    ],
+                    axis=0,
+                )
+            elif dataset.augment is not None:
                 side_images = tf.numpy_function(
                     augment,
                     [side_images, epoch, index, side],
                     dtypes[side],
                     stateful=False,
                 )
-            sides.append(side_images)
-        leaves = [*sides, tf.tile(targets, [dataset.views])]
+            sides.append(tf.cast(side_images, dtypes[side]))
+        leaves = [*sides, tf.tile(targets, [views])]
         for leaf, (shape, _) in zip(leaves, shapes):
             leaf.set_shape(shape)
         return keras.tree.pack_sequence_as(structure, leaves)
 
-    # Python draws the rows of each batch; the files of all batches are read
-    # one by one in parallel (as `image_dataset_from_directory` reads them),
-    # then regrouped into their batches, in order.
+    def block_batches(block: Any) -> Any:
+        epoch, rows, file_kinds, all_fast, batches, targets, seeds = tf.numpy_function(
+            draw,
+            [block],
+            [
+                tf.int64,
+                tf.int64,
+                tf.int32,
+                tf.bool,
+                tf.int64,
+                tf.as_dtype(shapes[-1][1]),
+                tf.int64,
+            ],
+            stateful=True,
+        )
+        rows.set_shape([None])
+        file_kinds.set_shape([None])
+        all_fast.set_shape([])
+        batches.set_shape([None])
+        targets.set_shape([None, items])
+        seeds.set_shape([None, parts, views])
+        files = tf.gather(paths, rows)
+        size = tf.size(files, out_type=tf.int64)
+        zero = tf.constant(0, tf.int64)
+        # The files are read one by one in parallel, as
+        # `image_dataset_from_directory` reads them. A block whose files are
+        # all of the kind one decoder reads exactly is read without a
+        # per-file conditional (the other stream is then empty).
+        fast = (
+            tf.data.Dataset.from_tensor_slices(files)
+            .take(tf.where(all_fast, size, zero))
+            .map(fast_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+        mixed = (
+            tf.data.Dataset.from_tensor_slices((files, file_kinds))
+            .take(tf.where(all_fast, zero, size))
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+        meta = tf.data.Dataset.from_tensor_slices(
+            (batches, tf.fill(tf.shape(batches), epoch), targets, seeds)
+        )
+        images = fast.concatenate(mixed).batch(count, drop_remainder=True)
+        return tf.data.Dataset.zip((images, meta)).map(
+            lambda images, meta: assemble(images, *meta),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+    # Python draws the rows of each block of batches (the next block while
+    # the files of this one are read); TensorFlow reads the files.
     return (
-        tf.data.Dataset.range(len(dataset))
-        .map(files_of)
-        .unbatch()
-        .map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(count, drop_remainder=True)
-        .map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        tf.data.Dataset.range(dataset.num_blocks)
+        .prefetch(1)
+        .flat_map(block_batches)
         .with_options(_options(tf, optimize=True))
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def _decoder(tf: Any, loader: Any) -> Any:
-    """A graph function from a file path to the loader's float32 pixels."""
+def _graph_augmentation(dataset: Any) -> Any:
+    """The dataset's augmentation if the pipeline may run it in the graph.
+
+    Only Keras layers on the TensorFlow backend (where `__getitem__` runs the
+    same TensorFlow kernels eagerly), and only when no subclass changes how
+    batches are augmented.
+    """
+    # Imported here: the datasets' module imports this one.
+    from keras_siamese.data.base import SampledDataset
+
+    if dataset.augment is None or keras.config.backend() != "tensorflow":
+        return None
+    for name in ("augment_batch", "_augment"):
+        if getattr(type(dataset), name) is not getattr(SampledDataset, name):
+            return None
+    augmentation = Augmentation(dataset.augment)
+    return augmentation if augmentation.runs_in_graph else None
+
+
+# What `file_kind` finds, the branches of `_decoders`' `decode`.
+_COLOUR_PNG, _JPEG, _OTHER, _GREY_PNG, _GREY_JPEG = 0, 1, 2, 3, 4
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def file_kind(path: str, channels: int) -> int:
+    """How the pipeline decodes a file, from its first 26 and last 12 bytes.
+
+    An 8-bit PNG that is not a palette image and ends with its `IEND`
+    chunk (`_GREY_PNG` if grey and read as grayscale, else `_COLOUR_PNG`),
+    a JPEG that starts and ends with its markers (`_GREY_JPEG` if it has one
+    component and is read as grayscale, else `_JPEG`); anything else,
+    or a file that cannot be opened, `_OTHER` (read by the loader, which
+    names a file it cannot read). A file changed after it was looked at is
+    decoded as it was found.
+
+    Args:
+        path: the file.
+        channels: channels of the loader's images.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(26)
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(size - 12, 0))
+            tail = file.read(12)
+            grey_jpeg = (
+                channels == 1
+                and head.startswith(b"\xff\xd8\xff")
+                and _jpeg_components(file) == 1
+            )
+    except OSError:
+        return _OTHER
+    if (
+        len(head) == 26
+        and head.startswith(_PNG_SIGNATURE)
+        and head[12:16] == b"IHDR"
+        # 8 bits per channel; grey, RGB, grey + alpha or RGBA (no palette).
+        and head[24] == 8
+        and head[25] in (0, 2, 4, 6)
+        and tail == _PNG_END
+    ):
+        return _GREY_PNG if channels == 1 and head[25] == 0 else _COLOUR_PNG
+    if (
+        head.startswith(b"\xff\xd8\xff")
+        and len(tail) == 12
+        and tail[-2:] == b"\xff\xd9"
+    ):
+        return _GREY_JPEG if grey_jpeg else _JPEG
+    return _OTHER
+
+
+def _jpeg_components(file: Any) -> int | None:
+    """The number of colour components in an open JPEG file's frame header.
+
+    `None` if the header is not among the first 64 segments.
+    """
+    file.seek(2)
+    for _ in range(64):
+        marker = file.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in _SOF_MARKERS:
+            header = file.read(8)
+            return header[7] if len(header) == 8 else None
+        length = file.read(2)
+        if len(length) < 2:
+            return None
+        file.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
+    return None
+
+
+def _decoders(tf: Any, loader: Any) -> tuple:
+    """Graph functions from files to the loader's pixels.
+
+    Returns:
+        `(decode, fast_decode, fast_kinds)`: `decode(path, kind)` for a file
+        of any `file_kind`; `fast_decode(path)`, one decoder without a
+        conditional, for files whose kind is in `fast_kinds`.
+    """
     height, width = loader.image_size
     color_mode = loader.color_mode
     channels = loader.shape[-1]
@@ -236,39 +402,20 @@ def _decoder(tf: Any, loader: Any) -> Any:
     def with_pillow(path: np.ndarray) -> np.ndarray:
         return decode_image(os.fsdecode(path), color_mode)
 
-    def read(path: Any) -> Any:
-        contents = tf.io.read_file(path)
-        # Fixed-length head and tail, padded, so that short files compare too
-        # (the head padded after it is cut: the file itself is not copied).
-        head = tf.strings.substr(
-            tf.strings.join([tf.strings.substr(contents, 0, 26), "\0" * 26]), 0, 26
-        )
-        size = tf.strings.length(contents)
-        tail = tf.strings.substr(contents, tf.maximum(size - 12, 0), 12)
-        is_png = (
-            tf.equal(tf.strings.substr(head, 0, 8), _PNG_SIGNATURE)
-            & tf.equal(tf.strings.substr(head, 12, 4), b"IHDR")
-            # 8 bits per channel; grey, RGB, grey + alpha or RGBA (no palette).
-            & tf.equal(tf.strings.substr(head, 24, 1), b"\x08")
-            & tf.reduce_any(
-                tf.equal(tf.strings.substr(head, 25, 1), [b"\0", b"\2", b"\4", b"\6"])
-            )
-            & tf.equal(tail, _PNG_END)
-        )
-        is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff") & tf.equal(
-            tf.strings.substr(tail, 10, 2), b"\xff\xd9"
-        )
+    def read(path: Any, kind: Any) -> Any:
+        def contents() -> Any:
+            return tf.io.read_file(path)
 
         def colour_png() -> Any:
-            return to_mode(tf.io.decode_png(contents, channels=decoded_channels))
+            return to_mode(tf.io.decode_png(contents(), channels=decoded_channels))
 
         def grey_png() -> Any:
             # A grey PNG read in grey: its own levels, no conversion to undo.
-            return tf.io.decode_png(contents, channels=1)
+            return tf.io.decode_png(contents(), channels=1)
 
         def jpeg() -> Any:
             pixels = tf.io.decode_jpeg(
-                contents, channels=3, dct_method="INTEGER_ACCURATE"
+                contents(), channels=3, dct_method="INTEGER_ACCURATE"
             )
             return to_mode(pixels)
 
@@ -276,15 +423,33 @@ def _decoder(tf: Any, loader: Any) -> Any:
             pixels = tf.numpy_function(with_pillow, [path], tf.uint8, stateful=False)
             return tf.ensure_shape(pixels, [None, None, channels])
 
-        # One `switch_case` per image: each conditional costs tf.data about
-        # a fifth of a small image's decoding time.
-        branch = tf.where(is_png, 0, tf.where(is_jpeg, 1, 2))
+        def grey_jpeg() -> Any:
+            # A one-component JPEG read in grey: its plane as it is.
+            return tf.io.decode_jpeg(
+                contents(), channels=1, dct_method="INTEGER_ACCURATE"
+            )
+
+        # One `switch_case` per image, on the kind Python found.
         branches = [colour_png, jpeg, other]
         if channels == 1:
-            grey = is_png & tf.equal(tf.strings.substr(head, 25, 1), b"\0")
-            branch = tf.where(grey, 3, branch)
-            branches.append(grey_png)
-        pixels = tf.switch_case(branch, branches)
+            branches += [grey_png, grey_jpeg]
+        return finish(tf.switch_case(kind, branches))
+
+    def fast(path: Any) -> Any:
+        # TensorFlow's JPEG decoding op also reads PNG files (its image
+        # decoders look at the data, not at the op's name).
+        contents = tf.io.read_file(path)
+        if channels == 1:
+            pixels = tf.io.decode_jpeg(
+                contents, channels=1, dct_method="INTEGER_ACCURATE"
+            )
+            return finish(pixels)
+        if channels == 4:
+            return finish(tf.io.decode_png(contents, channels=4))
+        pixels = tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
+        return finish(pixels)
+
+    def finish(pixels: Any) -> Any:
         pixels.set_shape([None, None, channels])
         if loader.crop_to_aspect_ratio:
             pixels = _center_crop(tf, pixels, loader.image_size)
@@ -293,7 +458,8 @@ def _decoder(tf: Any, loader: Any) -> Any:
         resized = tf.image.resize(pixels, (height, width), loader.interpolation)
         return tf.cast(resized, tf.float32)
 
-    return read
+    fast_kinds = {1: [_GREY_PNG, _GREY_JPEG], 3: [_COLOUR_PNG, _JPEG], 4: [_COLOUR_PNG]}
+    return read, fast, fast_kinds[channels]
 
 
 def _center_crop(tf: Any, pixels: Any, size: tuple) -> Any:
