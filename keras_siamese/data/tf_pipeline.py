@@ -221,7 +221,7 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
             leaf.set_shape(shape)
         return keras.tree.pack_sequence_as(structure, leaves)
 
-    def block_batches(block: Any) -> Any:
+    def drawn(block: Any) -> tuple:
         epoch, rows, file_kinds, all_fast, batches, targets, seeds = tf.numpy_function(
             draw,
             [block],
@@ -242,6 +242,17 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         batches.set_shape([None])
         targets.set_shape([None, items])
         seeds.set_shape([None, parts, views])
+        return epoch, rows, file_kinds, all_fast, batches, targets, seeds
+
+    def block_batches(
+        epoch: Any,
+        rows: Any,
+        file_kinds: Any,
+        all_fast: Any,
+        batches: Any,
+        targets: Any,
+        seeds: Any,
+    ) -> Any:
         files = tf.gather(paths, rows)
         size = tf.size(files, out_type=tf.int64)
         zero = tf.constant(0, tf.int64)
@@ -273,8 +284,14 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
     # the files of this one are read); TensorFlow reads the files.
     return (
         tf.data.Dataset.range(dataset.num_blocks)
+        .map(drawn)
         .prefetch(1)
-        .flat_map(block_batches)
+        .interleave(
+            block_batches,
+            cycle_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
         .with_options(_options(tf, optimize=True))
         .prefetch(tf.data.AUTOTUNE)
     )
