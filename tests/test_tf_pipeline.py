@@ -349,16 +349,10 @@ def test_file_kind_follows_the_format_and_mode_pillow_finds(tmp_path, channels):
         assert kind == tf_pipeline._OTHER
 
 
-def write_fast_images(root, color_mode):
-    """Only files one decoder reads exactly for `color_mode`."""
+def write_one_kind(root, files):
+    """Image files of the `(mode, suffix)` pairs `files`, three classes."""
     image = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(1)
-    modes = {
-        "grayscale": [("L", "png"), ("L", "jpeg")],
-        "rgb": [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")]
-        + [("RGB", "jpeg"), ("L", "jpeg")],
-        "rgba": [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")],
-    }[color_mode]
     for name in ("a", "b", "c"):
         (root / name).mkdir()
         for k in range(3):
@@ -366,63 +360,45 @@ def write_fast_images(root, color_mode):
             pixels = image.fromarray(
                 rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA"
             )
-            for mode, suffix in modes:
+            for mode, suffix in files:
                 pixels.convert(mode).save(root / name / f"{k}{mode}.{suffix}")
 
 
-@pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
-def test_blocks_of_exactly_decodable_files_skip_the_per_file_conditional(
-    tmp_path, color_mode, monkeypatch
+ALL_PNG = [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")]
+
+
+@pytest.mark.parametrize(
+    "color_mode, files",
+    [
+        ("grayscale", [("L", "png")]),
+        ("grayscale", [("L", "jpeg")]),
+        ("grayscale", [("RGB", "jpeg")]),
+        ("grayscale", [("RGB", "png"), ("RGBA", "png")]),
+        ("rgb", ALL_PNG),
+        ("rgb", [("RGB", "jpeg"), ("L", "jpeg")]),
+        ("rgba", ALL_PNG),
+        ("rgb", [("P", "gif"), ("RGB", "bmp")]),
+    ],
+)
+def test_blocks_of_files_of_one_kind_skip_the_per_file_conditional(
+    tmp_path, color_mode, files, monkeypatch
 ):
-    write_fast_images(tmp_path, color_mode)
+    write_one_kind(tmp_path, files)
     decoders = tf_pipeline._decoders
 
-    def without_mixed(tf_module, loader):
-        _, fast, kinds = decoders(tf_module, loader)
+    def without_conditional(tf_module, loader):
+        _, by_kind = decoders(tf_module, loader)
 
         def refuse(path, kind):
             tf.debugging.assert_equal(kind, -1, "the per-file conditional ran")
-            return fast(path)
+            return by_kind[0](path)
 
-        return refuse, fast, kinds
+        return refuse, by_kind
 
-    monkeypatch.setattr(tf_pipeline, "_decoders", without_mixed)
+    monkeypatch.setattr(tf_pipeline, "_decoders", without_conditional)
     dataset = image_dataset("triplets", tmp_path, color_mode=color_mode)
     for index, (inputs, targets) in enumerate(dataset.as_tf_dataset()):
         want, want_targets = dataset[index]
         for tensor, array in zip(leaves(inputs), leaves(want)):
             np.testing.assert_array_equal(tensor.numpy(), array)
         np.testing.assert_array_equal(targets.numpy(), want_targets)
-
-
-def test_an_overridden_getitem_is_what_the_image_files_pipeline_reads(tmp_path):
-    write_images(tmp_path)
-
-    class Brighter(ClassBalancedDataset):
-        def __getitem__(self, index):
-            images, labels = super().__getitem__(index)
-            return images + 1, labels
-
-    dataset = Brighter.from_directory(
-        tmp_path, 3, 3, image_size=(6, 5), seed=0, steps_per_epoch=3
-    )
-    assert not dataset.batches_are_image_files
-    assert_same_epoch(dataset, dataset.as_tf_dataset())
-
-
-@pytest.mark.parametrize("name, cut", [("cut.png", 2), ("cut.jpg", 2), ("zz.png", 0)])
-def test_a_truncated_or_corrupt_file_is_named_by_the_image_files_pipeline(
-    tmp_path, name, cut
-):
-    write_images(tmp_path)
-    source = tmp_path / "a" / ("0RGB.png" if name.endswith("png") else "0.jpg")
-    data = source.read_bytes()
-    bad = tmp_path / "b" / name
-    bad.write_bytes(data[: len(data) // cut] if cut else b"\x89PNG not an image")
-    dataset = ClassBalancedDataset.from_directory(
-        tmp_path, 3, 3, image_size=(6, 5), seed=0, steps_per_epoch=60
-    )
-    pattern = name.replace(".", r"\.")
-    with pytest.raises((ValueError, tf.errors.OpError), match=pattern):
-        for _ in dataset.as_tf_dataset():
-            pass

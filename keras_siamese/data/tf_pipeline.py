@@ -14,6 +14,7 @@ TensorFlow is imported only when a pipeline is built, never at import.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import Any
@@ -153,7 +154,7 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         dataset.cache["tf_file_kinds"] = np.full(len(dataset.x), -1, np.int32)
     kinds = dataset.cache["tf_file_kinds"]
     channels = loader.shape[-1]
-    decode, fast_decode, fast_kinds = _decoders(tf, loader)
+    decode, by_kind = _decoders(tf, loader)
     in_graph = _graph_augmentation(dataset)
     if in_graph is not None:
         seed_type = seed_dtype()
@@ -183,7 +184,8 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
             np.int64(epoch),
             rows,
             block_kinds,
-            np.isin(block_kinds, fast_kinds).all(),
+            # The one kind of all the block's files, or -1.
+            np.int32(block_kinds[0] if (block_kinds == block_kinds[0]).all() else -1),
             batches,
             targets.reshape(len(batches), items),
             seeds,
@@ -222,14 +224,14 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         return keras.tree.pack_sequence_as(structure, leaves)
 
     def drawn(block: Any) -> tuple:
-        epoch, rows, file_kinds, all_fast, batches, targets, seeds = tf.numpy_function(
+        epoch, rows, file_kinds, uniform, batches, targets, seeds = tf.numpy_function(
             draw,
             [block],
             [
                 tf.int64,
                 tf.int64,
                 tf.int32,
-                tf.bool,
+                tf.int32,
                 tf.int64,
                 tf.as_dtype(shapes[-1][1]),
                 tf.int64,
@@ -238,17 +240,17 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         )
         rows.set_shape([None])
         file_kinds.set_shape([None])
-        all_fast.set_shape([])
+        uniform.set_shape([])
         batches.set_shape([None])
         targets.set_shape([None, items])
         seeds.set_shape([None, parts, views])
-        return epoch, rows, file_kinds, all_fast, batches, targets, seeds
+        return epoch, rows, file_kinds, uniform, batches, targets, seeds
 
     def block_batches(
         epoch: Any,
         rows: Any,
         file_kinds: Any,
-        all_fast: Any,
+        uniform: Any,
         batches: Any,
         targets: Any,
         seeds: Any,
@@ -258,22 +260,24 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         zero = tf.constant(0, tf.int64)
         # The files are read one by one in parallel, as
         # `image_dataset_from_directory` reads them. A block whose files are
-        # all of the kind one decoder reads exactly is read without a
-        # per-file conditional (the other stream is then empty).
-        fast = (
+        # all of one kind is read by that kind's decoder, without a per-file
+        # conditional; every other stream is then empty.
+        streams = [
             tf.data.Dataset.from_tensor_slices(files)
-            .take(tf.where(all_fast, size, zero))
-            .map(fast_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        )
-        mixed = (
+            .take(tf.where(uniform == kind, size, zero))
+            .map(step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            for kind, step in by_kind.items()
+        ]
+        streams.append(
             tf.data.Dataset.from_tensor_slices((files, file_kinds))
-            .take(tf.where(all_fast, zero, size))
+            .take(tf.where(uniform < 0, size, zero))
             .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         )
         meta = tf.data.Dataset.from_tensor_slices(
             (batches, tf.fill(tf.shape(batches), epoch), targets, seeds)
         )
-        images = fast.concatenate(mixed).batch(count, drop_remainder=True)
+        images = functools.reduce(tf.data.Dataset.concatenate, streams)
+        images = images.batch(count, drop_remainder=True)
         return tf.data.Dataset.zip((images, meta)).map(
             lambda images, meta: assemble(images, *meta),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -393,9 +397,9 @@ def _decoders(tf: Any, loader: Any) -> tuple:
     """Graph functions from files to the loader's pixels.
 
     Returns:
-        `(decode, fast_decode, fast_kinds)`: `decode(path, kind)` for a file
-        of any `file_kind`; `fast_decode(path)`, one decoder without a
-        conditional, for files whose kind is in `fast_kinds`.
+        `(decode, by_kind)`: `decode(path, kind)` for a file of any
+        `file_kind`, by one `switch_case`; `by_kind[kind](path)` for a file
+        known to be of that kind, without a conditional.
     """
     height, width = loader.image_size
     color_mode = loader.color_mode
@@ -419,52 +423,27 @@ def _decoders(tf: Any, loader: Any) -> tuple:
     def with_pillow(path: np.ndarray) -> np.ndarray:
         return decode_image(os.fsdecode(path), color_mode)
 
-    def read(path: Any, kind: Any) -> Any:
-        def contents() -> Any:
-            return tf.io.read_file(path)
-
-        def colour_png() -> Any:
-            return to_mode(tf.io.decode_png(contents(), channels=decoded_channels))
-
-        def grey_png() -> Any:
-            # A grey PNG read in grey: its own levels, no conversion to undo.
-            return tf.io.decode_png(contents(), channels=1)
-
-        def jpeg() -> Any:
-            pixels = tf.io.decode_jpeg(
-                contents(), channels=3, dct_method="INTEGER_ACCURATE"
-            )
-            return to_mode(pixels)
-
-        def other() -> Any:
-            pixels = tf.numpy_function(with_pillow, [path], tf.uint8, stateful=False)
-            return tf.ensure_shape(pixels, [None, None, channels])
-
-        def grey_jpeg() -> Any:
-            # A one-component JPEG read in grey: its plane as it is.
-            return tf.io.decode_jpeg(
-                contents(), channels=1, dct_method="INTEGER_ACCURATE"
-            )
-
-        # One `switch_case` per image, on the kind Python found.
-        branches = [colour_png, jpeg, other]
-        if channels == 1:
-            branches += [grey_png, grey_jpeg]
-        return finish(tf.switch_case(kind, branches))
-
-    def fast(path: Any) -> Any:
-        # TensorFlow's JPEG decoding op also reads PNG files (its image
-        # decoders look at the data, not at the op's name).
+    def colour_png(path: Any) -> Any:
         contents = tf.io.read_file(path)
-        if channels == 1:
-            pixels = tf.io.decode_jpeg(
-                contents, channels=1, dct_method="INTEGER_ACCURATE"
-            )
-            return finish(pixels)
-        if channels == 4:
-            return finish(tf.io.decode_png(contents, channels=4))
+        return to_mode(tf.io.decode_png(contents, channels=decoded_channels))
+
+    def jpeg(path: Any) -> Any:
+        contents = tf.io.read_file(path)
         pixels = tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
-        return finish(pixels)
+        return to_mode(pixels)
+
+    def other(path: Any) -> Any:
+        pixels = tf.numpy_function(with_pillow, [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(pixels, [None, None, channels])
+
+    def grey_png(path: Any) -> Any:
+        # A grey PNG read in grey: its own levels, no conversion to undo.
+        return tf.io.decode_png(tf.io.read_file(path), channels=1)
+
+    def grey_jpeg(path: Any) -> Any:
+        # A one-component JPEG read in grey: its plane as it is.
+        contents = tf.io.read_file(path)
+        return tf.io.decode_jpeg(contents, channels=1, dct_method="INTEGER_ACCURATE")
 
     def finish(pixels: Any) -> Any:
         pixels.set_shape([None, None, channels])
@@ -475,8 +454,23 @@ def _decoders(tf: Any, loader: Any) -> tuple:
         resized = tf.image.resize(pixels, (height, width), loader.interpolation)
         return tf.cast(resized, tf.float32)
 
-    fast_kinds = {1: [_GREY_PNG, _GREY_JPEG], 3: [_COLOUR_PNG, _JPEG], 4: [_COLOUR_PNG]}
-    return read, fast, fast_kinds[channels]
+    kinds = {_COLOUR_PNG: colour_png, _JPEG: jpeg, _OTHER: other}
+    if channels == 1:
+        kinds.update({_GREY_PNG: grey_png, _GREY_JPEG: grey_jpeg})
+    by_kind = {kind: _then(step, finish) for kind, step in kinds.items()}
+
+    def decode(path: Any, kind: Any) -> Any:
+        # One `switch_case` per image, on the kind Python found: the kinds
+        # are the branch numbers, in the order of `kinds`.
+        branches = [functools.partial(step, path) for step in kinds.values()]
+        return finish(tf.switch_case(kind, branches))
+
+    return decode, by_kind
+
+
+def _then(first: Any, second: Any) -> Any:
+    """`second(first(x))`."""
+    return lambda value: second(first(value))
 
 
 def _center_crop(tf: Any, pixels: Any, size: tuple) -> Any:
