@@ -19,7 +19,11 @@ PNG and/or JPEG (`--format`). Then it reads whole epochs of it:
   divides each `from_directory` row by the `tf.data` row of the same format
   and augmentation.
 
-Each number is the median of `--repeats` epochs after a warm-up epoch.
+Each number is the median of `--repeats` epochs after a warm-up epoch. The
+readers of one format and augmentation read in turn, round after round
+(and the training epochs from arrays and from files alternate), so that a
+change of the machine's speed falls on both sides of a ratio; the `tf.data`
+reader measured by `--tf-python` under another backend is the exception.
 
 A second table times one training epoch of a small CNN (a `TrunkHead`
 trained with `SupervisedContrastiveLoss`, the same batches) fed from the
