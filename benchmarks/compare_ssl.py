@@ -80,7 +80,13 @@ TEMPERATURE = 0.1
 SUPCON_CLASSES = 8
 
 
-def _byol(encoder: Any, steps: int, start_momentum: float = 0.99) -> keras.Model:
+def _byol(
+    encoder: Any,
+    steps: int,
+    start_momentum: float = 0.99,
+    projection_layers: int = 2,
+    projection_output_norm: str | None = None,
+) -> keras.Model:
     return ks.BYOL(
         encoder,
         momentum_steps=steps,
@@ -88,6 +94,8 @@ def _byol(encoder: Any, steps: int, start_momentum: float = 0.99) -> keras.Model
         projection_dim=128,
         prediction_hidden_dim=512,
         start_momentum=start_momentum,
+        projection_layers=projection_layers,
+        projection_output_norm=projection_output_norm,
     )
 
 
@@ -131,6 +139,8 @@ def heads(method: str, args: argparse.Namespace) -> str:
     text = HEADS[method][1]
     if method == "byol":
         text += f", m {args.start_momentum:g} -> 1"
+        if args.byol_projector != "paper":
+            text += ", proj 3 layers + BN"
     if method in args.method_lr:
         text += f", lr {args.method_lr[method]:g}"
     return text
@@ -200,7 +210,11 @@ def train(
         model = encoder
         model.compile(optimizer=optimizer, loss=ks.SupervisedContrastiveLoss())
     else:
-        options = {"start_momentum": args.start_momentum} if method == "byol" else {}
+        options = {}
+        if method == "byol":
+            options = {"start_momentum": args.start_momentum}
+            if args.byol_projector == "batch-normalised":
+                options.update(projection_layers=3, projection_output_norm="affine")
         model = make(encoder, total, **options)
         model.compile(optimizer=optimizer)
     data = views_dataset(x, y, method, args, seed)
@@ -211,6 +225,8 @@ def train(
     settings = {"peak_lr": float(schedule.initial_learning_rate)}
     if method == "byol":
         settings["start_momentum"] = model.start_momentum
+        settings["projection_layers"] = model.projection_layers
+        settings["projection_output_norm"] = model.projection_output_norm
     return encoder, {
         **settings,
         "seconds_per_epoch": float(np.median(later)),
@@ -373,6 +389,14 @@ def main() -> None:
         default=0.99,
         help="BYOL's momentum of the target update at step 0 (default: the "
         "model's own default, 0.99), rising to 1 on a cosine.",
+    )
+    parser.add_argument(
+        "--byol-projector",
+        choices=["paper", "batch-normalised"],
+        default="paper",
+        help="BYOL's projection head: the paper's (512-128, a plain last "
+        "layer) or three layers with batch norm on the projection "
+        "(`projection_layers=3, projection_output_norm='affine'`).",
     )
     parser.add_argument(
         "--backend-note",

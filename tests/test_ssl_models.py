@@ -261,10 +261,45 @@ def test_bad_arguments_are_refused_by_name(name):
         cls(flat, **kwargs)(np.zeros((2, 3, 4), "float32"))
 
 
-@pytest.mark.parametrize("name", ["VICReg", "SimCLR"])
+@pytest.mark.parametrize("name", ["VICReg", "SimCLR", "BYOL"])
 def test_a_head_needs_two_layers(name):
     with pytest.raises(ValueError, match="projection_layers"):
         make(name, projection_layers=1)
+
+
+@pytest.mark.parametrize("norm", [None, "affine", "plain"])
+def test_byol_projection_head_options_shape_both_networks(norm, tmp_path):
+    model = make("BYOL", projection_layers=3, projection_output_norm=norm)
+    model(np.zeros((4, 4), "float32"))
+    want = ["Dense", "BatchNormalization", "ReLU"] * 2 + ["Dense"]
+    if norm is not None:
+        want.append("BatchNormalization")
+    for head in (model.projector, model.target_projector):
+        assert [type(layer).__name__ for layer in head.layers] == want
+        last = head.layers[-1]
+        if norm is None:
+            assert last.use_bias
+        else:
+            assert last.center == last.scale == (norm == "affine")
+    config = model.get_config()
+    assert config["projection_layers"] == 3
+    assert config["projection_output_norm"] == norm
+    model.compile(optimizer="sgd")
+    x, y = views_dataset(examples=16)[0]
+    model.fit(x, y, epochs=1, verbose=0)
+    path = os.fspath(tmp_path / "byol.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert reloaded.get_config()["projection_output_norm"] == norm
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), reloaded.predict(x, verbose=0)
+    )
+
+
+@pytest.mark.parametrize("norm", ["batch", "", 1])
+def test_byol_projection_output_norm_is_checked(norm):
+    with pytest.raises(ValueError, match="projection_output_norm"):
+        make("BYOL", projection_output_norm=norm)
 
 
 def test_batch_norm_must_be_a_bool():

@@ -8,11 +8,15 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_siamese._checks import check_float, check_positive_int
+from keras_siamese._checks import check_choice, check_float, check_positive_int
 from keras_siamese._keras_compat import in_symbolic_scope
 from keras_siamese.losses.byol import BYOLLoss
 from keras_siamese.models._base import SelfSupervisedModel
 from keras_siamese.models._heads import mlp_head
+
+# `mlp_head`'s normalisations of the last layer: batch norm with a learned
+# scale and offset, or without them.
+_OUTPUT_NORMS = ("affine", "plain")
 
 
 @keras.saving.register_keras_serializable(package="keras_siamese")
@@ -60,13 +64,23 @@ class BYOL(SelfSupervisedModel):
             default 4096.
         start_momentum: the momentum at step 0, default 0.99.
         end_momentum: the momentum at the end of the schedule, default 1.
+        projection_layers: Dense layers of the projection head (and of the
+            target's), at least 2; default 2, the paper's.
+        projection_output_norm: `None` (the paper's: a plain last layer),
+            `"affine"` or `"plain"` (batch normalisation of the projection,
+            with or without a learned scale and offset, as SimSiam's
+            projection head ends with `"plain"`). `docs/benchmarks.md`
+            measures `projection_layers=3, projection_output_norm="affine"`
+            against the paper's head on short runs.
         **kwargs: `keras.Model` arguments (`name`, `trainable`).
 
     Raises:
         TypeError: if `encoder` is not a Keras layer, or a size is not an
             integer.
-        ValueError: if a size is not positive, or a momentum is outside
-            `[0, 1]` or `start_momentum > end_momentum`; at the first call,
+        ValueError: if a size is not positive, `projection_layers` is below
+            2, `projection_output_norm` is not one of the above, or a momentum
+            is outside `[0, 1]` or `start_momentum > end_momentum`; at the
+            first call,
             if the encoder's output is not 2-D.
 
     Examples:
@@ -88,6 +102,8 @@ class BYOL(SelfSupervisedModel):
         prediction_hidden_dim: int = 4096,
         start_momentum: float = 0.99,
         end_momentum: float = 1.0,
+        projection_layers: int = 2,
+        projection_output_norm: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(encoder, **kwargs)
@@ -110,6 +126,19 @@ class BYOL(SelfSupervisedModel):
                 "`start_momentum` must not exceed `end_momentum`; got "
                 f"{self.start_momentum} and {self.end_momentum}."
             )
+        self.projection_layers = check_positive_int(
+            projection_layers, "projection_layers"
+        )
+        if self.projection_layers < 2:
+            raise ValueError(
+                "`projection_layers` must be at least 2 (a hidden layer and the "
+                f"output layer); got {self.projection_layers}."
+            )
+        if projection_output_norm is not None:
+            projection_output_norm = check_choice(
+                projection_output_norm, _OUTPUT_NORMS, "projection_output_norm"
+            )
+        self.projection_output_norm = projection_output_norm
         self.projector = self._projection_head("projector")
         self.predictor = mlp_head(
             "predictor", self.prediction_hidden_dim, self.projection_dim, num_layers=2
@@ -127,7 +156,13 @@ class BYOL(SelfSupervisedModel):
         )
 
     def _projection_head(self, name: str) -> keras.Sequential:
-        return mlp_head(name, self.projection_hidden_dim, self.projection_dim, 2)
+        return mlp_head(
+            name,
+            self.projection_hidden_dim,
+            self.projection_dim,
+            self.projection_layers,
+            output_norm=self.projection_output_norm,
+        )
 
     def _pairs(self) -> list[tuple[Any, Any]]:
         """(target, online) variables, in the same order."""
@@ -218,6 +253,8 @@ class BYOL(SelfSupervisedModel):
                 "prediction_hidden_dim": self.prediction_hidden_dim,
                 "start_momentum": self.start_momentum,
                 "end_momentum": self.end_momentum,
+                "projection_layers": self.projection_layers,
+                "projection_output_norm": self.projection_output_norm,
             }
         )
         return config
