@@ -127,15 +127,18 @@ def _batch_spec(dataset: Any) -> tuple:
 def image_files_pipeline(tf: Any, dataset: Any) -> Any:
     """A `tf.data.Dataset` of a dataset that reads images with an `ImageLoader`.
 
-    Python draws each batch's rows (the dataset's own draw); TensorFlow reads,
-    decodes (PNG and JPEG), crops and resizes the files, batches in
-    parallel. The pixels are the loader's: PNG of 8 bits per channel as
+    Python draws the rows of each block of batches (the dataset's own
+    draw), the next block while the files of this one are read; TensorFlow
+    reads, decodes (PNG and JPEG), crops and resizes the files, one file per
+    parallel step, and batches them. The pixels are the loader's: PNG of 8 bits per channel as
     libpng gives them, JPEG with the accurate integer DCT (Pillow's), colour
     to grayscale with Pillow's weights. Other files (GIF, BMP, palette or
     16-bit PNG, and any file that does not look whole) are decoded by the
     loader itself, which names a file it cannot read. Which is which is
     found from each file's first and last bytes, by Python, the first time
-    a batch holds the file (`file_kind`), and kept for later epochs.
+    a block holds the file (`file_kind`), and kept for later epochs; a
+    block whose files are all of one kind is read without a per-file
+    conditional.
 
     The augmentation, if any, runs on each decoded batch with the seeds of
     `__getitem__`: a Keras layer pipeline in the graph, when the backend is
