@@ -355,8 +355,7 @@ def _merge_hits(
     """
     if hit_rows.size == 0:
         return
-    per_row = np.bincount(hit_rows, minlength=len(scores))
-    place = np.arange(hit_rows.size) - (np.cumsum(per_row) - per_row)[hit_rows]
+    per_row, place = _search.ragged_places(hit_rows, len(scores))
     values = np.full(
         (len(scores), int(per_row.max())), np.iinfo(best.dtype).max, best.dtype
     )

@@ -435,12 +435,9 @@ class _Best:
         """Add candidates given row by row (`rows` non-decreasing)."""
         if rows.size == 0:
             return
-        per_row = np.bincount(rows, minlength=len(self.values))
+        per_row, place = ragged_places(rows, len(self.values))
         touched = np.flatnonzero(per_row)
         width = int(per_row.max())
-        # Position of each candidate within its row.
-        firsts = np.cumsum(per_row) - per_row
-        place = np.arange(rows.size) - firsts[rows]
         new_values = np.full((len(self.values), width), np.inf, dtype=np.float32)
         new_columns = np.full(new_values.shape, _NO_CANDIDATE, dtype=np.int64)
         new_values[rows, place] = values
@@ -456,6 +453,22 @@ class _Best:
         self.columns[touched] = np.take_along_axis(both_columns, order, axis=1)
 
 
+def ragged_places(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where entries given row by row go in a padded `(count, width)` table.
+
+    Args:
+        rows: the row of each entry, non-decreasing.
+        count: the number of rows.
+
+    Returns:
+        `(per_row, place)`: the number of entries of each row, and each
+        entry's position within its row.
+    """
+    per_row = np.bincount(rows, minlength=count)
+    place = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+    return per_row, place
+
+
 def _gather_groups(
     scores: object, rows: np.ndarray, groups: np.ndarray, group: int, pad: bool
 ) -> np.ndarray:
@@ -469,8 +482,7 @@ def _gather_groups(
     along their second axis.
     """
     if len(scores.shape) == 3:
-        per_row = np.bincount(rows, minlength=scores.shape[0])
-        place = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+        per_row, place = ragged_places(rows, scores.shape[0])
         width = padded_size(int(per_row.max()))
         chosen = np.zeros((scores.shape[0], width, 1), dtype=np.int32)
         chosen[rows, place, 0] = groups
@@ -480,8 +492,7 @@ def _gather_groups(
         picked = rows * (scores.shape[1] // group) + groups
         values = ops.take(ops.reshape(scores, (-1, group)), picked, axis=0)
         return ops.convert_to_numpy(values)
-    per_row = np.bincount(rows, minlength=scores.shape[0])
-    place = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+    per_row, place = ragged_places(rows, scores.shape[0])
     # Few distinct shapes: each new one compiles on JAX.
     width = padded_size(int(per_row.max()))
     chosen = np.zeros((scores.shape[0], width), dtype=np.int32)
