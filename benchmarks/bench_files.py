@@ -22,8 +22,9 @@ PNG and/or JPEG (`--format`). Then it reads whole epochs of it:
 Each number is the median of `--repeats` epochs after a warm-up epoch. The
 readers of one format and augmentation read in turn, round after round
 (and the training epochs from arrays and from files alternate), so that a
-change of the machine's speed falls on both sides of a ratio; the `tf.data`
-reader measured by `--tf-python` under another backend is the exception.
+change of the machine's speed falls on both sides of a ratio. Under another
+backend, `--tf-python` reads the `tf.data` reader in its own process once
+per round (its start and warm-up read not timed).
 
 A second table times one training epoch of a small CNN (a `TrunkHead`
 trained with `SupervisedContrastiveLoss`, the same batches) fed from the
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import _common as common
 import keras
@@ -136,7 +138,9 @@ def interleaved_rates(reads: dict, repeats: int) -> dict:
 
     Each reader reads once to warm up, then all read one after the other,
     `repeats` rounds; the median of each. Side by side in every round, so
-    that the ratios hold while the machine's speed changes.
+    that the ratios hold while the machine's speed changes. A `read` that
+    returns a number times itself (a reader in another process, whose
+    start is not part of the measure): that number is its seconds.
     """
     for read, _ in reads.values():
         read()
@@ -144,8 +148,10 @@ def interleaved_rates(reads: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for name, (read, _) in reads.items():
             start = time.perf_counter()
-            read()
-            seconds[name].append(time.perf_counter() - start)
+            took = read()
+            seconds[name].append(
+                time.perf_counter() - start if took is None else float(took)
+            )
     return {
         name: count / statistics.median(seconds[name])
         for name, (_, count) in reads.items()
@@ -263,16 +269,15 @@ def main() -> None:
                     label = f"{workers}p" if processes else str(workers)
                     reads[label] = (read, len(dataset) * dataset.batch_size)
                 if has_tf:
-                    reads["tf.data"] = (
-                        tf_data_reader(
-                            folder, size, color_mode, batch, kwargs.get("augment")
-                        ),
-                        args.images,
+                    reference = tf_data_reader(
+                        folder, size, color_mode, batch, kwargs.get("augment")
                     )
+                    reads["tf.data"] = (reference, args.images)
+                elif args.tf_python:
+                    reference = tf_data_subprocess(folder, bool(suffix), args)
+                    reads["tf.data"] = (reference, args.images)
                 rates = interleaved_rates(reads, args.repeats)
                 reference_rate = rates.pop("tf.data", None)
-                if reference_rate is None and args.tf_python:
-                    reference_rate = tf_data_subprocess(folder, bool(suffix), args)
                 for label, rate in rates.items():
                     mine.append(
                         ["from_directory" + suffix, label, image_format, round(rate)]
@@ -354,20 +359,28 @@ def tf_data_reader(folder, size, color_mode, batch, augment):
     return read_reference
 
 
-def tf_data_subprocess(folder: str, augment: bool, args) -> float:
-    """`tf_data_rate` measured by `args.tf_python` on the TensorFlow backend."""
-    command = [args.tf_python, __file__, "--tf-data-folder", folder]
-    for flag in ("images", "image_size", "classes_per_batch", "per_class", "repeats"):
+def tf_data_subprocess(folder: str, augment: bool, args) -> Any:
+    """A read of `tf_data_reader` by `args.tf_python` on the TensorFlow backend.
+
+    Each call starts that Python, which reads once to warm up and once
+    timed, and returns the timed read's seconds.
+    """
+    command = [args.tf_python, __file__, "--tf-data-folder", folder, "--repeats", "1"]
+    for flag in ("images", "image_size", "classes_per_batch", "per_class"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.data:
         command += ["--data", args.data]
     if augment:
         command.append("--tf-data-augment")
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run(
-        command, env=environment, capture_output=True, text=True, check=True
-    )
-    return float(done.stdout.strip().splitlines()[-1])
+
+    def read() -> float:
+        done = subprocess.run(
+            command, env=environment, capture_output=True, text=True, check=True
+        )
+        return args.images / float(done.stdout.strip().splitlines()[-1])
+
+    return read
 
 
 def epoch_rows(folder, size, color_mode, channels, args) -> list:
