@@ -8,7 +8,7 @@ import keras
 
 from keras_siamese._checks import check_positive_int
 from keras_siamese._keras_compat import mark_shared
-from keras_siamese.models._heads import mlp_head
+from keras_siamese.models._heads import check_head_layers, mlp_head
 
 
 def check_encoder(encoder: Any, model: str) -> keras.layers.Layer:
@@ -119,14 +119,7 @@ class ProjectionModel(SelfSupervisedModel):
             projection_hidden_dim, "projection_hidden_dim"
         )
         self.projection_dim = check_positive_int(projection_dim, "projection_dim")
-        self.projection_layers = check_positive_int(
-            projection_layers, "projection_layers"
-        )
-        if self.projection_layers < 2:
-            raise ValueError(
-                "`projection_layers` must be at least 2 (a hidden layer and the "
-                f"output layer); got {self.projection_layers}."
-            )
+        self.projection_layers = check_head_layers(projection_layers)
         self.projector = mlp_head(
             "projector",
             self.projection_hidden_dim,

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import keras
 
+from keras_siamese._checks import check_positive_int
+
 # PyTorch's BatchNorm1d defaults (a running-average momentum of 0.1 there is
 # Keras' 0.9), the published heads' normalisation.
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
+
+
+def check_head_layers(value: object, argument: str = "projection_layers") -> int:
+    """`value` as a number of Dense layers of a head: an integer >= 2.
+
+    Raises:
+        TypeError: if it is not an integer.
+        ValueError: if it is below 2.
+    """
+    layers = check_positive_int(value, argument)
+    if layers < 2:
+        raise ValueError(
+            f"`{argument}` must be at least 2 (a hidden layer and the output "
+            f"layer); got {layers}."
+        )
+    return layers
 
 
 def mlp_head(

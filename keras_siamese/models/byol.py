@@ -12,7 +12,7 @@ from keras_siamese._checks import check_choice, check_float, check_positive_int
 from keras_siamese._keras_compat import in_symbolic_scope
 from keras_siamese.losses.byol import BYOLLoss
 from keras_siamese.models._base import SelfSupervisedModel
-from keras_siamese.models._heads import mlp_head
+from keras_siamese.models._heads import check_head_layers, mlp_head
 
 # `mlp_head`'s normalisations of the last layer: batch norm with a learned
 # scale and offset, or without them.
@@ -24,8 +24,8 @@ class BYOL(SelfSupervisedModel):
     """BYOL (Grill et al., 2020): predict a moving average of the network.
 
     The online network (the encoder, a projection head and a prediction
-    head, each head a Dense layer with batch norm and ReLU then a Dense
-    layer) predicts the projection of a target network: a copy of the
+    head, each head by default a Dense layer with batch norm and ReLU then
+    a Dense layer) predicts the projection of a target network: a copy of the
     encoder and of the projection head whose weights are not trained but
     follow the online ones, `target = m * target + (1 - m) * online`, at
     the start of every training step (every call with `training=True`)
@@ -80,8 +80,7 @@ class BYOL(SelfSupervisedModel):
         ValueError: if a size is not positive, `projection_layers` is below
             2, `projection_output_norm` is not one of the above, or a momentum
             is outside `[0, 1]` or `start_momentum > end_momentum`; at the
-            first call,
-            if the encoder's output is not 2-D.
+            first call, if the encoder's output is not 2-D.
 
     Examples:
         >>> import keras, numpy as np
@@ -126,14 +125,7 @@ class BYOL(SelfSupervisedModel):
                 "`start_momentum` must not exceed `end_momentum`; got "
                 f"{self.start_momentum} and {self.end_momentum}."
             )
-        self.projection_layers = check_positive_int(
-            projection_layers, "projection_layers"
-        )
-        if self.projection_layers < 2:
-            raise ValueError(
-                "`projection_layers` must be at least 2 (a hidden layer and the "
-                f"output layer); got {self.projection_layers}."
-            )
+        self.projection_layers = check_head_layers(projection_layers)
         if projection_output_norm is not None:
             projection_output_norm = check_choice(
                 projection_output_norm, _OUTPUT_NORMS, "projection_output_norm"
