@@ -164,24 +164,30 @@ def test_a_corrupt_file_is_named_by_the_pipeline(tmp_path):
             pass
 
 
-def write_images(root, seed=0):
-    """PNG in every 8-bit colour type, palette PNG, JPEG, GIF and BMP files."""
+def random_pictures(root, rng):
+    """Folders a, b, c of `root`, with three random RGBA pictures of 4-19
+    pixels a side for each: yields `(folder, k, picture)`."""
     image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(seed)
     for name in ("a", "b", "c"):
         (root / name).mkdir()
         for k in range(3):
             height, width = rng.integers(4, 20, 2)
-            pixels = image.fromarray(
-                rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA"
-            )
-            for mode in ("L", "LA", "RGB", "RGBA"):
-                pixels.convert(mode).save(root / name / f"{k}{mode}.png")
-            pixels.convert("RGB").convert("P").save(root / name / f"{k}P.png")
-            pixels.convert("RGB").save(root / name / f"{k}.jpg", quality=90)
-            pixels.convert("L").save(root / name / f"{k}L.jpeg", quality=90)
-            pixels.convert("RGB").convert("P").save(root / name / f"{k}.gif")
-            pixels.convert("RGB").save(root / name / f"{k}.bmp")
+            pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+            yield root / name, k, image.fromarray(pixels, "RGBA")
+
+
+def write_images(root, seed=0):
+    """PNG in every 8-bit colour type, palette PNG, JPEG, GIF and BMP files."""
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for folder, k, pixels in random_pictures(root, rng):
+        for mode in ("L", "LA", "RGB", "RGBA"):
+            pixels.convert(mode).save(folder / f"{k}{mode}.png")
+        pixels.convert("RGB").convert("P").save(folder / f"{k}P.png")
+        pixels.convert("RGB").save(folder / f"{k}.jpg", quality=90)
+        pixels.convert("L").save(folder / f"{k}L.jpeg", quality=90)
+        pixels.convert("RGB").convert("P").save(folder / f"{k}.gif")
+        pixels.convert("RGB").save(folder / f"{k}.bmp")
     # Files of the loader's size exactly, which are not resized.
     for k in range(2):
         pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
@@ -351,17 +357,9 @@ def test_file_kind_follows_the_format_and_mode_pillow_finds(tmp_path, channels):
 
 def write_one_kind(root, files):
     """Image files of the `(mode, suffix)` pairs `files`, three classes."""
-    image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(1)
-    for name in ("a", "b", "c"):
-        (root / name).mkdir()
-        for k in range(3):
-            height, width = rng.integers(4, 20, 2)
-            pixels = image.fromarray(
-                rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA"
-            )
-            for mode, suffix in files:
-                pixels.convert(mode).save(root / name / f"{k}{mode}.{suffix}")
+    for folder, k, pixels in random_pictures(root, np.random.default_rng(1)):
+        for mode, suffix in files:
+            pixels.convert(mode).save(folder / f"{k}{mode}.{suffix}")
 
 
 ALL_PNG = [(mode, "png") for mode in ("L", "LA", "RGB", "RGBA")]

@@ -130,7 +130,9 @@ class Augmentation:
             # On the CPU, where the rest of the batch is made: the
             # accelerator is left to the model.
             with keras.device("cpu:0"):
-                result = self._run_layers(images, seed)
+                # One generator per batch: each random layer draws from it
+                # in turn, so the layers get different numbers from one seed.
+                result = self._run_layers(images, keras.random.SeedGenerator(seed))
         return np.asarray(keras.ops.convert_to_numpy(result))
 
     @property
@@ -154,14 +156,9 @@ class Augmentation:
         """
         return self._run_layers(images, TensorSeeds(seed, seed_dtype))
 
-    def _run_layers(self, images: np.ndarray, seed: Any) -> Any:
+    def _run_layers(self, images: Any, generator: Any) -> Any:
+        """The layers on `images`, each random one drawing from `generator`."""
         result = images
-        # One generator per batch: each random layer draws from it in turn,
-        # so the layers get different numbers from one seed.
-        if isinstance(seed, keras.random.SeedGenerator):
-            generator = seed
-        else:
-            generator = keras.random.SeedGenerator(seed)
         for layer in self._layers:
             if _is_image_preprocessing(layer):
                 transformation = layer.get_random_transformation(
