@@ -9,7 +9,8 @@ PNG and/or JPEG (`--format`). Then it reads whole epochs of it:
   reads a `PyDataset` (`model.predict` with a model that returns its input,
   so the enqueuer and its `workers` threads, or processes with
   `--processes`, are part of the measure; on TensorFlow the dataset's own
-  `tf.data` pipeline, where `workers` does not apply);
+  `tf.data` pipeline, where `workers` does not apply); under JAX and
+  PyTorch once per `--decoder` (the `ImageLoader`'s: Pillow or OpenCV);
 * `from_directory + augment`: the same with a `RandomFlip` + `RandomCrop`
   pipeline, seeded per batch;
 * `image_dataset_from_directory`, where TensorFlow is installed: Keras' own
@@ -34,7 +35,7 @@ reading files while training, as a ratio.
 Usage:
     KERAS_BACKEND=jax python benchmarks/bench_files.py \
         --data fashion_mnist.npz --images 20000 --format png jpeg \
-        --image-size 28 --workers 1 2 --processes
+        --image-size 28 --workers 1 2 --processes --decoder pillow opencv
 
 Prints a table and writes `benchmarks/results/bench_files-<backend>.json`.
 """
@@ -176,6 +177,13 @@ def main() -> None:
         action="store_true",
         help="also read with `use_multiprocessing=True` for workers > 1",
     )
+    parser.add_argument(
+        "--decoder",
+        nargs="+",
+        choices=["auto", "pillow", "opencv"],
+        default=["auto"],
+        help="ImageLoader decoders to read with, each a row (JAX and PyTorch)",
+    )
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -233,6 +241,9 @@ def main() -> None:
     readers = [(workers, False) for workers in args.workers]
     if args.processes:
         readers += [(workers, True) for workers in args.workers if workers > 1]
+    # The TensorFlow pipeline decodes with TensorFlow: the decoder is moot.
+    decoders = ["auto"] if keras.backend.backend() == "tensorflow" else args.decoder
+    readers = [(*reader, decoder) for decoder in decoders for reader in readers]
     has_tf = importlib.util.find_spec("tensorflow") is not None
     rows = []
     epochs = []
@@ -250,7 +261,7 @@ def main() -> None:
                 mine = []
                 reads = {}
                 echo = keras.Sequential([keras.Input(shape), keras.layers.Identity()])
-                for workers, processes in readers:
+                for workers, processes, decoder in readers:
                     dataset = ClassBalancedDataset.from_directory(
                         folder,
                         image_size=size,
@@ -260,13 +271,17 @@ def main() -> None:
                         seed=0,
                         workers=workers,
                         use_multiprocessing=processes,
+                        decoder=decoder,
                         **kwargs,
                     )
 
                     def read(dataset=dataset, echo=echo):
                         echo.predict(dataset, verbose=0)
 
-                    label = f"{workers}p" if processes else str(workers)
+                    label = (
+                        f"{workers}p" if processes else str(workers),
+                        decoder_name(decoder),
+                    )
                     reads[label] = (read, len(dataset) * dataset.batch_size)
                 if has_tf:
                     reference = tf_data_reader(
@@ -278,9 +293,15 @@ def main() -> None:
                     reads["tf.data"] = (reference, args.images)
                 rates = interleaved_rates(reads, args.repeats)
                 reference_rate = rates.pop("tf.data", None)
-                for label, rate in rates.items():
+                for (label, decoder), rate in rates.items():
                     mine.append(
-                        ["from_directory" + suffix, label, image_format, round(rate)]
+                        [
+                            "from_directory" + suffix,
+                            label,
+                            decoder,
+                            image_format,
+                            round(rate),
+                        ]
                     )
                     print(*mine[-1], file=sys.stderr, flush=True)
                 print(
@@ -292,13 +313,14 @@ def main() -> None:
                     flush=True,
                 )
                 for row in mine:
-                    ratio = "-" if reference_rate is None else row[3] / reference_rate
+                    ratio = "-" if reference_rate is None else row[4] / reference_rate
                     rows.append([*row, ratio if ratio == "-" else round(ratio, 2)])
                 if reference_rate is not None:
                     rows.append(
                         [
                             "image_dataset_from_directory" + suffix,
                             "tf.data",
+                            "tensorflow",
                             image_format,
                             round(reference_rate),
                             1.0,
@@ -307,7 +329,7 @@ def main() -> None:
             if args.epoch_workers and image_format == args.format[0]:
                 epochs = epoch_rows(folder, size, color_mode, channels, args)
     table = common.print_table(
-        ["reader", "workers", "format", "images/s", "x tf.data"], rows
+        ["reader", "workers", "decoder", "format", "images/s", "x tf.data"], rows
     )
     epoch_table = ""
     if epochs:
@@ -328,6 +350,15 @@ def main() -> None:
         },
         enabled=not args.no_json,
     )
+
+
+def decoder_name(decoder: str) -> str:
+    """The library an `ImageLoader` with `decoder` decodes PNG and JPEG with."""
+    if keras.backend.backend() == "tensorflow":
+        return "tensorflow"
+    if decoder == "auto":
+        return "pillow" if importlib.util.find_spec("cv2") is None else "opencv"
+    return decoder
 
 
 def tf_data_reader(folder, size, color_mode, batch, augment):

@@ -125,19 +125,25 @@ def test_bench_data_measures_every_sampler(tmp_path: Path, small_mnist: Path) ->
 @pytest.mark.slow
 def test_bench_files_reads_the_folder_every_way(tmp_path: Path) -> None:
     pytest.importorskip("PIL")
+    tensorflow = keras.backend.backend() == "tensorflow"
+    decoders = ["pillow"]
+    if not tensorflow and importlib.util.find_spec("cv2") is not None:
+        decoders.append("opencv")
     out = run_script(
         "bench_files.py",
         *("--images", "40", "--classes", "4", "--classes-per-batch", "2"),
         *("--per-class", "2", "--workers", "1", "2", "--repeats", "1"),
-        *("--epoch-workers", "3", "--no-json"),
+        *("--epoch-workers", "3", "--no-json", "--decoder", *decoders),
         cwd=tmp_path,
     )
     rows = [line.strip("|").split("|") for line in out.splitlines() if "|" in line]
-    readers = [(row[0].strip(), row[1].strip()) for row in rows]
+    readers = [tuple(cell.strip() for cell in row[:3]) for row in rows]
     for reader in ("from_directory", "from_directory + augment"):
-        assert (reader, "1") in readers and (reader, "2") in readers
+        for decoder in ["tensorflow"] if tensorflow else decoders:
+            assert (reader, "1", decoder) in readers
+            assert (reader, "2", decoder) in readers
     if importlib.util.find_spec("tensorflow") is not None:
-        assert ("image_dataset_from_directory", "tf.data") in readers
+        assert ("image_dataset_from_directory", "tf.data", "tensorflow") in readers
     # The epoch table: arrays first (ratio 1), then the files with 3 workers.
     assert "One training epoch of a small CNN (10 batches)" in out
     epochs = {row[0].strip(): row for row in rows if len(row) == 4}

@@ -520,3 +520,125 @@ def test_missing_pillow_is_named_when_an_image_is_read(tmp_path, monkeypatch):
     monkeypatch.setattr(images.importlib, "import_module", without_pillow)
     with pytest.raises(ImportError, match=r"keras-siamese\[images\]"):
         loader(tmp_path / "x.png")
+
+
+# --- Decoders ---------------------------------------------------------------
+
+
+def write_every_kind(root):
+    """One file of every format, mode and JPEG variant the decoders meet.
+
+    Returns `(paths OpenCV decodes, paths left to Pillow)`.
+    """
+    rng = np.random.default_rng(3)
+    fast, slow = [], []
+    for k, (height, width) in enumerate([(7, 11), (23, 16), (40, 33)]):
+        noise = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        ramp = np.cumsum(rng.integers(-9, 10, (height, width, 4)), axis=1)
+        pixels = noise if k % 2 else np.clip(ramp + 128, 0, 255).astype(np.uint8)
+        rgba = Image.fromarray(pixels, "RGBA")
+        for mode in ("L", "LA", "RGB", "RGBA"):
+            fast.append(root / f"{k}{mode}.png")
+            rgba.convert(mode).save(fast[-1])
+        for mode in ("L", "RGB"):
+            for quality, subsampling, progressive in [
+                (95, 0, False), (75, 2, False), (50, 1, True), (90, 2, True)
+            ]:  # fmt: skip
+                fast.append(root / f"{k}{mode}{quality}{subsampling}.jpg")
+                rgba.convert(mode).save(
+                    fast[-1], quality=quality, subsampling=subsampling,
+                    progressive=progressive,
+                )  # fmt: skip
+        # Stored as it is, shown turned: the pixels are the stored ones.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        fast.append(root / f"{k}turned.jpg")
+        rgba.convert("RGB").save(fast[-1], exif=exif)
+        for name, image in [
+            ("P.png", rgba.convert("RGB").convert("P")),
+            ("I16.png", rgba.convert("I;16")),
+            ("1.png", rgba.convert("1")),
+            ("CMYK.jpg", rgba.convert("CMYK")),
+            (".gif", rgba.convert("RGB").convert("P")),
+            (".bmp", rgba.convert("RGB")),
+        ]:
+            slow.append(root / f"{k}{name}")
+            image.save(slow[-1])
+    return fast, slow
+
+
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
+def test_opencv_decodes_pillows_pixels(tmp_path, color_mode):
+    cv2 = pytest.importorskip("cv2")
+    from keras_siamese.data import images
+
+    fast, slow = write_every_kind(tmp_path)
+    for path in fast + slow:
+        want = images.decode_image(path, color_mode, decoder="pillow")
+        got = images.decode_image(path, color_mode, decoder="opencv")
+        assert got.dtype == np.uint8 and got.shape == want.shape, path
+        np.testing.assert_array_equal(got, want, err_msg=str(path))
+    # The fast path is taken where it is meant to be, and only there.
+    for path in fast:
+        assert images._decode_with_opencv(cv2, path, color_mode) is not None, path
+    for path in slow:
+        assert images._decode_with_opencv(cv2, path, color_mode) is None, path
+
+
+def test_opencv_leaves_bad_files_to_pillow_which_names_them(tmp_path):
+    pytest.importorskip("cv2")
+    from keras_siamese.data import images
+
+    fast, _ = write_every_kind(tmp_path)
+    png = fast[2].read_bytes()
+    # The signature, header and end are whole; the image data between is not.
+    broken = png[:40] + bytes(len(png) - 52) + png[-12:]
+    (tmp_path / "broken.png").write_bytes(broken)
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])
+    for name in ("broken.png", "cut.png", "missing.png"):
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            images.decode_image(tmp_path / name, "rgb", decoder="opencv")
+
+
+def test_decoder_is_checked_and_opencv_required_by_name(tmp_path, monkeypatch):
+    from keras_siamese.data import images
+
+    with pytest.raises(ValueError, match="decoder"):
+        ImageLoader(decoder="cv2")
+    with pytest.raises(ValueError, match="decoder"):
+        ClassBalancedDataset.from_directory(
+            write_folder(tmp_path, jpeg=False), decoder="turbo"
+        )
+    path = tmp_path / "a" / "0.png"
+    want = images.decode_image(path, "rgb", decoder="pillow")
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)
+    images._opencv.cache_clear()
+    try:
+        loader = ImageLoader(want.shape[:2], decoder="auto")
+        np.testing.assert_array_equal(loader(path), want.astype(np.float32))
+        with pytest.raises(ImportError, match=r"keras-siamese\[opencv\]"):
+            ImageLoader(decoder="opencv")(path)
+    finally:
+        images._opencv.cache_clear()
+
+
+@pytest.mark.parametrize("decoder", ["pillow", "opencv"])
+def test_from_directory_batches_are_the_same_whatever_the_decoder(tmp_path, decoder):
+    if decoder == "opencv":
+        pytest.importorskip("cv2")
+    write_folder(tmp_path, classes=("a", "b", "c"))
+    batches = {
+        name: ClassBalancedDataset.from_directory(
+            tmp_path,
+            image_size=(9, 7),
+            classes_per_batch=2,
+            samples_per_class=3,
+            seed=5,
+            decoder=name,
+        )
+        for name in ("auto", decoder)
+    }
+    assert batches[decoder].loader.decoder == decoder
+    for index in range(len(batches["auto"])):
+        for a, b in zip(batches["auto"][index], batches[decoder][index]):
+            np.testing.assert_array_equal(a, b)

@@ -229,9 +229,9 @@ def test_image_files_are_decoded_by_tensorflow_to_the_pixels_of_getitem(
     pipeline = dataset.as_tf_dataset()
     by_pillow = []
 
-    def decode_image(path, mode):
+    def decode_image(path, mode, decoder):
         by_pillow.append(path)
-        return image_files.decode_image(path, mode)
+        return image_files.decode_image(path, mode, decoder)
 
     for epoch in (0, 3):
         dataset.set_epoch(epoch)

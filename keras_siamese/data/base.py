@@ -324,6 +324,7 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
         interpolation: str = "bilinear",
         crop_to_aspect_ratio: bool = False,
         follow_links: bool = False,
+        decoder: str = "auto",
         **kwargs: Any,
     ) -> SampledDataset:
         """A dataset of the images in a folder with one sub-folder per class.
@@ -355,6 +356,9 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
                 aspect ratio of `image_size`, not the whole image.
             follow_links: whether to walk into folders that are symbolic
                 links.
+            decoder: `"auto"`, `"pillow"` or `"opencv"`: which library
+                decodes the files (`ImageLoader`; the same pixels, OpenCV's
+                faster where installed).
             **kwargs: the dataset's other arguments (`batch_size`, `seed`,
                 `augment`, `views`, `workers`, ...).
 
@@ -368,7 +372,8 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
                 images for the sampler (named by folder), or an argument is
                 out of range. When a batch is read: a file that cannot be
                 read or decoded (named by path).
-            ImportError: when a batch is read, if Pillow is not installed.
+            ImportError: when a batch is read, if Pillow is not installed
+                (or OpenCV, with `decoder="opencv"`).
 
         Examples:
             >>> import numpy as np, os, tempfile
@@ -388,7 +393,7 @@ class SampledDataset(keras.utils.PyDataset, *_keras_compat.data_adapter_base()):
             ((4, 4, 4, 3), dtype('float32'), ['cat', 'dog', 'owl'])
         """
         loader = ImageLoader(
-            image_size, color_mode, interpolation, crop_to_aspect_ratio
+            image_size, color_mode, interpolation, crop_to_aspect_ratio, decoder
         )
         if not isinstance(follow_links, bool):
             raise TypeError(f"`follow_links` must be a bool; got {follow_links!r}.")

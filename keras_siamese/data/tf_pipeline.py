@@ -23,13 +23,16 @@ import keras
 import numpy as np
 
 from keras_siamese.data.augment import Augmentation, batch_seed, seed_dtype
-from keras_siamese.data.images import decode_image
+from keras_siamese.data.images import (
+    HEAD_BYTES,
+    LUMA_WEIGHTS,
+    TAIL_BYTES,
+    decode_image,
+    is_whole_jpeg,
+    jpeg_components,
+    png_colour_type,
+)
 from keras_siamese.data.sampling import gather
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_JPEG_START = b"\xff\xd8\xff"
-_JPEG_END = b"\xff\xd9"
 
 
 def block_pipeline(dataset: Any) -> Any:
@@ -328,12 +331,10 @@ def _graph_augmentation(dataset: Any) -> Any:
 
 # What `file_kind` finds, the branches of `_decoders`' `decode`.
 _COLOUR_PNG, _JPEG, _OTHER, _GREY_PNG, _GREY_JPEG = 0, 1, 2, 3, 4
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def file_kind(path: str, channels: int) -> int:
-    """How the pipeline decodes a file, from its first 26 and last 12 bytes.
+    """How the pipeline decodes a file, from its first and last bytes.
 
     An 8-bit PNG that is not a palette image and ends with its `IEND`
     chunk (`_GREY_PNG` if grey and read as grayscale, else `_COLOUR_PNG`),
@@ -349,47 +350,20 @@ def file_kind(path: str, channels: int) -> int:
     """
     try:
         with open(path, "rb") as file:
-            head = file.read(26)
+            head = file.read(HEAD_BYTES)
             size = file.seek(0, os.SEEK_END)
-            file.seek(max(size - 12, 0))
-            tail = file.read(12)
-            jpeg_start = head.startswith(_JPEG_START)
-            grey_jpeg = jpeg_start and channels == 1 and _jpeg_components(file) == 1
+            file.seek(max(size - TAIL_BYTES, 0))
+            tail = file.read(TAIL_BYTES)
+            jpeg = is_whole_jpeg(head, tail) and len(tail) == TAIL_BYTES
+            grey_jpeg = jpeg and channels == 1 and jpeg_components(file) == 1
     except OSError:
         return _OTHER
-    if (
-        len(head) == 26
-        and head.startswith(_PNG_SIGNATURE)
-        and head[12:16] == b"IHDR"
-        # 8 bits per channel; grey, RGB, grey + alpha or RGBA (no palette).
-        and head[24] == 8
-        and head[25] in (0, 2, 4, 6)
-        and tail == _PNG_END
-    ):
-        return _GREY_PNG if channels == 1 and head[25] == 0 else _COLOUR_PNG
-    if jpeg_start and len(tail) == 12 and tail[-2:] == _JPEG_END:
+    colour_type = png_colour_type(head, tail)
+    if colour_type is not None:
+        return _GREY_PNG if channels == 1 and colour_type == 0 else _COLOUR_PNG
+    if jpeg:
         return _GREY_JPEG if grey_jpeg else _JPEG
     return _OTHER
-
-
-def _jpeg_components(file: Any) -> int | None:
-    """The number of colour components in an open JPEG file's frame header.
-
-    `None` if the header is not among the first 64 segments.
-    """
-    file.seek(2)
-    for _ in range(64):
-        marker = file.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            return None
-        if marker[1] in _SOF_MARKERS:
-            header = file.read(8)
-            return header[7] if len(header) == 8 else None
-        length = file.read(2)
-        if len(length) < 2:
-            return None
-        file.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
-    return None
 
 
 def _decoders(tf: Any, loader: Any) -> tuple:
@@ -413,14 +387,14 @@ def _decoders(tf: Any, loader: Any) -> tuple:
             return tf.concat([pixels, opaque], axis=-1)
         if channels != 1:
             return pixels
-        weighted = tf.cast(pixels, tf.int32) * tf.constant([19595, 38470, 7471])
+        weighted = tf.cast(pixels, tf.int32) * tf.constant(LUMA_WEIGHTS)
         luma = tf.bitwise.right_shift(
             tf.reduce_sum(weighted, -1, keepdims=True) + 0x8000, 16
         )
         return tf.cast(luma, tf.uint8)
 
     def with_pillow(path: np.ndarray) -> np.ndarray:
-        return decode_image(os.fsdecode(path), color_mode)
+        return decode_image(os.fsdecode(path), color_mode, loader.decoder)
 
     def colour_png(path: Any) -> Any:
         contents = tf.io.read_file(path)
