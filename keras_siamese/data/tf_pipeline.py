@@ -269,23 +269,28 @@ def image_files_pipeline(tf: Any, dataset: Any) -> Any:
         # The files are read one by one in parallel, as
         # `image_dataset_from_directory` reads them. A block whose files are
         # all of one kind is read by that kind's decoder, without a per-file
-        # conditional; every other stream is then empty.
+        # conditional; every other stream is then empty. Each stream is
+        # batched before they are concatenated (a stream holds whole batches
+        # or nothing): tf.data then fuses each decoding map with its batch,
+        # which it cannot do across the concatenation (measured under
+        # `predict`: about a third more images per second).
         streams = [
             tf.data.Dataset.from_tensor_slices(files)
             .take(tf.where(uniform == kind, size, zero))
             .map(step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(count, drop_remainder=True)
             for kind, step in by_kind.items()
         ]
         streams.append(
             tf.data.Dataset.from_tensor_slices((files, file_kinds))
             .take(tf.where(uniform < 0, size, zero))
             .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(count, drop_remainder=True)
         )
         meta = tf.data.Dataset.from_tensor_slices(
             (batches, tf.fill(tf.shape(batches), epoch), targets, seeds)
         )
         images = functools.reduce(tf.data.Dataset.concatenate, streams)
-        images = images.batch(count, drop_remainder=True)
         # In parallel only when batches are augmented: reshaping a batch is
         # cheaper than the threads' own work (measured: a fifth more CPU per
         # image with a parallel map here).
