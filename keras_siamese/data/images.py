@@ -98,8 +98,13 @@ def png_colour_type(head: bytes, tail: bytes) -> int | None:
 
 
 def is_whole_jpeg(head: bytes, tail: bytes) -> bool:
-    """Whether a file's first and last bytes are a JPEG's start and end markers."""
-    return head.startswith(_JPEG_START) and tail[-2:] == _JPEG_END
+    """Whether a file's first bytes and last `TAIL_BYTES` bytes are a JPEG's
+    start and end markers (a file shorter than that is not taken)."""
+    return (
+        head.startswith(_JPEG_START)
+        and len(tail) == TAIL_BYTES
+        and tail.endswith(_JPEG_END)
+    )
 
 
 def jpeg_components(file: Any) -> int | None:

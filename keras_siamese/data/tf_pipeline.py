@@ -359,7 +359,7 @@ def file_kind(path: str, channels: int) -> int:
             size = file.seek(0, os.SEEK_END)
             file.seek(max(size - TAIL_BYTES, 0))
             tail = file.read(TAIL_BYTES)
-            jpeg = is_whole_jpeg(head, tail) and len(tail) == TAIL_BYTES
+            jpeg = is_whole_jpeg(head, tail)
             grey_jpeg = jpeg and channels == 1 and jpeg_components(file) == 1
     except OSError:
         return _OTHER
@@ -398,7 +398,7 @@ def _decoders(tf: Any, loader: Any) -> tuple:
         )
         return tf.cast(luma, tf.uint8)
 
-    def with_pillow(path: np.ndarray) -> np.ndarray:
+    def in_python(path: np.ndarray) -> np.ndarray:
         return decode_image(os.fsdecode(path), color_mode, loader.decoder)
 
     def colour_png(path: Any) -> Any:
@@ -411,7 +411,7 @@ def _decoders(tf: Any, loader: Any) -> tuple:
         return to_mode(pixels)
 
     def other(path: Any) -> Any:
-        pixels = tf.numpy_function(with_pillow, [path], tf.uint8, stateful=False)
+        pixels = tf.numpy_function(in_python, [path], tf.uint8, stateful=False)
         return tf.ensure_shape(pixels, [None, None, channels])
 
     def grey_png(path: Any) -> Any:
